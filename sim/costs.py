@@ -1,0 +1,129 @@
+"""Cost models: how long each phase takes, per session, chunk and denoise step.
+
+Costs are sampled up front into a :class:`CostTable` from one generator per phase
+derived from the run seed, so a chunk's cost does not depend on the order in which a
+schedule asks for it: two policies compared on the same seed see the same costs
+(common random numbers), and the same seed always gives the same table.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: every phase a cost model may price (DESIGN.md vocabulary)
+PHASES = ("build", "denoise", "recompute", "decode", "anchor_decode", "encode")
+
+
+class CostSpec(BaseModel):
+    """Duration of one phase in milliseconds (one denoise *step* for ``denoise``).
+
+    A bare number in TOML (``decode = 120``) means ``dist = "constant"`` with that mean.
+    Invariants: every sampled duration is >= 0; ``mean`` of a distribution is its
+    expected value before the per-chunk ``pattern`` and ``drift_ms`` are applied.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dist: Literal["constant", "normal", "lognormal", "uniform", "empirical"] = Field(
+        "constant", description="distribution family")
+    mean: float | None = Field(None, ge=0, description="mean ms (constant, normal, lognormal)")
+    cv: float = Field(0.0, ge=0, description="coefficient of variation (normal, lognormal)")
+    low: float | None = Field(None, ge=0, description="lower bound ms (uniform)")
+    high: float | None = Field(None, ge=0, description="upper bound ms (uniform)")
+    samples: list[float] | None = Field(None, description="measured ms to resample (empirical)")
+    steps: int = Field(1, ge=1, description="denoise steps per chunk; the cost is per step")
+    pattern: list[float] | None = Field(
+        None, description="per-chunk multipliers, cycled over the chunk index")
+    drift_ms: float = Field(0.0, description="ms added per chunk index (slow drift)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scalar(cls, data: Any) -> Any:
+        if isinstance(data, int | float) and not isinstance(data, bool):
+            return {"mean": float(data)}
+        return data
+
+    @model_validator(mode="after")
+    def _complete(self) -> CostSpec:
+        needs_mean = self.dist in ("constant", "normal", "lognormal")
+        if needs_mean and self.mean is None:
+            raise ValueError(f"mean is required for dist = {self.dist!r}")
+        bad_range = self.low is None or self.high is None or self.low > self.high
+        if self.dist == "uniform" and bad_range:
+            raise ValueError("uniform needs low <= high")
+        if self.dist == "empirical" and (not self.samples or min(self.samples) < 0):
+            raise ValueError("empirical needs a non-empty list of samples >= 0")
+        if self.pattern is not None and (not self.pattern or min(self.pattern) < 0):
+            raise ValueError("pattern needs multipliers >= 0")
+        return self
+
+    @property
+    def deterministic(self) -> bool:
+        spread = self.dist in ("normal", "lognormal") and self.cv > 0
+        spread |= self.dist == "uniform" and self.low != self.high
+        spread |= self.dist == "empirical" and len(set(self.samples or [])) > 1
+        return not spread
+
+    def base_mean(self) -> float:
+        """Expected duration before pattern and drift."""
+        if self.dist == "uniform":
+            return (float(self.low or 0) + float(self.high or 0)) / 2
+        if self.dist == "empirical":
+            return float(np.mean(self.samples or [0.0]))
+        return float(self.mean or 0.0)
+
+    def mean_at(self, chunk: int) -> float:
+        """Expected duration of one call for ``chunk`` (pattern and drift applied)."""
+        scale = self.pattern[chunk % len(self.pattern)] if self.pattern else 1.0
+        return max(0.0, self.base_mean() * scale + self.drift_ms * chunk)
+
+    def draw(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        """Sample base durations (before pattern/drift) of the given shape."""
+        m = self.base_mean()
+        if self.dist == "normal":
+            return np.clip(rng.normal(m, self.cv * m, shape), 0.0, None)
+        if self.dist == "lognormal" and m > 0 and self.cv > 0:
+            sigma2 = np.log1p(self.cv**2)
+            return rng.lognormal(np.log(m) - sigma2 / 2, np.sqrt(sigma2), shape)
+        if self.dist == "uniform":
+            return rng.uniform(float(self.low or 0.0), float(self.high or 0.0), shape)
+        if self.dist == "empirical":
+            return rng.choice(np.asarray(self.samples, dtype=float), shape)
+        return np.full(shape, m)
+
+
+class CostTable:
+    """Pre-sampled durations: ``table.get(phase, session, chunk, step)`` in ms.
+
+    Invariant: values are a pure function of (spec, seed, phase, session, chunk, step).
+    """
+
+    def __init__(self, costs: dict[str, CostSpec], sessions: int, chunks: int, seed: int):
+        self._tables: dict[str, np.ndarray] = {}
+        for idx, phase in enumerate(PHASES):
+            spec = costs.get(phase)
+            if spec is None:
+                continue
+            rng = np.random.default_rng(np.random.SeedSequence([seed, idx]))
+            base = spec.draw(rng, (sessions, chunks, spec.steps))
+            k = np.arange(chunks, dtype=float)
+            scale = np.ones(chunks)
+            if spec.pattern:
+                scale = np.asarray(spec.pattern, dtype=float)[np.arange(chunks) % len(spec.pattern)]
+            vals = base * scale[None, :, None] + spec.drift_ms * k[None, :, None]
+            self._tables[phase] = np.clip(vals, 0.0, None)
+
+    def has(self, phase: str) -> bool:
+        return phase in self._tables
+
+    def duration(self, action: Any) -> float:
+        """Duration of a ``Compute`` action: the single place both backends price work."""
+        tag = action.tag
+        return self.get(action.phase, tag.session, tag.chunk, tag.step)
+
+    def get(self, phase: str, session: int, chunk: int, step: int = 0) -> float:
+        table = self._tables[phase]
+        return float(table[session, chunk, max(step, 0) % table.shape[2]])

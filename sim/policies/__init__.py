@@ -1,0 +1,40 @@
+"""Policy registry: name -> class. CLI choices and error messages come from here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from sim.policies.base import Policy
+from sim.policies.phase_pp import PhasePP
+from sim.policies.serial import Serial
+
+POLICIES: dict[str, type[Policy]] = {cls.name: cls for cls in (Serial, PhasePP)}
+
+
+def make_policy(raw: dict[str, Any]) -> Policy:
+    """Validate a ``[policy]`` table into a policy object; errors name ``policy.<field>``."""
+    from sim.scenario import ScenarioError, _error_from
+
+    if not isinstance(raw, dict):
+        raise ScenarioError("policy", "must be a table with a name")
+    fields = dict(raw)
+    name = fields.pop("name", None)
+    allowed = ", ".join(POLICIES)
+    if name is None:
+        raise ScenarioError("policy.name", f"missing (allowed: {allowed})")
+    cls = POLICIES.get(str(name))
+    if cls is None:
+        raise ScenarioError("policy.name", f"unknown policy {name!r} (allowed: {allowed})")
+    unknown = sorted(set(fields) - set(cls.model_fields))
+    if unknown:
+        raise ScenarioError(f"policy.{unknown[0]}", f"not a field of {name} "
+                            f"(allowed: {', '.join(cls.model_fields)})")
+    try:
+        return cls.model_validate(fields)
+    except ValidationError as exc:
+        raise _error_from(exc, "policy") from None
+
+
+__all__ = ["POLICIES", "Policy", "make_policy"]

@@ -1,0 +1,65 @@
+"""The policy interface: an immutable, validated object that compiles a scenario into programs."""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from sim.actions import QueueSpec, StageProgram
+
+if TYPE_CHECKING:
+    from sim.scenario import Scenario
+
+
+class CallIds:
+    """Globally monotonic ``call_id`` source shared by all programs of one run."""
+
+    def __init__(self) -> None:
+        self._next = itertools.count()
+
+    def next(self) -> int:
+        return next(self._next)
+
+
+class Policy(BaseModel):
+    """A scheduling policy: data (validated fields) plus a program per stage.
+
+    Contract: :meth:`programs` returns fresh generators on every call, so one policy
+    object can be run any number of times by any backend; the programs only talk to the
+    world through :mod:`sim.actions`. :meth:`check` raises ``ScenarioError`` naming the
+    field when the scenario cannot run this policy (e.g. a missing phase cost).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: ClassVar[str] = ""
+
+    def stages(self, sc: Scenario) -> tuple[str, ...]:
+        return ("stage0", "stage1")
+
+    def queues(self, sc: Scenario) -> list[QueueSpec]:
+        raise NotImplementedError
+
+    def programs(self, sc: Scenario) -> list[StageProgram]:
+        raise NotImplementedError
+
+    def required_phases(self, sc: Scenario) -> tuple[str, ...]:
+        """Phases whose cost the scenario must give."""
+        return ("build", "denoise", "decode")
+
+    def check(self, sc: Scenario) -> None:
+        from sim.scenario import ScenarioError
+
+        for phase in self.required_phases(sc):
+            if sc.cost(phase) is None:
+                raise ScenarioError(f"costs.{phase}", f"missing: policy {self.name} runs {phase}")
+        if sc.run.sessions != 1 and not self.multi_session:
+            raise ScenarioError("run.sessions", f"policy {self.name} runs 1 session "
+                                f"(got {sc.run.sessions}); use multi_session")
+
+    multi_session: ClassVar[bool] = False
+
+    def params(self) -> dict[str, Any]:
+        return {"name": self.name, **self.model_dump(mode="json")}

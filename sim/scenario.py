@@ -1,0 +1,234 @@
+"""Scenarios: a TOML file (or the built-in default) validated into frozen models.
+
+Tables: ``[run]``, ``[policy]`` (``name`` plus that policy's fields), ``[costs.<phase>]``
+and ``[transport]``. Any field can be overridden with ``--set table.field=value``
+(values parsed as TOML, so ``2``, ``1.5``, ``"x"``, ``[3, 7]`` and ``true`` work).
+Every validation failure becomes a :class:`ScenarioError` naming the dotted field.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sim.costs import PHASES, CostSpec
+
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
+
+
+class ScenarioError(ValueError):
+    """Bad scenario input; ``field`` is the dotted path (``policy.d_in``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class RunConfig(BaseModel):
+    """How long and how the stream runs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    chunks: int = Field(120, ge=1, description="chunks generated per session")
+    warmup: int = Field(10, ge=0, description="chunks excluded from steady-state metrics")
+    seed: int = Field(0, description="seed of every random draw in the run")
+    frames_per_chunk: int = Field(12, ge=1, description="pixel frames per chunk")
+    source: Literal["saturated", "realtime"] = Field(
+        "saturated", description="saturated: input ready when asked; realtime: arrives at fps_in")
+    fps_in: float | None = Field(None, gt=0, description="input frame rate for source = realtime")
+    sessions: int = Field(1, ge=1, description="independent streams")
+    target_fps: float | None = Field(None, gt=0, description="deadline rate for miss counting")
+
+    @model_validator(mode="after")
+    def _realtime(self) -> RunConfig:
+        if self.source == "realtime" and self.fps_in is None:
+            raise ValueError("fps_in is required when source = 'realtime'")
+        return self
+
+    def input_time_ms(self, chunk: int) -> float:
+        """When chunk's input is complete (realtime); 0 for a saturated source."""
+        if self.source == "saturated" or self.fps_in is None:
+            return 0.0
+        return (chunk + 1) * self.frames_per_chunk * 1000.0 / self.fps_in
+
+
+class Transport(BaseModel):
+    """Messages between stages: time = latency_ms + bytes / bandwidth."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    latency_ms: float = Field(0.05, ge=0, description="per-message latency")
+    bandwidth_gbps: float = Field(25.0, gt=0, description="link bandwidth, GB/s (1e9 bytes/s)")
+    dtype: Literal["fp32", "fp16", "bf16", "fp8", "int8"] = Field(
+        "bf16", description="element type for *_shape sizes")
+    envelope_bytes: int | None = Field(None, ge=0, description="bytes of one envelope")
+    envelope_shape: list[int] | None = Field(None, description="envelope tensor shape")
+    result_bytes: int | None = Field(None, ge=0, description="bytes of one result")
+    result_shape: list[int] | None = Field(None, description="result tensor shape")
+    context_bytes: int = Field(0, ge=0, description="extra bytes of an r0a envelope")
+
+    def _size(self, nbytes: int | None, shape: list[int] | None) -> int:
+        if nbytes is not None:
+            return nbytes
+        if shape is None:
+            return 0
+        size = DTYPE_BYTES[self.dtype]
+        for dim in shape:
+            size *= dim
+        return size
+
+    @property
+    def envelope_size(self) -> int:
+        return self._size(self.envelope_bytes, self.envelope_shape)
+
+    @property
+    def result_size(self) -> int:
+        return self._size(self.result_bytes, self.result_shape)
+
+    def time_ms(self, nbytes: int) -> float:
+        return self.latency_ms + nbytes / (self.bandwidth_gbps * 1e6)
+
+
+class Scenario(BaseModel):
+    """A complete, validated what-if: run, policy, cost model, transport.
+
+    ``raw`` keeps the (overridden) input tables so a trace's metadata can re-create it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    name: str = Field("scenario", description="label carried into traces and reports")
+    run: RunConfig = Field(default_factory=RunConfig)
+    policy: Any = Field(description="a registered policy object")
+    costs: dict[str, CostSpec]
+    transport: Transport = Field(default_factory=Transport)
+    raw: dict[str, Any] = Field(default_factory=dict, description="source tables")
+
+    def cost(self, phase: str) -> CostSpec | None:
+        return self.costs.get(phase)
+
+    @property
+    def steps(self) -> int:
+        spec = self.costs.get("denoise")
+        return spec.steps if spec else 1
+
+    @property
+    def deterministic(self) -> bool:
+        return all(spec.deterministic for spec in self.costs.values())
+
+
+def default_scenario_text() -> str:
+    return resources.files("sim").joinpath("default_scenario.toml").read_text(encoding="utf-8")
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override value as TOML; fall back to the bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _normalize(raw: dict[str, Any]) -> dict[str, Any]:
+    """Turn ``costs.decode = 120`` into a table so ``--set costs.decode.cv=0.1`` can extend it."""
+    costs = raw.get("costs")
+    if isinstance(costs, dict):
+        for phase, spec in costs.items():
+            if isinstance(spec, int | float) and not isinstance(spec, bool):
+                costs[phase] = {"mean": float(spec)}
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``a.b.c=value`` applied."""
+    out = _normalize(copy.deepcopy(raw))
+    for item in sets:
+        key, sep, value = item.partition("=")
+        path = [p for p in key.strip().split(".") if p]
+        if not sep or not path:
+            raise ScenarioError("--set", f"{item!r} is not of the form table.field=value")
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ScenarioError(".".join(path), f"{part!r} is not a table")
+            node = child
+        node[path[-1]] = parse_value(value.strip())
+    return out
+
+
+def _error_from(exc: ValidationError, prefix: str = "") -> ScenarioError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+    field = ".".join(p for p in (prefix, loc) if p) or prefix or "scenario"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
+        msg += f" (got {err['input']!r})"
+    return ScenarioError(field, msg)
+
+
+def build_scenario(raw: dict[str, Any], name: str = "scenario") -> Scenario:
+    """Validate raw tables into a Scenario (policy resolved through the registry)."""
+    from sim.policies import make_policy  # the registry imports scenario types
+
+    raw = _normalize(copy.deepcopy(raw))
+    unknown = set(raw) - {"run", "policy", "costs", "transport", "name"}
+    if unknown:
+        raise ScenarioError(sorted(unknown)[0], "unknown table (use run, policy, costs, transport)")
+    costs_raw = raw.get("costs")
+    if not isinstance(costs_raw, dict) or not costs_raw:
+        raise ScenarioError("costs", "missing: give [costs.<phase>] for the policy's phases")
+    for phase in costs_raw:
+        if phase not in PHASES:
+            raise ScenarioError(f"costs.{phase}", f"unknown phase (allowed: {', '.join(PHASES)})")
+    try:
+        run = RunConfig.model_validate(raw.get("run", {}))
+        costs = {p: CostSpec.model_validate(s) for p, s in costs_raw.items()}
+        transport = Transport.model_validate(raw.get("transport", {}))
+    except ValidationError as exc:
+        table = _which_table(exc, raw)
+        raise _error_from(exc, table) from None
+    policy = make_policy(raw.get("policy", {}))
+    sc = Scenario(name=str(raw.get("name", name)), run=run, policy=policy, costs=costs,
+                  transport=transport, raw=raw)
+    policy.check(sc)
+    return sc
+
+
+def _which_table(exc: ValidationError, raw: dict[str, Any]) -> str:
+    title = exc.title
+    if title == "RunConfig":
+        return "run"
+    if title == "Transport":
+        return "transport"
+    for phase, spec in raw.get("costs", {}).items():
+        try:
+            CostSpec.model_validate(spec)
+        except ValidationError:
+            return f"costs.{phase}"
+    return "costs"
+
+
+def load_raw(path: str | Path | None) -> tuple[dict[str, Any], str]:
+    """Read a scenario file (or the built-in default) into raw tables and a name."""
+    if path is None:
+        return tomllib.loads(default_scenario_text()), "default"
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError("scenario", f"{p}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return tomllib.loads(text), p.stem
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError("scenario", f"{p.name}: invalid TOML ({exc})") from None
+
+
+def load_scenario(path: str | Path | None = None, sets: list[str] | None = None) -> Scenario:
+    raw, name = load_raw(path)
+    return build_scenario(apply_overrides(raw, list(sets or [])), name=name)

@@ -1,0 +1,130 @@
+"""What-if sweeps: run a cartesian grid of overrides and tabulate the metrics per point."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from sim.engine import StallError, simulate
+from sim.scenario import ScenarioError, apply_overrides, build_scenario, parse_value
+from traces.metrics import SUMMARY_KEYS, compute_metrics
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One grid axis: a dotted field and the values it takes."""
+
+    field: str
+    values: tuple[Any, ...]
+
+
+def split_values(text: str) -> list[str]:
+    """Split ``1,2,[3,4],"a,b"`` on top-level commas."""
+    parts: list[str] = []
+    cur: list[str] = []
+    depth, quote = 0, ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(cur).strip())
+            cur = []
+            continue
+        cur.append(ch)
+    parts.append("".join(cur).strip())
+    return [p for p in parts if p]
+
+
+def parse_axis(spec: str) -> Axis:
+    key, sep, values = spec.partition("=")
+    if not sep or not key.strip() or not values.strip():
+        raise ScenarioError("--grid", f"{spec!r} is not of the form table.field=v1,v2,...")
+    return Axis(key.strip(), tuple(parse_value(v) for v in split_values(values)))
+
+
+def grid_points(axes: list[Axis]) -> list[dict[str, Any]]:
+    return [dict(zip([a.field for a in axes], combo, strict=True))
+            for combo in itertools.product(*(a.values for a in axes))]
+
+
+def flatten(metrics: dict[str, Any]) -> dict[str, Any]:
+    """One flat row of a summary: scalar metrics plus ``bubble_<stage>`` and queue means."""
+    row: dict[str, Any] = {k: metrics.get(k) for k in SUMMARY_KEYS}
+    for stage, value in sorted(metrics.get("bubble", {}).items()):
+        row[f"bubble_{stage}"] = value
+    for q, stats in sorted(metrics.get("queues", {}).items()):
+        row[f"{q}_mean"] = stats.get("mean")
+    row["chunks"] = metrics.get("chunks")
+    row["warmup"] = metrics.get("warmup")
+    return row
+
+
+def _run_point(args: tuple[dict[str, Any], str]) -> dict[str, Any]:
+    raw, name = args
+    sc = build_scenario(raw, name=name)
+    try:
+        return flatten(compute_metrics(simulate(sc)))
+    except StallError as exc:
+        return {"error": str(exc)}
+
+
+def run_sweep(raw: dict[str, Any], base_sets: list[str], axes: list[Axis], name: str = "sweep",
+              workers: int = 1,
+              progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """Validate every grid point first (bad input fails before any work), then run them.
+
+    A point whose schedule stalls is kept as a row with its ``error``; the table has
+    one row per point in grid order, axis columns first.
+    """
+    points = grid_points(axes)
+    jobs = []
+    for point in points:
+        sets = [*base_sets, *(f"{k}={_toml(v)}" for k, v in point.items())]
+        point_raw = apply_overrides(raw, sets)
+        build_scenario(point_raw, name=name)
+        jobs.append((point_raw, name))
+    rows: list[dict[str, Any]] = []
+    done = 0
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for row in pool.map(_run_point, jobs):
+                rows.append(row)
+                done += 1
+                if progress:
+                    progress(done, len(jobs))
+    else:
+        for job in jobs:
+            rows.append(_run_point(job))
+            done += 1
+            if progress:
+                progress(done, len(jobs))
+    table = pd.DataFrame([{**{k: _cell(v) for k, v in p.items()}, **r}
+                          for p, r in zip(points, rows, strict=True)])
+    if "error" not in table.columns:
+        table["error"] = None
+    return table
+
+
+def _cell(value: Any) -> Any:
+    return value if isinstance(value, int | float | str | bool) else str(value)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)

@@ -1,0 +1,131 @@
+"""Reading and writing traces and tables: Parquet (default) or CSV, always atomically.
+
+Parquet traces carry the run metadata as JSON under the key ``pipefill`` of the
+schema's key-value metadata. CSV traces carry it on a first comment line
+``# pipefill-meta: {...}`` so a CSV is still one self-describing file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from traces.schema import Trace, TraceError, validate
+
+META_KEY = b"pipefill"
+CSV_META_PREFIX = "# pipefill-meta: "
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
+
+    A reader never sees a half-written file and a failure leaves no partial output.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _fmt(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix == ".csv":
+        return "csv"
+    raise TraceError("path", f"{path.name}: unknown extension (use .parquet or .csv)")
+
+
+def _meta_json(meta: dict[str, Any]) -> str:
+    return json.dumps(meta, sort_keys=True, default=str)
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike[str], meta: dict[str, Any]) -> Path:
+    """Write any table (trace or sweep) with metadata, atomically. Returns the path."""
+    target = Path(path)
+    writers: dict[str, Callable[[pd.DataFrame, Path, dict[str, Any]], None]] = {
+        "parquet": _write_parquet,
+        "csv": _write_csv,
+    }
+    writer = writers[_fmt(target)]
+    with atomic_path(target) as tmp:
+        writer(df, tmp, meta)
+    return target
+
+
+def _write_parquet(df: pd.DataFrame, path: Path, meta: dict[str, Any]) -> None:
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    merged = dict(table.schema.metadata or {})
+    merged[META_KEY] = _meta_json(meta).encode()
+    pq.write_table(table.replace_schema_metadata(merged), path)
+
+
+def _write_csv(df: pd.DataFrame, path: Path, meta: dict[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(CSV_META_PREFIX + _meta_json(meta) + "\n")
+        df.to_csv(fh, index=False)
+
+
+def read_table(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read a table written by :func:`write_table`; raise TraceError on anything unreadable."""
+    src = Path(path)
+    if not src.is_file():
+        raise TraceError("path", f"{src}: no such file")
+    readers = {"parquet": _read_parquet, "csv": _read_csv}
+    try:
+        return readers[_fmt(src)](src)
+    except TraceError:
+        raise
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TraceError("path", f"{src.name}: unreadable ({first})") from None
+
+
+def _read_parquet(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    table = pq.read_table(path)
+    raw = (table.schema.metadata or {}).get(META_KEY)
+    meta = json.loads(raw) if raw else {}
+    return table.to_pandas(), meta
+
+
+def _read_csv(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        first = fh.readline()
+        meta: dict[str, Any] = {}
+        if first.startswith(CSV_META_PREFIX):
+            meta = json.loads(first[len(CSV_META_PREFIX) :])
+            body: IO[str] = fh
+        else:
+            body = io.StringIO(first + fh.read())
+        return pd.read_csv(body), meta
+
+
+def write_trace(trace: Trace, path: str | os.PathLike[str]) -> Path:
+    return write_table(trace.events, path, trace.meta)
+
+
+def read_trace(path: str | os.PathLike[str]) -> Trace:
+    df, meta = read_table(path)
+    return Trace(validate(df), meta)

@@ -1,0 +1,213 @@
+"""Metrics of DESIGN.md computed from a trace alone (shared by sim and exec).
+
+Steady state: the emits of one session in emission order, skipping the first
+``warmup``; ``period_k`` is the gap to the previous emit. A metric that cannot be
+computed is ``None`` in the result and its reason is under ``missing``, never 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from traces.schema import Trace
+
+#: keys every summary carries (None when missing), in display order
+SUMMARY_KEYS = (
+    "period_ms", "fps", "stage0_ms", "stage1_ms", "overlap_score", "ttff_ms",
+    "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "mesh_idle_ms",
+    "q_in_max", "q_out_max", "peak_bytes_in_flight", "deadline_misses",
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The steady-state window: emit positions [first, last] of one session."""
+
+    warmup: int
+    chunks: pd.Series  # chunk index per emit position in the window
+    t_start: float
+    t_end: float
+
+
+def _median(values: np.ndarray) -> float:
+    return float(np.median(values))
+
+
+def _per_chunk_busy(spans: pd.DataFrame, stage: str) -> pd.Series:
+    sel = spans[(spans["stage"] == stage) & (spans["lane"] == "compute")]
+    return (sel["end_ms"] - sel["start_ms"]).groupby(sel["chunk"]).sum()
+
+
+def _busy_in(spans: pd.DataFrame, stage: str, t0: float, t1: float) -> float:
+    """Union of a stage's compute spans clipped to [t0, t1]."""
+    sel = spans[(spans["stage"] == stage) & (spans["lane"] == "compute")]
+    iv = np.clip(sel[["start_ms", "end_ms"]].to_numpy(), t0, t1)
+    iv = iv[np.argsort(iv[:, 0], kind="stable")] if len(iv) else iv
+    busy, cur_s, cur_e = 0.0, None, None
+    for s, e in iv:
+        if cur_e is None or s > cur_e:
+            busy += 0.0 if cur_e is None else cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    if cur_e is not None:
+        busy += cur_e - cur_s
+    return busy
+
+
+def _queue_stats(trace: Trace, t0: float, t1: float) -> dict[str, dict[str, float]]:
+    counters = trace.events[trace.events["kind"] == "counter"]
+    out: dict[str, dict[str, float]] = {}
+    for name, grp in counters.groupby("name", sort=True):
+        grp = grp.sort_values("start_ms", kind="stable")
+        times = grp["start_ms"].to_numpy()
+        vals = grp["value"].to_numpy()
+        stats = {"max": float(vals.max())}
+        # time-weighted mean over the window: the value holds until the next sample
+        edges = np.clip(np.append(times, t1), t0, t1)
+        widths = np.diff(edges)
+        if t1 > t0 and widths.sum() > 0:
+            stats["mean"] = float((vals * widths).sum() / widths.sum())
+        out[str(name)] = stats
+    return out
+
+
+def _session_metrics(trace: Trace, session: int, warmup: int, fpc: int,
+                     target_fps: float | None) -> dict[str, Any]:
+    ev = trace.events
+    res: dict[str, Any] = dict.fromkeys(SUMMARY_KEYS)
+    missing: dict[str, str] = {}
+    emits = trace.marks("emit")
+    emits = emits[emits["session"] == session].sort_values("start_ms", kind="stable")
+    inputs = trace.marks("input")
+    inputs = inputs[inputs["session"] == session]
+    spans = ev[(ev["kind"] == "span") & (ev["session"] == session)]
+    res["chunks"] = len(emits)
+    res["warmup"] = warmup
+    res["drops"] = int(((ev["kind"] == "mark") & (ev["name"] == "drop")
+                        & (ev["session"] == session)).sum())
+    res["hard_cuts"] = len(trace.marks("hard_cut"))
+
+    t_emit = emits["start_ms"].to_numpy()
+    chunk_ids = emits["chunk"].to_numpy()
+    if len(emits) and len(inputs):
+        res["ttff_ms"] = float(t_emit[0] - inputs["start_ms"].min())
+    else:
+        missing["ttff_ms"] = "no emit" if not len(emits) else "no input marks in the trace"
+
+    first = max(warmup, 1)
+    if len(emits) < first + 1:
+        reason = f"{len(emits)} chunks emitted, need > {first} (warmup {warmup})"
+        for key in ("period_ms", "fps", "stage0_ms", "stage1_ms", "overlap_score",
+                    "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "mesh_idle_ms"):
+            missing[key] = reason
+        res["window"] = {"warmup": warmup, "periods": 0}
+        return _finish(res, missing, trace, 0.0, float(ev["end_ms"].max() if len(ev) else 0.0),
+                       target_fps, fpc, t_emit)
+
+    periods = np.diff(t_emit)[first - 1:]
+    win_chunks = chunk_ids[first:]
+    t0, t1 = float(t_emit[first - 1]), float(t_emit[-1])
+    res["window"] = {"warmup": warmup, "first_chunk": int(win_chunks[0]),
+                     "last_chunk": int(win_chunks[-1]), "periods": len(periods),
+                     "t_start_ms": t0, "t_end_ms": t1}
+    res["period_ms"] = _median(periods)
+    res["fps"] = fpc * 1000.0 / res["period_ms"] if res["period_ms"] > 0 else None
+    s0 = _per_chunk_busy(spans, "stage0").reindex(win_chunks, fill_value=0.0).to_numpy()
+    s1 = _per_chunk_busy(spans, "stage1").reindex(win_chunks, fill_value=0.0).to_numpy()
+    res["stage0_ms"], res["stage1_ms"] = _median(s0), _median(s1)
+    low = np.minimum(s0, s1)
+    ok = low > 0
+    if ok.any():
+        hidden = np.maximum(0.0, s0 + s1 - periods)
+        res["overlap_score"] = _median(hidden[ok] / low[ok])
+    else:
+        missing["overlap_score"] = "a stage does no work per chunk in the window"
+    _latency(res, missing, inputs, emits.iloc[first:])
+    _mesh_idle(res, missing, spans, chunk_ids, first)
+    res["bubble"] = {}
+    if t1 > t0:
+        for stage in sorted(spans["stage"].unique()):
+            res["bubble"][str(stage)] = 1.0 - _busy_in(spans, str(stage), t0, t1) / (t1 - t0)
+    return _finish(res, missing, trace, t0, t1, target_fps, fpc, t_emit)
+
+
+def _latency(res: dict[str, Any], missing: dict[str, str], inputs: pd.DataFrame,
+             win_emits: pd.DataFrame) -> None:
+    t_in = inputs.groupby("chunk")["start_ms"].min()
+    joined = win_emits.set_index("chunk")["start_ms"] - t_in.reindex(win_emits["chunk"]).values
+    lat = joined.dropna().to_numpy()
+    if not len(lat):
+        for q in (50, 95, 99):
+            missing[f"latency_p{q}_ms"] = "no input marks for the window's chunks"
+        return
+    for q in (50, 95, 99):
+        res[f"latency_p{q}_ms"] = float(np.percentile(lat, q))
+
+
+def _mesh_idle(res: dict[str, Any], missing: dict[str, str], spans: pd.DataFrame,
+               chunk_ids: np.ndarray, first: int) -> None:
+    s1 = spans[(spans["stage"] == "stage1") & (spans["lane"] == "compute")]
+    if s1.empty:
+        missing["mesh_idle_ms"] = "no stage1 spans"
+        return
+    g = s1.groupby("chunk")
+    tb0, tb1 = g["start_ms"].min(), g["end_ms"].max()
+    cur = tb0.reindex(chunk_ids[first:]).to_numpy()
+    prev = tb1.reindex(chunk_ids[first - 1:-1]).to_numpy()
+    gaps = np.maximum(0.0, cur - prev)
+    gaps = gaps[~np.isnan(gaps)]
+    if len(gaps):
+        res["mesh_idle_ms"] = _median(gaps)
+    else:
+        missing["mesh_idle_ms"] = "stage1 spans do not cover the window"
+
+
+def _finish(res: dict[str, Any], missing: dict[str, str], trace: Trace, t0: float, t1: float,
+            target_fps: float | None, fpc: int, t_emit: np.ndarray) -> dict[str, Any]:
+    queues = _queue_stats(trace, t0, t1)
+    res["queues"] = {k: v for k, v in queues.items() if k != "bytes_in_flight"}
+    for q in ("q_in", "q_out"):
+        if q in queues:
+            res[f"{q}_max"] = int(queues[q]["max"])
+        else:
+            missing[f"{q}_max"] = f"no {q} counter in the trace"
+    if "bytes_in_flight" in queues:
+        res["peak_bytes_in_flight"] = int(queues["bytes_in_flight"]["max"])
+    else:
+        missing["peak_bytes_in_flight"] = "no bytes_in_flight counter in the trace"
+    if target_fps is None:
+        missing["deadline_misses"] = "no run.target_fps given"
+    elif len(t_emit):
+        # playback starts at the first emit; chunk n is due n chunk-periods later
+        due = t_emit[0] + np.arange(len(t_emit)) * fpc * 1000.0 / target_fps
+        res["deadline_misses"] = int((t_emit > due + 1e-9).sum())
+    else:
+        missing["deadline_misses"] = "no emit"
+    res.setdefault("bubble", {})
+    res["missing"] = missing
+    return res
+
+
+def compute_metrics(trace: Trace, warmup: int | None = None) -> dict[str, Any]:
+    """Summary of a trace: the first session's metrics, plus per-session ones when several.
+
+    ``warmup`` defaults to the run's (trace metadata), else 10.
+    """
+    run = trace.meta.get("run", {})
+    wu = int(warmup if warmup is not None else run.get("warmup", 10))
+    fpc = int(run.get("frames_per_chunk", 12))
+    target = run.get("target_fps")
+    sessions = sorted(int(s) for s in trace.marks("emit")["session"].unique()) or [0]
+    per = {s: _session_metrics(trace, s, wu, fpc, target) for s in sessions}
+    out = dict(per[sessions[0]])
+    if len(sessions) > 1:
+        out["sessions"] = {str(s): m for s, m in per.items()}
+        fps = [m["fps"] for m in per.values() if m["fps"] is not None]
+        out["aggregate_fps"] = float(sum(fps)) if fps else None
+    out["source"] = trace.source
+    return out

@@ -1,0 +1,118 @@
+"""The trace table: one row per event, shared by the simulator, the executor and reports.
+
+A trace is a pandas DataFrame with the columns of :data:`COLUMNS` plus run metadata
+(a JSON-able dict). ``kind`` is ``span`` (start < = end), ``mark`` (an instant:
+``input``, ``emit``, ``hard_cut``, ``drop``) or ``counter`` (``value`` holds a queue
+depth or a byte count at ``start_ms``). Times are milliseconds from the run start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: column name -> pandas dtype. Order is the on-disk order.
+COLUMNS: dict[str, str] = {
+    "kind": "string",
+    "name": "string",
+    "stage": "string",
+    "lane": "string",
+    "session": "int64",
+    "chunk": "int64",
+    "call_id": "int64",
+    "epoch": "int64",
+    "step": "int64",
+    "start_ms": "float64",
+    "end_ms": "float64",
+    "value": "float64",
+}
+
+KINDS = ("span", "mark", "counter")
+#: the instant events a trace may carry
+MARKS = ("input", "emit", "hard_cut", "drop")
+#: lanes: ``compute`` runs phases, ``comm`` carries messages, ``queue`` holds counters
+LANES = ("compute", "comm", "queue")
+
+
+class TraceError(ValueError):
+    """A trace is malformed. ``field`` names the offending column or key."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass
+class Trace:
+    """An event table plus the metadata needed to re-run and compare it.
+
+    Invariants (checked by :func:`validate`): every column of :data:`COLUMNS` is present
+    with its dtype; ``kind`` is one of :data:`KINDS`; ``end_ms >= start_ms``; marks and
+    counters have ``end_ms == start_ms``; no NaN times.
+    """
+
+    events: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spans(self) -> pd.DataFrame:
+        return self.events[self.events["kind"] == "span"]
+
+    def marks(self, name: str) -> pd.DataFrame:
+        ev = self.events
+        return ev[(ev["kind"] == "mark") & (ev["name"] == name)]
+
+    def counters(self, name: str) -> pd.DataFrame:
+        ev = self.events
+        return ev[(ev["kind"] == "counter") & (ev["name"] == name)]
+
+    @property
+    def source(self) -> str:
+        return str(self.meta.get("source", "unknown"))
+
+
+def empty_events() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in COLUMNS.items()})
+
+
+def from_rows(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+    """Build the event table from row tuples in :data:`COLUMNS` order, sorted stably by time."""
+    if not rows:
+        return empty_events()
+    df = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
+    df = df.astype(COLUMNS)
+    order = np.lexsort((np.arange(len(df)), df["start_ms"].to_numpy()))
+    return df.iloc[order].reset_index(drop=True)
+
+
+def validate(df: pd.DataFrame) -> pd.DataFrame:
+    """Check and coerce a table read from outside; raise :class:`TraceError` naming the field."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise TraceError(missing[0], f"missing column (a trace needs {', '.join(COLUMNS)})")
+    df = df[list(COLUMNS)].copy()
+    for col, dtype in COLUMNS.items():
+        if dtype == "string":
+            df[col] = df[col].astype("string")
+            continue
+        try:
+            num = pd.to_numeric(df[col], errors="raise")
+        except (ValueError, TypeError) as exc:
+            raise TraceError(col, f"not numeric ({exc})") from None
+        if dtype == "int64" and num.isna().any():
+            raise TraceError(col, "empty values in an integer column")
+        df[col] = num.astype(dtype)
+    bad_kind = ~df["kind"].isin(KINDS)
+    if bad_kind.any():
+        raise TraceError("kind", f"{df['kind'][bad_kind].iloc[0]!r} is not one of {KINDS}")
+    if df[["start_ms", "end_ms"]].isna().any().any():
+        raise TraceError("start_ms", "times must not be empty")
+    if (df["end_ms"] < df["start_ms"]).any():
+        raise TraceError("end_ms", "a span ends before it starts")
+    instant = df["kind"] != "span"
+    if (df.loc[instant, "end_ms"] != df.loc[instant, "start_ms"]).any():
+        raise TraceError("end_ms", "marks and counters must have end_ms == start_ms")
+    return df.reset_index(drop=True)
