@@ -127,7 +127,10 @@ class SimEngine:
             yield req
             start = float(self.env.now)
             yield self.env.timeout(self.sc.transport.time_ms(msg.nbytes))
-            self.rec.span("send", q.spec.src, "comm", msg.tag, start, float(self.env.now))
+            self.deliver(q, msg, start)
+
+    def deliver(self, q: _Queue, msg: Message, sent_at: float) -> None:
+        self.rec.span("send", q.spec.src, "comm", msg.tag, sent_at, float(self.env.now))
         q.in_transit -= 1
         q.items.append(msg)
         self.bump()
@@ -195,7 +198,12 @@ class _StageBackend:
         q.in_transit += 1
         q.unreleased.append(a.message)
         self.e.count(q)
-        self.e.env.process(self.e.transport(q, a.message))
+        if self.e.sc.transport.time_ms(a.message.nbytes) > 0:
+            self.e.env.process(self.e.transport(q, a.message))
+        else:
+            # a free link delivers within the same instant, before anyone can react to
+            # the producer's other state changes (ties would otherwise hinge on event order)
+            self.e.deliver(q, a.message, float(self.e.env.now))
         return None
         yield  # makes this a generator
 

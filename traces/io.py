@@ -91,11 +91,11 @@ def _write_csv(df: pd.DataFrame, path: Path, meta: dict[str, Any]) -> None:
 def read_table(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read a table written by :func:`write_table`; raise TraceError on anything unreadable."""
     src = Path(path)
+    reader = {"parquet": _read_parquet, "csv": _read_csv}[_fmt(src)]
     if not src.is_file():
         raise TraceError("path", f"{src}: no such file")
-    readers = {"parquet": _read_parquet, "csv": _read_csv}
     try:
-        return readers[_fmt(src)](src)
+        return reader(src)
     except TraceError:
         raise
     except (OSError, ValueError, pa.ArrowException) as exc:
