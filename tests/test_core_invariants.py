@@ -11,8 +11,7 @@ from sim.costs import PHASES
 from sim.engine import simulate
 from tests.conftest import make_scenario
 
-SETTINGS = settings(max_examples=60, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(suppress_health_check=[HealthCheck.too_slow])
 
 durations = st.floats(min_value=0.5, max_value=50.0, allow_nan=False).map(lambda x: round(x, 3))
 
@@ -100,28 +99,30 @@ def test_queues_chunks_and_epochs(pol, costs, tr, seed):
 @SETTINGS
 @given(pol=policies(cuts=False), costs=cost_models(stochastic=False), tr=transports)
 def test_period_between_stage_bound_and_serial_sum(pol, costs, tr):
-    # Deterministic costs, recompute on every chunk: all steady-state chunks do the same
-    # work, so the mean period lies in [max(stage0, stage1), serial sum]. The last
-    # d_in + d_out chunks are the drain (nothing left to build), so they are left out.
-    trace = simulate(make_scenario(pol, costs, chunks=40, warmup=10, transport=tr))
-    em = trace.marks("emit").sort_values("start_ms").iloc[:32]
+    # Deterministic costs: a stage does a chunk's work once per period on average, so the
+    # mean period is >= each stage's mean work per chunk (anchor_only makes that work
+    # vary between chunks) and <= the largest serial sum of one chunk. The window's edges
+    # may hold work done up to `lead` chunks ahead, which bounds the slack. The drain at
+    # the end (nothing left to build) is left out.
+    trace = simulate(make_scenario(pol, costs, chunks=80, warmup=10, transport=tr))
+    em = trace.marks("emit").sort_values("start_ms").iloc[:70]
     t = em["start_ms"].to_numpy()[9:]
     periods = np.diff(t)
     mean_period = (t[-1] - t[0]) / len(periods)
-    # a window that is not a whole number of regime cycles is off by < spread / n
-    tol = 1e-9 * mean_period + (periods.max() - periods.min()) / len(periods)
     spans = trace.spans
     win = spans[spans["chunk"].isin(em["chunk"].to_numpy()[10:])]
     compute = win[win["lane"] == "compute"]
-    per_stage = compute.groupby(["stage", "chunk"])["end_ms"].sum() - \
-        compute.groupby(["stage", "chunk"])["start_ms"].sum()
-    stage_max = per_stage.groupby("stage").max().max()
+    work = (compute["end_ms"] - compute["start_ms"]).groupby(
+        [compute["stage"], compute["chunk"]]).sum()
+    lead = pol.get("d_in", 1) + pol.get("d_out", 1) + pol.get("recompute_lag", 0) + 2
+    slack = 1e-9 * mean_period + lead * work.max() / len(periods)
     serial = (win["end_ms"] - win["start_ms"]).groupby(win["chunk"]).sum().max()
-    assert mean_period >= stage_max - tol
-    assert mean_period <= serial + tol
+    assert mean_period >= work.groupby("stage").mean().max() - slack
+    # a window that is not a whole number of regime cycles is off by < spread / n
+    assert mean_period <= serial + (periods.max() - periods.min()) / len(periods) + 1e-9
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @given(pol=policies(), costs=cost_models(), seed=st.integers(0, 2**16))
 def test_same_seed_same_trace(pol, costs, seed):
     sc = make_scenario(pol, costs, chunks=15, seed=seed)
