@@ -99,17 +99,31 @@ class Compute(Action):
 
     ``inputs`` is passed to the backend's kernel (payloads of earlier work); the result
     of the action is the kernel's output (None in the simulator).
+
+    ``batch``: the items of one batched call (``tag`` is the first of them); empty means
+    the single item ``tag``. A batched call is one span per item on the stage, all with
+    the call's start and end. ``share``: the fraction of the phase's model this call runs
+    (a stage's slice of the DiT blocks). ``CostTable.duration`` prices both; the defaults
+    price exactly as before.
     """
 
     phase: str
     tag: Tag
     inputs: Any = field(default=None, compare=False)
+    batch: tuple[Tag, ...] = ()
+    share: float = 1.0
+
+    @property
+    def items(self) -> tuple[Tag, ...]:
+        """The tags this call works on (``batch``, or just ``tag``)."""
+        return self.batch or (self.tag,)
 
     def accept(self, backend: Backend) -> Any:
         return backend.on_compute(self)
 
     def describe(self) -> str:
-        return f"compute {self.phase} chunk={self.tag.chunk} step={self.tag.step}"
+        more = f" batch={len(self.batch)}" if len(self.batch) > 1 else ""
+        return f"compute {self.phase} chunk={self.tag.chunk} step={self.tag.step}{more}"
 
 
 @dataclass(frozen=True)
@@ -191,15 +205,21 @@ class Poll(Action):
 
 @dataclass(frozen=True)
 class WaitChange(Action):
-    """Block until the shared state's version differs from ``version``."""
+    """Block until the shared state's version differs from ``version``.
+
+    ``timeout_ms``: also return once that much time has passed (a batching window); None
+    waits for the change only.
+    """
 
     version: int
+    timeout_ms: float | None = None
 
     def accept(self, backend: Backend) -> Any:
         return backend.on_wait_change(self)
 
     def describe(self) -> str:
-        return f"wait for a state change after version {self.version}"
+        limit = f" (at most {self.timeout_ms:g} ms)" if self.timeout_ms is not None else ""
+        return f"wait for a state change after version {self.version}{limit}"
 
 
 @dataclass(frozen=True)
@@ -242,13 +262,16 @@ class QueueSpec:
 
     ``capacity`` is D_in or D_out; ``src``/``dst`` name the producing and consuming
     stages; transport of a message takes latency + bytes / bandwidth on the ``src``
-    stage's comm lane.
+    stage's comm lane. ``transport = False`` makes it a local buffer (a rolling window's
+    resident chunks): a Put is visible at once and uses no lane, but its bytes still
+    count as memory in flight.
     """
 
     name: str
     capacity: int
     src: str
     dst: str
+    transport: bool = True
 
 
 @dataclass(frozen=True)

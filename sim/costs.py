@@ -38,6 +38,14 @@ class CostSpec(BaseModel):
     pattern: list[float] | None = Field(
         None, description="per-chunk multipliers, cycled over the chunk index")
     drift_ms: float = Field(0.0, description="ms added per chunk index (slow drift)")
+    batch: Literal["linear", "roofline"] = Field(
+        "linear", description="how one call's cost grows with its batch of B items")
+    batch_fixed_ms: float = Field(
+        0.0, ge=0, description="linear: ms of a call that does not grow with the batch, so "
+        "cost(B) = fixed + per_item * B with per_item = one-item mean - fixed")
+    batch_knee: float = Field(
+        1.0, ge=1, description="roofline: items a call takes at the one-item cost "
+        "(memory-bound) before it grows linearly (compute-bound): cost(B) = c1 * max(1, B/knee)")
 
     @model_validator(mode="before")
     @classmethod
@@ -58,6 +66,9 @@ class CostSpec(BaseModel):
             raise ValueError("empirical needs a non-empty list of samples >= 0")
         if self.pattern is not None and (not self.pattern or min(self.pattern) < 0):
             raise ValueError("pattern needs multipliers >= 0")
+        if self.batch_fixed_ms > self.base_mean():
+            raise ValueError(f"batch_fixed_ms ({self.batch_fixed_ms:g}) must not exceed "
+                             f"the one-item mean ({self.base_mean():g})")
         return self
 
     @property
@@ -74,6 +85,25 @@ class CostSpec(BaseModel):
         if self.dist == "empirical":
             return float(np.mean(self.samples or [0.0]))
         return float(self.mean or 0.0)
+
+    def batch_scale(self, items: int) -> float:
+        """cost(B) / cost(1) for a call over ``items`` items (1.0 for one item)."""
+        if items <= 1:
+            return 1.0
+        if self.batch == "roofline":
+            return max(1.0, items / self.batch_knee)
+        mean = self.base_mean()
+        if mean <= 0:
+            return float(items)
+        fixed = self.batch_fixed_ms
+        return (fixed + (mean - fixed) * items) / mean
+
+    def expected(self) -> CostSpec:
+        """This spec with every draw at its mean (pattern kept, drift dropped): what the
+        analytic bound prices a stochastic cost model with."""
+        return self.model_copy(update={"dist": "constant", "mean": self.base_mean(),
+                                       "cv": 0.0, "samples": None, "low": None,
+                                       "high": None, "drift_ms": 0.0})
 
     def mean_at(self, chunk: int) -> float:
         """Expected duration of one call for ``chunk`` (pattern and drift applied)."""
@@ -103,6 +133,7 @@ class CostTable:
 
     def __init__(self, costs: dict[str, CostSpec], sessions: int, chunks: int, seed: int):
         self._tables: dict[str, np.ndarray] = {}
+        self._specs = dict(costs)
         for idx, phase in enumerate(PHASES):
             spec = costs.get(phase)
             if spec is None:
@@ -120,9 +151,18 @@ class CostTable:
         return phase in self._tables
 
     def duration(self, action: Any) -> float:
-        """Duration of a ``Compute`` action: the single place both backends price work."""
-        tag = action.tag
-        return self.get(action.phase, tag.session, tag.chunk, tag.step)
+        """Duration of a ``Compute`` action: the single place both backends price work.
+
+        A batched call of B items costs ``batch_scale(B)`` times the mean of its items'
+        one-item costs; ``share`` (a stage's slice of the model) multiplies the result.
+        """
+        items = getattr(action, "items", None) or (action.tag,)
+        share = float(getattr(action, "share", 1.0))
+        one = [self.get(action.phase, t.session, t.chunk, t.step) for t in items]
+        if len(one) == 1:
+            return share * one[0]
+        scale = self._specs[action.phase].batch_scale(len(one))
+        return share * scale * (sum(one) / len(one))
 
     def get(self, phase: str, session: int, chunk: int, step: int = 0) -> float:
         table = self._tables[phase]

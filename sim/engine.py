@@ -131,6 +131,10 @@ class SimEngine:
 
     def deliver(self, q: _Queue, msg: Message, sent_at: float) -> None:
         self.rec.span("send", q.spec.src, "comm", msg.tag, sent_at, float(self.env.now))
+        self.arrive(q, msg)
+
+    def arrive(self, q: _Queue, msg: Message) -> None:
+        """The message becomes visible to Get (a local buffer skips transport)."""
         q.in_transit -= 1
         q.items.append(msg)
         self.bump()
@@ -182,7 +186,8 @@ class _StageBackend:
             yield req
             start = float(e.env.now)
             yield e.env.timeout(dur)
-            e.rec.span(a.phase, self.stage, "compute", a.tag, start, float(e.env.now))
+            for tag in a.items:
+                e.rec.span(a.phase, self.stage, "compute", tag, start, float(e.env.now))
         return None
 
     def on_reserve(self, a: Reserve) -> SimGen:
@@ -198,7 +203,10 @@ class _StageBackend:
         q.in_transit += 1
         q.unreleased.append(a.message)
         self.e.count(q)
-        if self.e.sc.transport.time_ms(a.message.nbytes) > 0:
+        if not q.spec.transport:
+            self.e.arrive(q, a.message)
+        elif self.e.sc.transport.time_ms(a.message.nbytes) > 0 or q.lane.count or q.lane.queue:
+            # a link is FIFO: a free message still waits behind one in transit
             self.e.env.process(self.e.transport(q, a.message))
         else:
             # a free link delivers within the same instant, before anyone can react to
@@ -245,7 +253,10 @@ class _StageBackend:
 
     def on_wait_change(self, a: WaitChange) -> SimGen:
         if self.e.version == a.version:
-            yield self.e.changed
+            if a.timeout_ms is None:
+                yield self.e.changed
+            else:
+                yield self.e.changed | self.e.env.timeout(max(0.0, a.timeout_ms))
         return None
 
     def on_wait_input(self, a: WaitInput) -> SimGen:

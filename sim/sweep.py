@@ -67,7 +67,51 @@ def flatten(metrics: dict[str, Any]) -> dict[str, Any]:
         row[f"{q}_mean"] = stats.get("mean")
     row["chunks"] = metrics.get("chunks")
     row["warmup"] = metrics.get("warmup")
+    row["mean_period_ms"] = metrics.get("mean_period_ms")
+    row["aggregate_fps"] = metrics.get("aggregate_fps")
+    # memory in flight per stage: the memory side of the memory-period trade-off
+    for stage, peak in sorted(metrics.get("memory", {}).get("stages", {}).items()):
+        row[f"peak_bytes_{stage}"] = peak
     return row
+
+
+@dataclass(frozen=True)
+class BestPick:
+    """``sweep --best``: the feasible point with the least memory in flight, and the
+    Pareto front of period vs memory among feasible points (both minimised)."""
+
+    best: dict[str, Any] | None
+    pareto: list[dict[str, Any]]
+    feasible: int
+    criteria: str
+
+
+def best_point(table: pd.DataFrame, max_latency_ms: float | None = None,
+               min_fps: float | None = None) -> BestPick:
+    """Rows meeting ``latency_p95_ms <= max_latency_ms`` and ``fps >= min_fps`` (a point
+    missing a constrained metric does not meet it); least ``peak_bytes_in_flight`` wins,
+    ties go to the shorter period."""
+    parts: list[str] = []
+    needed = ("error", "period_ms", "peak_bytes_in_flight", "latency_p95_ms", "fps")
+    if any(c not in table.columns for c in needed):  # every point stalled
+        return BestPick(None, [], 0, "no point ran")
+    ok = table["error"].isna() & table["period_ms"].notna() & \
+        table["peak_bytes_in_flight"].notna()
+    if max_latency_ms is not None:
+        ok &= table["latency_p95_ms"].notna() & (table["latency_p95_ms"] <= max_latency_ms)
+        parts.append(f"latency p95 <= {max_latency_ms:g} ms")
+    if min_fps is not None:
+        ok &= table["fps"].notna() & (table["fps"] >= min_fps)
+        parts.append(f"fps >= {min_fps:g}")
+    feasible = table[ok].sort_values(["peak_bytes_in_flight", "period_ms"], kind="stable")
+    records = feasible.to_dict(orient="records")
+    front, best_period = [], float("inf")
+    for rec in records:
+        if rec["period_ms"] < best_period:
+            front.append(rec)
+            best_period = rec["period_ms"]
+    return BestPick(records[0] if records else None, front, len(records),
+                    " and ".join(parts) or "no constraint")
 
 
 def _run_point(args: tuple[dict[str, Any], str]) -> dict[str, Any]:

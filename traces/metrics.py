@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from traces.memory import memory_in_flight
 from traces.schema import Trace
 
 #: keys every summary carries (None when missing), in display order
@@ -37,9 +38,18 @@ def _median(values: np.ndarray) -> float:
     return float(np.median(values))
 
 
+def _on_stage(spans: pd.DataFrame, stage: str) -> pd.Series:
+    """``stage`` itself or one of its per-session copies (``stage0.<s>`` front ends)."""
+    names = spans["stage"].astype(str)
+    return (names == stage) | names.str.startswith(stage + ".")
+
+
 def _per_chunk_busy(spans: pd.DataFrame, stage: str) -> pd.Series:
-    sel = spans[(spans["stage"] == stage) & (spans["lane"] == "compute")]
-    return (sel["end_ms"] - sel["start_ms"]).groupby(sel["chunk"]).sum()
+    sel = spans[_on_stage(spans, stage) & (spans["lane"] == "compute")]
+    # a batched call is one span per item: each item is charged its share of the call
+    call = [sel["stage"], sel["name"], sel["start_ms"], sel["end_ms"]]
+    items = sel.groupby(call)["chunk"].transform("size") if len(sel) else sel["chunk"]
+    return ((sel["end_ms"] - sel["start_ms"]) / items).groupby(sel["chunk"]).sum()
 
 
 def _busy_in(spans: pd.DataFrame, stage: str, t0: float, t1: float) -> float:
@@ -103,11 +113,13 @@ def _session_metrics(trace: Trace, session: int, warmup: int, fpc: int,
     if len(emits) < first + 1:
         reason = f"{len(emits)} chunks emitted, need > {first} (warmup {warmup})"
         for key in ("period_ms", "fps", "stage0_ms", "stage1_ms", "overlap_score",
-                    "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "mesh_idle_ms"):
+                    "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "mesh_idle_ms",
+                    "mean_period_ms"):
             missing[key] = reason
+        res["mean_period_ms"] = None
         res["window"] = {"warmup": warmup, "periods": 0}
         return _finish(res, missing, trace, 0.0, float(ev["end_ms"].max() if len(ev) else 0.0),
-                       target_fps, fpc, t_emit)
+                       target_fps, fpc, t_emit, session)
 
     periods = np.diff(t_emit)[first - 1:]
     win_chunks = chunk_ids[first:]
@@ -116,6 +128,8 @@ def _session_metrics(trace: Trace, session: int, warmup: int, fpc: int,
                      "last_chunk": int(win_chunks[-1]), "periods": len(periods),
                      "t_start_ms": t0, "t_end_ms": t1}
     res["period_ms"] = _median(periods)
+    # a schedule that repeats every c > 1 chunks has a median that is not its rate
+    res["mean_period_ms"] = (t1 - t0) / len(periods)
     res["fps"] = fpc * 1000.0 / res["period_ms"] if res["period_ms"] > 0 else None
     s0 = _per_chunk_busy(spans, "stage0").reindex(win_chunks, fill_value=0.0).to_numpy()
     s1 = _per_chunk_busy(spans, "stage1").reindex(win_chunks, fill_value=0.0).to_numpy()
@@ -131,9 +145,11 @@ def _session_metrics(trace: Trace, session: int, warmup: int, fpc: int,
     _mesh_idle(res, missing, spans, chunk_ids, first)
     res["bubble"] = {}
     if t1 > t0:
+        # a stage's idle time does not depend on whose work it ran (shared stages)
+        every = ev[ev["kind"] == "span"]
         for stage in sorted(spans["stage"].unique()):
-            res["bubble"][str(stage)] = 1.0 - _busy_in(spans, str(stage), t0, t1) / (t1 - t0)
-    return _finish(res, missing, trace, t0, t1, target_fps, fpc, t_emit)
+            res["bubble"][str(stage)] = 1.0 - _busy_in(every, str(stage), t0, t1) / (t1 - t0)
+    return _finish(res, missing, trace, t0, t1, target_fps, fpc, t_emit, session)
 
 
 def _latency(res: dict[str, Any], missing: dict[str, str], inputs: pd.DataFrame,
@@ -168,12 +184,14 @@ def _mesh_idle(res: dict[str, Any], missing: dict[str, str], spans: pd.DataFrame
 
 
 def _finish(res: dict[str, Any], missing: dict[str, str], trace: Trace, t0: float, t1: float,
-            target_fps: float | None, fpc: int, t_emit: np.ndarray) -> dict[str, Any]:
+            target_fps: float | None, fpc: int, t_emit: np.ndarray,
+            session: int = 0) -> dict[str, Any]:
     queues = _queue_stats(trace, t0, t1)
     res["queues"] = {k: v for k, v in queues.items() if k != "bytes_in_flight"}
     for q in ("q_in", "q_out"):
-        if q in queues:
-            res[f"{q}_max"] = int(queues[q]["max"])
+        name = q if q in queues else f"{q}.{session}"  # per-session queues
+        if name in queues:
+            res[f"{q}_max"] = int(queues[name]["max"])
         else:
             missing[f"{q}_max"] = f"no {q} counter in the trace"
     if "bytes_in_flight" in queues:
@@ -209,5 +227,39 @@ def compute_metrics(trace: Trace, warmup: int | None = None) -> dict[str, Any]:
         out["sessions"] = {str(s): m for s, m in per.items()}
         fps = [m["fps"] for m in per.values() if m["fps"] is not None]
         out["aggregate_fps"] = float(sum(fps)) if fps else None
+        out.update(_pooled_latency(trace, sessions, wu))
+    out["bubble_run"] = _run_bubbles(trace)
+    mem = memory_in_flight(trace)
+    out["memory"] = mem
+    if not mem:
+        out["missing"] = {**out["missing"], "memory": "no bytes_in_flight counter in the trace"}
     out["source"] = trace.source
     return out
+
+
+def _run_bubbles(trace: Trace) -> dict[str, float]:
+    """Idle share of each stage over the whole run, first input to last emit (a finite
+    batch's fill and drain included, e.g. GPipe's (P-1)/(M+P-1))."""
+    emits, inputs = trace.marks("emit"), trace.marks("input")
+    if emits.empty:
+        return {}
+    t0 = float(inputs["start_ms"].min()) if len(inputs) else 0.0
+    t1 = float(emits["start_ms"].max())
+    spans = trace.spans
+    if t1 <= t0:
+        return {}
+    return {str(s): 1.0 - _busy_in(spans, str(s), t0, t1) / (t1 - t0)
+            for s in sorted(spans.loc[spans["lane"] == "compute", "stage"].unique())}
+
+
+def _pooled_latency(trace: Trace, sessions: list[int], warmup: int) -> dict[str, Any]:
+    """p50/p95/p99 of every session's steady-state latencies pooled together."""
+    emits, inputs = trace.marks("emit"), trace.marks("input")
+    lats = []
+    for s in sessions:
+        e = emits[emits["session"] == s].sort_values("start_ms", kind="stable").iloc[warmup:]
+        t_in = inputs[inputs["session"] == s].groupby("chunk")["start_ms"].min()
+        lats.append((e["start_ms"] - t_in.reindex(e["chunk"]).to_numpy()).dropna().to_numpy())
+    pooled = np.concatenate(lats) if lats else np.array([])
+    return {f"aggregate_latency_p{q}_ms": float(np.percentile(pooled, q)) if len(pooled)
+            else None for q in (50, 95, 99)}

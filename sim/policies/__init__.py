@@ -7,10 +7,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from sim.policies.base import Policy
+from sim.policies.layer_pp import LayerPP
+from sim.policies.multi_session import MultiSession
 from sim.policies.phase_pp import PhasePP
+from sim.policies.rolling_window import RollingWindow
 from sim.policies.serial import Serial
+from sim.policies.stream_batch import StreamBatch
 
-POLICIES: dict[str, type[Policy]] = {cls.name: cls for cls in (Serial, PhasePP)}
+POLICIES: dict[str, type[Policy]] = {cls.name: cls for cls in (
+    Serial, PhasePP, StreamBatch, LayerPP, MultiSession, RollingWindow)}
 
 
 def make_policy(raw: dict[str, Any]) -> Policy:
@@ -27,10 +32,11 @@ def make_policy(raw: dict[str, Any]) -> Policy:
     cls = POLICIES.get(str(name))
     if cls is None:
         raise ScenarioError("policy.name", f"unknown policy {name!r} (allowed: {allowed})")
-    unknown = sorted(set(fields) - set(cls.model_fields))
+    names = [f.alias or n for n, f in cls.model_fields.items()]  # scenario keys
+    unknown = sorted(set(fields) - set(names))
     if unknown:
         raise ScenarioError(f"policy.{unknown[0]}", f"not a field of {name} "
-                            f"(allowed: {', '.join(cls.model_fields)})")
+                            f"(allowed: {', '.join(names)})")
     try:
         return cls.model_validate(fields)
     except ValidationError as exc:

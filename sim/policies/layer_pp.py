@@ -1,0 +1,187 @@
+"""Layer pipelining (GPipe-style): the generator's blocks split over P stages, M items a batch.
+
+Each chunk is one item: stage p runs its slice of the DiT for every denoise step of the
+item and sends the activations on. Items go through in batches of ``items``; the next
+batch enters stage0 only when the last item of the current one has left the last stage
+(the GPipe flush: the next chunks need this batch's KV cache), so a batch of M items on
+P balanced stages of t ms takes (M + P - 1) t and each stage idles (P - 1) / (M + P - 1)
+of it. Build and decode are outside the layer pipeline and not modelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+
+from sim.actions import (
+    INFER,
+    Compute,
+    Get,
+    Mark,
+    Message,
+    Program,
+    Put,
+    QueueSpec,
+    Release,
+    Reserve,
+    StageProgram,
+    WaitInput,
+)
+from sim.graph_model import GraphContext, GraphModel, ModelGraph, add_input
+from sim.policies.base import CallIds, Policy
+from sim.policies.layers import check_split, even_split
+from sim.teg import PeriodicGraph
+from traces.recorder import Tag
+
+if TYPE_CHECKING:
+    from sim.scenario import Scenario
+
+FLUSH = "flush"
+
+
+def link(p: int) -> str:
+    """The queue carrying activations from stage p to stage p+1."""
+    return f"act{p}"
+
+
+class LayerPP(Policy):
+    """P stages each run a contiguous slice of the DiT's blocks; items move in batches.
+
+    Invariants: every stage handles items in chunk order; at most ``items`` items of one
+    batch are between stages; a batch starts only after the previous one fully left the
+    last stage; every chunk is emitted exactly once, by the last stage.
+    """
+
+    name: ClassVar[str] = "layer_pp"
+    model_config = ConfigDict(populate_by_name=True)
+
+    # ``stages`` in scenarios; the attribute name leaves Policy.stages() alone
+    n_stages: int = Field(2, ge=1, alias="stages",
+                          description="pipeline stages the DiT's blocks are split over")
+    items: int = Field(4, ge=1, description="items (chunks) per batch: M micro-batches in flight")
+    blocks: int = Field(30, ge=1, description="DiT blocks to split (Wan2.1-1.3B: 30)")
+    split: list[int] | None = Field(
+        None, description="blocks per stage, covering all blocks (default: as even as possible)")
+    activation_bytes: int | None = Field(
+        None, ge=0, description="bytes sent between stages per item (default: result size)")
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, v: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        stages, blocks = info.data.get("n_stages"), info.data.get("blocks")
+        if v is not None and stages is not None and blocks is not None:
+            check_split(v, stages, blocks)
+        return v
+
+    @field_validator("blocks")
+    @classmethod
+    def _blocks(cls, v: int, info: ValidationInfo) -> int:
+        stages = info.data.get("n_stages")
+        if stages is not None and v < stages:
+            raise ValueError(f"needs at least one block per stage ({stages} stages)")
+        return v
+
+    def params(self) -> dict[str, Any]:
+        return {"name": self.name, **self.model_dump(mode="json", by_alias=True)}
+
+    def shares(self) -> list[float]:
+        counts = self.split or even_split(self.blocks, self.n_stages)
+        return [n / self.blocks for n in counts]
+
+    def stages_of(self) -> tuple[str, ...]:
+        return tuple(f"stage{p}" for p in range(self.n_stages))
+
+    def stages(self, sc: Scenario) -> tuple[str, ...]:
+        return self.stages_of()
+
+    def required_phases(self, sc: Scenario) -> tuple[str, ...]:
+        return ("denoise",)
+
+    def queues(self, sc: Scenario) -> list[QueueSpec]:
+        names = self.stages_of()
+        specs = [QueueSpec(link(p), self.items, names[p], names[p + 1])
+                 for p in range(self.n_stages - 1)]
+        if self.n_stages > 1:
+            specs.append(QueueSpec(FLUSH, 1, names[-1], names[0]))
+        return specs
+
+    def programs(self, sc: Scenario) -> list[StageProgram]:
+        ids = CallIds()
+        shares = self.shares()
+        return [StageProgram(name, self._stage(sc, p, shares[p], ids))
+                for p, name in enumerate(self.stages_of())]
+
+    def _stage(self, sc: Scenario, p: int, share: float, ids: CallIds) -> Program:
+        last, nbytes = p == self.n_stages - 1, self._act_bytes(sc)
+        for i in range(sc.run.chunks):
+            if p == 0:
+                tag = Tag(0, i, ids.next(), 0)
+                if i and i % self.items == 0 and self.n_stages > 1:
+                    yield Get(FLUSH)  # the previous batch has left the pipeline
+                    yield Release(FLUSH)
+                yield WaitInput(tag)
+            else:
+                tag = (yield Get(link(p - 1))).tag
+            if not last:
+                yield Reserve(link(p))
+            for s in range(sc.steps):
+                yield Compute("denoise", replace(tag, step=s), share=share)
+            if p > 0:
+                yield Release(link(p - 1))
+            if not last:
+                yield Put(link(p), Message(INFER, tag, nbytes))
+                continue
+            yield Mark("emit", tag)
+            batch_done = i % self.items == self.items - 1
+            if self.n_stages > 1 and batch_done and i < sc.run.chunks - 1:
+                yield Reserve(FLUSH)
+                yield Put(FLUSH, Message(INFER, tag))
+
+    def _act_bytes(self, sc: Scenario) -> int:
+        return self.activation_bytes if self.activation_bytes is not None \
+            else sc.transport.result_size
+
+
+def _unroll(p: LayerPP, sc: Scenario) -> int:
+    return p.items
+
+
+def _model(p: LayerPP, ctx: GraphContext) -> ModelGraph:
+    """One batch of M items per period: stage p's node for item j runs all its steps."""
+    g, shares, m = PeriodicGraph(), p.shares(), p.items
+    names = p.stages_of()
+    tr = ctx.transport(p._act_bytes(ctx.sc))
+    for q in range(p.n_stages):
+        g.family(f"L{q}", ctx.unroll, f"layers@{names[q]}", "denoise", names[q])
+        g.family(f"send{q}", ctx.unroll, f"send:{link(q)}", None, names[q])
+        for j in ctx.chunks:
+            steps = range(ctx.sc.steps)
+            g.node(f"L{q}", j, sum(ctx.cost("denoise", Tag(0, j, step=s), share=shares[q])
+                                   for s in steps))
+            g.node(f"send{q}", j, tr if q < p.n_stages - 1 else 0.0)
+    g.family("flush", ctx.unroll // m, f"send:{FLUSH}", None, names[-1], "b")  # per batch
+    for b in range(ctx.base // m, (ctx.base + ctx.unroll) // m):
+        g.node("flush", b, ctx.transport(0) if p.n_stages > 1 else 0.0)
+    for j in ctx.chunks:
+        _item_arcs(g, p, j)
+    add_input(g, ctx, "L0")
+    return ModelGraph(g, ctx.unroll, "exact", "every stage runs items in a fixed order")
+
+
+def _item_arcs(g: PeriodicGraph, p: LayerPP, j: int) -> None:
+    m, last = p.items, p.n_stages - 1
+    for q in range(p.n_stages):
+        g.arc((f"L{q}", j - 1), (f"L{q}", j))                # the stage's item order
+        if q < last:
+            g.arc((f"L{q}", j), (f"send{q}", j))
+            g.arc((f"send{q}", j - 1), (f"send{q}", j))      # one link, FIFO
+            g.arc((f"send{q}", j), (f"L{q + 1}", j))         # activations arrived
+            g.arc((f"L{q + 1}", j - m), (f"L{q}", j))        # a slot on the link
+    if j % m == m - 1:
+        g.arc((f"L{last}", j), ("flush", j // m))            # the batch left the pipeline
+        g.arc(("flush", j // m), ("L0", j + 1))              # the next batch may enter
+
+
+MODEL = GraphModel(_unroll, _model)

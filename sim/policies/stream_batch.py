@@ -1,0 +1,297 @@
+"""Stream Batch (StreamDiffusionV2): denoising steps as the batch, DiT blocks over W stages.
+
+Time is cut into *ticks*. In tick t every stage runs its slice of the DiT once over a
+batch of up to n latents, one per noise level: chunk t at step 0, chunk t - W at step 1,
+..., chunk t - W(n-1) at step n-1. A latent at step s comes back to stage0 from the
+last stage W ticks later, so W ticks are in flight around the ring and every stage can
+be busy. Stage0 VAE-encodes chunk t's input before tick t; the last stage decodes the
+chunk that finished its last step in tick t and emits it. A chunk's first frame needs
+n x W micro-steps (n passes over W stages): that is the pipeline fill in TTFF.
+
+Links between stages hold ``max_outstanding`` ticks (a slot is freed when the next stage
+has finished the tick); the loop link back to stage0 holds W ticks, which the ring can
+never exceed, so it never blocks and cannot deadlock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from sim.actions import (
+    INFER,
+    Compute,
+    Get,
+    Mark,
+    Message,
+    Program,
+    Put,
+    QueueSpec,
+    Release,
+    Reserve,
+    StageProgram,
+    WaitInput,
+)
+from sim.graph_model import GraphContext, GraphModel, ModelGraph, add_input
+from sim.policies.base import CallIds, Policy
+from sim.policies.layers import balanced_split, check_split, even_split
+from sim.teg import PeriodicGraph
+from traces.recorder import Tag
+
+if TYPE_CHECKING:
+    from sim.scenario import Scenario
+
+LOOP = "loop"
+
+
+def link(w: int) -> str:
+    return f"act{w}"
+
+
+class StreamBatch(Policy):
+    """W stages, n denoise steps of n different chunks batched in every tick.
+
+    Invariants: every stage runs ticks in order; a latent advances exactly one step per
+    W ticks; each chunk is encoded once (stage0), decoded and emitted once (last stage),
+    in chunk order; at most ``max_outstanding`` ticks wait on each forward link.
+    """
+
+    name: ClassVar[str] = "stream_batch"
+    model_config = ConfigDict(populate_by_name=True)
+
+    # ``stages`` in scenarios; the attribute name leaves Policy.stages() alone
+    n_stages: int = Field(2, ge=1, alias="stages", description="W: stages the DiT blocks span")
+    steps: int | None = Field(
+        None, ge=1, description="n: denoise steps per chunk, all in flight as the batch "
+        "(default: costs.denoise.steps)")
+    blocks: int = Field(30, ge=1, description="DiT blocks to split (Wan2.1-1.3B: 30)")
+    split: list[int] | None = Field(
+        None, description="blocks per stage, covering all blocks (default: even, or balance)")
+    balance: bool = Field(
+        False, description="reassign blocks so stages with encode/decode get fewer")
+    max_outstanding: int = Field(
+        2, ge=1, description="ticks a stage may have sent that the next stage has not finished")
+    activation_bytes: int | None = Field(
+        None, ge=0, description="bytes per latent sent between stages (default: result size)")
+
+    @field_validator("blocks")
+    @classmethod
+    def _blocks(cls, v: int, info: ValidationInfo) -> int:
+        stages = info.data.get("n_stages")
+        if stages is not None and v < stages:
+            raise ValueError(f"needs at least one block per stage ({stages} stages)")
+        return v
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, v: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        stages, blocks = info.data.get("n_stages"), info.data.get("blocks")
+        if v is not None and stages is not None and blocks is not None:
+            check_split(v, stages, blocks)
+        return v
+
+    @model_validator(mode="after")
+    def _one_split(self) -> StreamBatch:
+        if self.balance and self.split is not None:
+            raise ValueError("give split or balance = true, not both")
+        return self
+
+    def params(self) -> dict[str, Any]:
+        return {"name": self.name, **self.model_dump(mode="json", by_alias=True)}
+
+    def stages_of(self) -> tuple[str, ...]:
+        return tuple(f"stage{w}" for w in range(self.n_stages))
+
+    def stages(self, sc: Scenario) -> tuple[str, ...]:
+        return self.stages_of()
+
+    def required_phases(self, sc: Scenario) -> tuple[str, ...]:
+        return ("denoise", "decode")
+
+    def n_steps(self, sc: Scenario) -> int:
+        return self.steps if self.steps is not None else sc.steps
+
+    def shares(self, sc: Scenario) -> list[float]:
+        """Fraction of the DiT each stage runs (explicit, balanced or even split)."""
+        return [n / self.blocks for n in self.block_counts(sc)]
+
+    def block_counts(self, sc: Scenario) -> list[int]:
+        """Blocks per stage; ``balance`` prices a block at the steady batch of n latents."""
+        if self.split is not None:
+            return list(self.split)
+        if not self.balance:
+            return even_split(self.blocks, self.n_stages)
+        spec = sc.costs["denoise"]
+        n = self.n_steps(sc)
+        per_block = spec.base_mean() * spec.batch_scale(n) / self.blocks
+        edges = [0.0] * self.n_stages
+        edges[0] += _mean(sc, "encode")
+        edges[-1] += _mean(sc, "decode")
+        return balanced_split(self.blocks, per_block, edges)
+
+    def queues(self, sc: Scenario) -> list[QueueSpec]:
+        names = self.stages_of()
+        specs = [QueueSpec(link(w), self.max_outstanding, names[w], names[w + 1])
+                 for w in range(self.n_stages - 1)]
+        if self.n_stages > 1 and self.n_steps(sc) > 1:
+            specs.append(QueueSpec(LOOP, self.n_stages, names[-1], names[0]))
+        return specs
+
+    def programs(self, sc: Scenario) -> list[StageProgram]:
+        plan = TickPlan(sc.run.chunks, self.n_stages, self.n_steps(sc))
+        ids = CallIds()
+        call_ids = [ids.next() for _ in range(sc.run.chunks)]
+        shares = self.shares(sc)
+        return [StageProgram(name, self._stage(sc, plan, w, shares[w], call_ids))
+                for w, name in enumerate(self.stages_of())]
+
+    def _stage(self, sc: Scenario, plan: TickPlan, w: int, share: float,
+               call_ids: list[int]) -> Program:
+        first, last = w == 0, w == self.n_stages - 1
+        for t in plan.ticks():
+            tags = tuple(Tag(0, j, call_ids[j], 0, s) for j, s in plan.items(t))
+            if first:
+                yield from _enter(sc, plan, t, call_ids)
+            if first and plan.looped_in(t):
+                yield Get(LOOP)
+            elif not first:
+                yield Get(link(w - 1))
+            out = None if last else link(w)
+            if last and plan.loops_out(t):
+                out = LOOP
+            if out is not None:
+                yield Reserve(out)
+            yield Compute("denoise", tags[0], batch=tags, share=share)
+            if not first:
+                yield Release(link(w - 1))
+            elif plan.looped_in(t):
+                yield Release(LOOP)
+            if out is not None:
+                moving = len(tags) if out != LOOP else plan.continuing(t)
+                yield Put(out, Message(INFER, tags[0], self._bytes(sc, out, moving)))
+            if last:
+                yield from _finish(plan, t, call_ids)
+
+    def _bytes(self, sc: Scenario, queue: str, items: int) -> int:
+        per = self.activation_bytes if self.activation_bytes is not None \
+            else sc.transport.result_size
+        return items * (sc.transport.result_size if queue == LOOP else per)
+
+
+def _mean(sc: Scenario, phase: str) -> float:
+    spec = sc.cost(phase)
+    return spec.base_mean() if spec is not None else 0.0
+
+
+def _enter(sc: Scenario, plan: TickPlan, t: int, call_ids: list[int]) -> Program:
+    """Stage0 before tick t: chunk t's input arrives and is VAE-encoded."""
+    if t >= plan.chunks:
+        return
+    tag = Tag(0, t, call_ids[t], 0)
+    yield WaitInput(tag)
+    if sc.cost("encode") is not None:
+        yield Compute("encode", tag)
+
+
+def _finish(plan: TickPlan, t: int, call_ids: list[int]) -> Program:
+    """Last stage after tick t: decode and emit the chunk whose last step ran."""
+    j = plan.finished(t)
+    if j is not None:
+        tag = Tag(0, j, call_ids[j], 0)
+        yield Compute("decode", tag)
+        yield Mark("emit", tag)
+
+
+class TickPlan:
+    """Which (chunk, step) pairs tick t batches: chunk t - W*s at step s, when it exists."""
+
+    def __init__(self, chunks: int, stages: int, steps: int) -> None:
+        self.chunks, self.w, self.n = chunks, stages, steps
+
+    def items(self, t: int) -> list[tuple[int, int]]:
+        return [(t - self.w * s, s) for s in range(self.n) if 0 <= t - self.w * s < self.chunks]
+
+    def ticks(self) -> Iterator[int]:
+        """Non-empty ticks in order (fewer than W chunks leave gaps in the ring)."""
+        return (t for t in range(self.chunks + self.w * (self.n - 1)) if self.items(t))
+
+    def continuing(self, t: int) -> int:
+        """Latents of tick t that still have steps to go (they loop back to stage0)."""
+        return sum(1 for _, s in self.items(t) if s < self.n - 1)
+
+    def loops_out(self, t: int) -> bool:
+        return self.w > 1 and self.continuing(t) > 0
+
+    def looped_in(self, t: int) -> bool:
+        return self.w > 1 and any(s > 0 for _, s in self.items(t))
+
+    def finished(self, t: int) -> int | None:
+        return next((j for j, s in self.items(t) if s == self.n - 1), None)
+
+
+def _unroll(p: StreamBatch, sc: Scenario) -> int:
+    return 1
+
+
+def _model(p: StreamBatch, ctx: GraphContext) -> ModelGraph:
+    """One tick (= one chunk in, one out) per period: nodes per stage and tick."""
+    sc, g = ctx.sc, PeriodicGraph()
+    w_count, n = p.n_stages, p.n_steps(sc)
+    names, shares = p.stages_of(), p.shares(sc)
+    plan = TickPlan(ctx.base + 4 * ctx.unroll + w_count * n, w_count, n)
+    # indexed by tick: encode[t] is chunk t, decode[t] the chunk that finished in tick t
+    g.family("encode", ctx.unroll, "encode", "encode", names[0], "t")
+    g.family("decode", ctx.unroll, "decode", "decode", names[-1], "t")
+    for w in range(w_count):
+        g.family(f"T{w}", ctx.unroll, f"tick@{names[w]}", "denoise", names[w], "t")
+        g.family(f"send{w}", ctx.unroll, "send:" + (link(w) if w < w_count - 1 else LOOP),
+                 None, names[w], "t")
+    for t in ctx.chunks:
+        _price_tick(p, ctx, g, plan, t, shares)
+    for t in ctx.chunks:
+        _tick_arcs(g, p, t, n)
+    add_input(g, ctx, "encode")
+    fill = f"fill: a chunk's first frame needs n x W = {n * w_count} micro-steps"
+    return ModelGraph(g, ctx.unroll, "exact", "every stage runs ticks in a fixed order",
+                      notes=[fill])
+
+
+def _price_tick(p: StreamBatch, ctx: GraphContext, g: PeriodicGraph, plan: TickPlan,
+                t: int, shares: list[float]) -> None:
+    w_count, n = p.n_stages, plan.n
+    tags = tuple(Tag(0, j, step=s) for j, s in plan.items(t))
+    g.node("encode", t, ctx.cost("encode", Tag(0, t)))
+    g.node("decode", t, ctx.cost("decode", Tag(0, t - w_count * (n - 1))))
+    for w in range(w_count):
+        g.node(f"T{w}", t, ctx.cost("denoise", tags[0], batch=tags, share=shares[w]))
+        last = w == w_count - 1
+        queue = LOOP if last else link(w)
+        moving = n - 1 if last else n  # the finished latent is decoded, not looped
+        sends = not last or (w_count > 1 and n > 1)
+        g.node(f"send{w}", t, ctx.transport(p._bytes(ctx.sc, queue, moving)) if sends else 0.0)
+
+
+def _tick_arcs(g: PeriodicGraph, p: StreamBatch, t: int, n: int) -> None:
+    w_count, cap, last = p.n_stages, p.max_outstanding, p.n_stages - 1
+    g.arc(("encode", t), ("T0", t))
+    for w in range(w_count):
+        g.arc((f"T{w}", t), (f"send{w}", t))
+        g.arc((f"send{w}", t - 1), (f"send{w}", t))          # one link, FIFO
+        if w > 0:
+            g.arc((f"send{w - 1}", t), (f"T{w}", t))         # the tick's batch arrived
+            g.arc((f"T{w}", t - 1), (f"T{w}", t))            # ticks in order
+        if w < last:
+            g.arc((f"T{w + 1}", t - cap), (f"T{w}", t))      # a slot on the link
+    g.arc((f"T{last}", t), ("decode", t))
+    if w_count == 1:
+        g.arc(("decode", t - 1), ("encode", t))              # one stage runs it all
+        return
+    g.arc(("T0", t - 1), ("encode", t))                      # stage0: encode, then tick
+    g.arc(("decode", t - 1), (f"T{last}", t))                # last stage: tick, decode
+    if n > 1:
+        g.arc((f"send{last}", t - w_count), ("T0", t))       # latents looped back
+
+
+MODEL = GraphModel(_unroll, _model)
