@@ -130,7 +130,8 @@ class SimEngine:
             self.deliver(q, msg, start)
 
     def deliver(self, q: _Queue, msg: Message, sent_at: float) -> None:
-        self.rec.span("send", q.spec.src, "comm", msg.tag, sent_at, float(self.env.now))
+        self.rec.span("send", q.spec.src, "comm", msg.tag, sent_at, float(self.env.now),
+                      value=float(msg.nbytes))
         self.arrive(q, msg)
 
     def arrive(self, q: _Queue, msg: Message) -> None:

@@ -37,8 +37,10 @@ class Recorder:
         with self._lock:
             self._rows.append(row)
 
-    def span(self, name: str, stage: str, lane: str, tag: Tag, start: float, end: float) -> None:
-        self._add("span", name, stage, lane, tag, start, end, float("nan"))
+    def span(self, name: str, stage: str, lane: str, tag: Tag, start: float, end: float,
+             value: float = float("nan")) -> None:
+        """``value``: optional payload of the span (a ``send`` span's bytes), NaN if none."""
+        self._add("span", name, stage, lane, tag, start, end, value)
 
     def mark(self, name: str, stage: str, tag: Tag, at: float) -> None:
         self._add("mark", name, stage, "compute", tag, at, at, float("nan"))

@@ -1,0 +1,200 @@
+"""The threads backend: one worker thread per StageProgram, blocking action handlers.
+
+:class:`StageBackend` implements the :class:`sim.actions.Backend` protocol the SimPy
+engine implements, but each handler blocks until its action is done and returns the
+result directly. :func:`drive` is the worker loop: it sends results back into the
+policy's own program, exactly like the engine's driver, so no policy logic lives here.
+A worker that raises records the failure (stage, action, chunk, epoch, queues) and
+aborts the run; the others stop at their next wait or action (crash-only).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from exec.comm import CommLane
+from exec.errors import Aborted
+from exec.kernels import Kernels
+from exec.runtime import Runtime
+from exec.state import Parcel, SharedState, StallDetected
+from sim.actions import (
+    Action,
+    Compute,
+    Flush,
+    Get,
+    Mark,
+    Message,
+    Poll,
+    Put,
+    Release,
+    Reserve,
+    StageProgram,
+    StateView,
+    WaitChange,
+    WaitInput,
+)
+from sim.scenario import Transport
+from traces.recorder import Recorder, Tag
+
+Progress = Callable[[int, int], None]
+#: actions a program may take without changing any state or computing: a livelock
+SPIN_LIMIT = 100_000
+
+
+@dataclass
+class RunContext:
+    """Everything the workers of one run share. ``failure`` is the first error, if any."""
+
+    state: SharedState
+    runtime: Runtime
+    kernels: dict[str, Kernels]
+    rec: Recorder
+    transport: Transport
+    saturated: bool
+    lanes: dict[str, CommLane] = field(default_factory=dict)
+    progress: Progress | None = None
+    total: int = 0
+    emitted: int = 0
+    failure: str | None = None
+    stage_locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _fail_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail(self, message: str) -> None:
+        """Record the first failure and abort every wait (later failures are echoes)."""
+        with self._fail_lock:
+            if self.failure is None:
+                self.failure = message
+        self.state.abort()
+
+    def lock_of(self, stage: str) -> threading.Lock:
+        return self.stage_locks.setdefault(stage, threading.Lock())
+
+
+class StageBackend:
+    """Blocking handlers for one program on ``stage`` (``who`` names the worker).
+
+    Contract: a handler returns when its action is complete with the same result the
+    SimPy handler gives (a Message for Get, the flushed messages for Flush, a StateView
+    for Poll, the kernel's output for Compute) and raises on abort, stall or timeout.
+    """
+
+    def __init__(self, run: RunContext, stage: str, who: str) -> None:
+        self.run, self.stage, self.who = run, stage, who
+        self.state = run.state
+        self.computed = False  # set by each Compute: time passed, not a spin
+
+    def on_compute(self, a: Compute) -> Any:
+        run, lock = self.run, self.run.lock_of(self.stage)
+        # several programs may share a stage: it still runs one thing at a time
+        if not lock.acquire(timeout=self.state.timeout_s):
+            raise StallDetected(f"{self.stage} stayed busy for {self.state.timeout_s:g} s")
+        try:
+            token = run.runtime.begin(self.stage)
+            out = run.kernels[self.stage].run(a)
+            start, end = run.runtime.end(self.stage, token)
+        finally:
+            lock.release()
+        # a batched call is one span per item, all with the call's start and end
+        for tag in a.items:
+            run.rec.span(a.phase, self.stage, "compute", tag, start, end)
+        self.computed = True
+        return out
+
+    def on_reserve(self, a: Reserve) -> None:
+        self.state.reserve(self.who, a.queue)
+
+    def on_put(self, a: Put) -> None:
+        run = self.run
+        parcel = Parcel(a.message, run.runtime.send(self.stage, a.message.payload))
+        spec = self.state.queues[a.queue].spec
+        lane = run.lanes.get(spec.src) if spec.transport else None
+        in_transit = lane is not None and run.transport.time_ms(a.message.nbytes) > 0
+        self.state.put(a.queue, parcel, in_transit)
+        if lane is not None and in_transit:
+            lane.submit(a.queue, parcel)
+
+    def on_get(self, a: Get) -> Message:
+        parcel = self.state.get(self.who, a.queue)
+        self.run.runtime.receive(self.stage, parcel.msg.payload, parcel.ready)
+        return parcel.msg
+
+    def on_release(self, a: Release) -> None:
+        self.state.release(a.queue)
+
+    def on_flush(self, a: Flush) -> list[Message]:
+        return self.state.flush(a.queue)
+
+    def on_poll(self, a: Poll) -> StateView:
+        return self.state.view()
+
+    def on_wait_change(self, a: WaitChange) -> None:
+        self.state.wait_change(self.who, a.version, a.timeout_ms)
+
+    def on_wait_input(self, a: WaitInput) -> None:
+        self.state.wait_input(self.who, a.tag)
+        if self.run.saturated:
+            self.run.rec.mark("input", self.stage, a.tag, self.state.clock())
+
+    def on_mark(self, a: Mark) -> None:
+        run = self.run
+        run.rec.mark(a.name, self.stage, a.tag, self.state.clock())
+        if a.name == "emit":
+            with self.state.cond:
+                run.emitted += 1
+                done = run.emitted
+            if run.progress is not None:
+                run.progress(done, run.total)
+
+
+def tag_of(obj: Any, default: Tag | None) -> Tag | None:
+    """The work identity an action or result refers to (for failure reports)."""
+    tag = getattr(obj, "tag", None)
+    if tag is None:
+        tag = getattr(getattr(obj, "message", None), "tag", None)
+    return tag if isinstance(tag, Tag) else default
+
+
+def failure_report(run: RunContext, who: str, action: Action | None, tag: Tag | None,
+                   exc: BaseException) -> str:
+    what = action.describe() if action is not None else "start"
+    where = (f"chunk {tag.chunk}, epoch {tag.epoch}, call_id {tag.call_id}" if tag is not None
+             else "before its first chunk")
+    return (f"{who} failed at '{what}' ({where}): {type(exc).__name__}: {exc}; "
+            f"{run.state.describe_queues()}")
+
+
+def drive(run: RunContext, sp: StageProgram, who: str) -> None:
+    """Worker thread body: run ``sp``'s program to its end, an abort, or a failure."""
+    state = run.state
+    action: Action | None = None
+    tag: Tag | None = None
+    try:
+        with run.runtime.stage_context(sp.stage):
+            backend = StageBackend(run, sp.stage, who)
+            result: Any = None
+            spins, seen = 0, -1
+            while not state.aborted.is_set():
+                try:
+                    action = sp.program.send(result)
+                except StopIteration:
+                    return
+                state.doing[who] = action.describe()
+                tag = tag_of(action, tag)
+                result = action.accept(backend)
+                tag = tag_of(result, tag)
+                state.progress_at = time.monotonic()
+                spins = 0 if backend.computed or state.version != seen else spins + 1
+                seen, backend.computed = state.version, False
+                if spins > SPIN_LIMIT:
+                    raise StallDetected(f"livelock: {SPIN_LIMIT} actions without a state "
+                                        "change or any compute")
+    except Aborted:
+        return
+    except Exception as exc:
+        run.fail(failure_report(run, who, action, tag, exc))
+    finally:
+        state.leave(who)

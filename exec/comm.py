@@ -1,0 +1,80 @@
+"""Threads that move things between stages over time: comm lanes and the realtime source.
+
+A :class:`CommLane` carries one sending stage's messages in FIFO order, each taking the
+scenario's modelled transport time (latency + bytes / bandwidth), as the SimPy engine's
+comm lane does; a message arrives (becomes visible to ``Get``) when its transfer ends.
+A zero-time link needs no lane: ``put`` delivers at once, as the engine does.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+
+from exec.state import Parcel, SharedState
+from sim.scenario import RunConfig, Transport
+
+
+class CommLane:
+    """Transfers of one stage, one at a time, in submission order.
+
+    Contract: every submitted parcel is delivered exactly once unless the run aborts;
+    ``close`` lets the lane finish what was submitted and then stop.
+    """
+
+    def __init__(self, stage: str, state: SharedState, transport: Transport,
+                 on_error: Callable[[str], None]) -> None:
+        self.stage, self.state, self.transport = stage, state, transport
+        self.on_error = on_error
+        self.fifo: deque[tuple[str, Parcel]] = deque()
+        self.closing = False
+        self.thread = threading.Thread(target=self._loop, name=f"pipefill-comm-{stage}",
+                                       daemon=True)
+
+    def submit(self, queue: str, parcel: Parcel) -> None:
+        with self.state.cond:
+            self.fifo.append((queue, parcel))
+            self.state.cond.notify_all()
+
+    def close(self) -> None:
+        with self.state.cond:
+            self.closing = True
+            self.state.cond.notify_all()
+
+    def _next(self) -> tuple[str, Parcel] | None:
+        st = self.state
+        with st.cond:
+            while not self.fifo:
+                if self.closing or st.aborted.is_set():
+                    return None
+                st.cond.wait(st.timeout_s)
+            return self.fifo.popleft()
+
+    def _loop(self) -> None:
+        try:
+            while (job := self._next()) is not None:
+                queue, parcel = job
+                sent_at = self.state.clock()
+                delay_ms = self.transport.time_ms(parcel.msg.nbytes)
+                if self.state.aborted.wait(delay_ms / 1e3):
+                    return
+                self.state.arrive(queue, parcel, sent_at)
+        except Exception as exc:  # crash-only: report and stop the run
+            self.on_error(f"{self.stage} comm lane failed: {type(exc).__name__}: {exc}")
+
+
+def feed_inputs(state: SharedState, run: RunConfig, stage: str) -> None:
+    """Realtime source: chunk k's input arrives at ``run.input_time_ms(k)``.
+
+    The caller counted this feeder as pending work; it is uncounted when done, so a
+    stall is only declared once no input can come any more.
+    """
+    try:
+        for k in range(run.chunks):
+            delay_ms = run.input_time_ms(k) - state.clock()
+            if delay_ms > 0 and state.aborted.wait(delay_ms / 1e3):
+                return
+            state.feed(k, stage)
+    finally:
+        state.add_pending(-1)

@@ -1,0 +1,136 @@
+"""Kernel families: ``--kernels`` -> a builder of per-stage kernels (the registry).
+
+A family is built once per run from a :class:`KernelSetup`; ``for_stage`` gives each
+stage its own :class:`Kernels` (its own buffers and state), whose ``run(action)``
+executes one ``Compute`` and returns its output. Kernels are keyed by phase inside a
+family, never by action type: the executor hands every ``Compute`` to ``run``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from exec.calibrated import CalibratedKernels, Calibration, in_stage_thread, load_or_measure
+from exec.errors import ExecConfigError, InjectedFault
+from exec.model_kernels import ModelBundle, ModelKernels, warm_up
+from exec.nn import MODEL_SIZES
+from exec.runtime import Runtime
+from sim.actions import Compute
+from sim.costs import CostTable
+from sim.scenario import Scenario
+
+
+class Kernels(Protocol):
+    def run(self, action: Compute) -> Any: ...
+
+
+@dataclass(frozen=True)
+class KernelSetup:
+    """What a family needs: the scenario, its cost table, the runtime and options;
+    ``cancel`` is set when the run aborts (long kernels poll it)."""
+
+    scenario: Scenario
+    costs: CostTable
+    runtime: Runtime
+    model_size: str = "small"
+    calibration_path: Path | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+def _stage_seed(setup: KernelSetup, stage: str) -> int:
+    return setup.scenario.run.seed * 7919 + setup.runtime.stages.index(stage)
+
+
+class CalibratedFamily:
+    """Matmul loops sized from the cost table (see :mod:`exec.calibrated`)."""
+
+    def __init__(self, setup: KernelSetup) -> None:
+        self.setup = setup
+        self.cal, cached = load_or_measure(setup.runtime, setup.calibration_path)
+        self.info: dict[str, Any] = {"kernels": "calibrated", "matmul_n": self.cal.n,
+                                     "iter_ms": self.cal.iter_ms, "dtype": self.cal.dtype,
+                                     "calibration_cached": cached}
+
+    def for_stage(self, stage: str) -> CalibratedKernels:
+        kernels = CalibratedKernels(self.setup.costs, self.cal, self.setup.runtime,
+                                    _stage_seed(self.setup, stage), self.setup.cancel)
+        in_stage_thread(self.setup.runtime, kernels.warm_up)
+        return kernels
+
+
+class ModelFamily:
+    """Small DiT + conv VAE shared by all stages (see :mod:`exec.model_kernels`)."""
+
+    def __init__(self, setup: KernelSetup) -> None:
+        size = MODEL_SIZES.get(setup.model_size)
+        if size is None:
+            raise ExecConfigError("--model-size", f"unknown size {setup.model_size!r} "
+                                  f"(allowed: {', '.join(MODEL_SIZES)})")
+        self.setup = setup
+        self.bundle = ModelBundle(size, setup.runtime, setup.scenario.run.seed)
+        in_stage_thread(setup.runtime, lambda: warm_up(self.bundle))
+        self._cal: Calibration | None = None
+        self.info: dict[str, Any] = {"kernels": "model", "model_size": setup.model_size,
+                                     "parameters": self.bundle.parameters(),
+                                     "dtype": str(self.bundle.dtype).removeprefix("torch.")}
+
+    def _fallback(self, stage: str) -> CalibratedKernels:
+        if self._cal is None:
+            self._cal, _ = load_or_measure(self.setup.runtime, self.setup.calibration_path)
+        return CalibratedKernels(self.setup.costs, self._cal, self.setup.runtime,
+                                 _stage_seed(self.setup, stage), self.setup.cancel)
+
+    def for_stage(self, stage: str) -> ModelKernels:
+        return ModelKernels(self.bundle, self.setup.scenario.steps,
+                            self.setup.scenario.run.seed, lambda: self._fallback(stage))
+
+
+Family = CalibratedFamily | ModelFamily
+
+#: ``--kernels`` -> family
+KERNELS: dict[str, type[CalibratedFamily] | type[ModelFamily]] = {
+    "calibrated": CalibratedFamily,
+    "model": ModelFamily,
+}
+
+
+def make_family(name: str, setup: KernelSetup) -> Family:
+    cls = KERNELS.get(name)
+    if cls is None:
+        raise ExecConfigError("--kernels", f"unknown kernels {name!r} "
+                              f"(allowed: {', '.join(KERNELS)})")
+    return cls(setup)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Make the kernel of ``phase`` for ``chunk`` raise (optionally on one stage only)."""
+
+    phase: str
+    chunk: int
+    stage: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Fault:
+        """``PHASE:CHUNK`` or ``STAGE:PHASE:CHUNK``."""
+        parts = text.split(":")
+        if len(parts) not in (2, 3) or not parts[-1].strip().isdigit():
+            raise ExecConfigError("--inject", f"{text!r} is not PHASE:CHUNK or "
+                                  "STAGE:PHASE:CHUNK (e.g. denoise:3)")
+        stage = parts[0] if len(parts) == 3 else None
+        return cls(parts[-2], int(parts[-1]), stage)
+
+
+class FaultyKernels:
+    """Wraps a stage's kernels; raises :class:`InjectedFault` on the chosen call."""
+
+    def __init__(self, inner: Kernels, fault: Fault) -> None:
+        self.inner, self.fault = inner, fault
+
+    def run(self, action: Compute) -> Any:
+        if action.phase == self.fault.phase and action.tag.chunk == self.fault.chunk:
+            raise InjectedFault(f"injected fault in {action.phase} of chunk {action.tag.chunk}")
+        return self.inner.run(action)

@@ -1,0 +1,261 @@
+"""Shared state of an executor run: real bounded queues, inputs and a version counter.
+
+Every field is guarded by one condition variable. Each change bumps ``version`` and
+wakes every waiter, so ``WaitChange(view.version)`` cannot miss a wake-up: the version
+is compared under the same lock that publishes the change. Every blocking wait has a
+deadline and also checks, before sleeping, whether the run can still make progress
+(some worker running, a transfer in flight, inputs still to come, or some waiter's
+condition already true); if none can, it raises :class:`StallDetected` at once
+instead of waiting out its timeout.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from exec.errors import Aborted
+from sim.actions import Message, QueueSpec, StateView
+from traces.recorder import Recorder, Tag
+
+
+class StallDetected(RuntimeError):
+    """No worker can make progress (deadlock) or a wait ran past its timeout."""
+
+
+@dataclass
+class Parcel:
+    """A message on a queue plus the device handoff token (CUDA: its ready event)."""
+
+    msg: Message
+    ready: Any = None
+
+
+@dataclass
+class SlotQueue:
+    """A bounded queue whose slots are held from Reserve until Release (sim/actions.py).
+
+    Invariant: ``0 <= held <= spec.capacity`` and ``len(items) + in_transit <= held``
+    for programs that only put into reserved slots.
+    """
+
+    spec: QueueSpec
+    held: int = 0
+    items: deque[Parcel] = field(default_factory=deque)
+    unreleased: deque[Message] = field(default_factory=deque)
+    in_transit: int = 0
+
+    def describe(self) -> str:
+        return (f"{self.spec.name}: {self.held}/{self.spec.capacity} slots held, "
+                f"{len(self.items)} arrived, {self.in_transit} in transit")
+
+
+class SharedState:
+    """Queues, inputs and the version counter shared by the workers of one run.
+
+    ``who`` names a worker (its stage, plus an index when a stage runs several
+    programs). ``doing[who]`` is the action it is on, for stall and fault reports.
+    """
+
+    def __init__(self, specs: list[QueueSpec], sessions: int, chunks: int, saturated: bool,
+                 rec: Recorder, clock: Callable[[], float], timeout_s: float) -> None:
+        self.cond = threading.Condition()
+        self.queues = {s.name: SlotQueue(s) for s in specs}
+        self.inputs = dict.fromkeys(range(sessions), chunks if saturated else 0)
+        self.rec, self.clock, self.timeout_s = rec, clock, timeout_s
+        self.version = 0
+        self.live = 0
+        self.pending = 0  # transfers in flight plus a feeder still to deliver inputs
+        self.waiters: dict[str, Callable[[], bool]] = {}
+        self.doing: dict[str, str] = {}
+        self.aborted = threading.Event()
+        self.progress_at = time.monotonic()
+
+    # -- bookkeeping (call with the lock held unless said otherwise) -----------------
+    def bump(self) -> None:
+        self.version += 1
+        self.progress_at = time.monotonic()
+        self.cond.notify_all()
+
+    def count(self, q: SlotQueue) -> None:
+        now = self.clock()
+        self.rec.counter(q.spec.name, q.spec.dst, now, q.held)
+        nbytes = sum(m.nbytes for qq in self.queues.values() for m in qq.unreleased)
+        self.rec.counter("bytes_in_flight", "all", now, nbytes)
+
+    def describe_queues(self) -> str:
+        return "; ".join(q.describe() for q in self.queues.values())
+
+    def blocked(self) -> str:
+        return ", ".join(f"{w} blocked at '{self.doing.get(w, '?')}'" for w in sorted(self.waiters))
+
+    def join(self, who: str) -> None:
+        with self.cond:
+            self.live += 1
+            self.doing[who] = "start"
+
+    def leave(self, who: str) -> None:
+        """A worker finished: the others re-check whether progress is still possible."""
+        with self.cond:
+            self.live -= 1
+            self.doing.pop(who, None)
+            self.cond.notify_all()
+
+    def abort(self) -> None:
+        """Stop every wait (thread-safe); waiters raise :class:`Aborted`."""
+        self.aborted.set()
+        with self.cond:
+            self.cond.notify_all()
+
+    def wait_until(self, who: str, ready: Callable[[], bool], wake_at: float | None = None) -> None:
+        """Block (lock held) until ``ready()``; raise on abort, deadlock or timeout.
+
+        ``wake_at`` (monotonic s): the caller's own time limit, which ``ready`` checks;
+        the waiter is then pending work, never part of a deadlock.
+        """
+        deadline = time.monotonic() + self.timeout_s
+        self.pending += wake_at is not None
+        try:
+            while not ready():
+                if self.aborted.is_set():
+                    raise Aborted
+                self._sleep(who, ready, deadline, wake_at)
+        finally:
+            self.pending -= wake_at is not None
+
+    def _sleep(self, who: str, ready: Callable[[], bool], deadline: float,
+               wake_at: float | None) -> None:
+        self.waiters[who] = ready
+        try:
+            self._check_progress_possible()
+            now = time.monotonic()
+            if deadline <= now:
+                others = ", ".join(f"{w} at '{a}'" for w, a in sorted(self.doing.items())
+                                   if w != who)
+                raise StallDetected(f"timed out: waited {self.timeout_s:g} s for the state "
+                                    f"to change (meanwhile {others or 'no other worker'})")
+            self.cond.wait(min(deadline, wake_at or deadline) - now)
+        finally:
+            del self.waiters[who]
+
+    def _check_progress_possible(self) -> None:
+        if len(self.waiters) < self.live or self.pending:
+            return
+        if any(ready() for ready in self.waiters.values()):
+            return
+        raise StallDetected(f"stall at t={self.clock():.3f} ms: {self.blocked()}")
+
+    # -- queue operations (each takes the lock) ---------------------------------------
+    def view(self) -> StateView:
+        with self.cond:
+            return StateView(
+                version=self.version,
+                now_ms=self.clock(),
+                free={n: q.spec.capacity - q.held for n, q in self.queues.items()},
+                ready={n: len(q.items) for n, q in self.queues.items()},
+                inputs=dict(self.inputs),
+            )
+
+    def reserve(self, who: str, name: str) -> None:
+        q = self.queues[name]
+        with self.cond:
+            self.wait_until(who, lambda: q.held < q.spec.capacity)
+            q.held += 1
+            self.count(q)
+            self.bump()
+
+    def put(self, name: str, parcel: Parcel, in_transit: bool) -> None:
+        """Send into a reserved slot; without transit it arrives now (a free link, or a
+        local buffer, which records no ``send`` span), else a comm lane delivers it."""
+        q = self.queues[name]
+        with self.cond:
+            q.unreleased.append(parcel.msg)
+            q.in_transit += 1
+            self.pending += in_transit
+            self.count(q)
+            if in_transit:
+                return
+            if q.spec.transport:
+                self._send_span(q, parcel.msg, self.clock())
+            self._arrive(q, parcel)
+
+    def arrive(self, name: str, parcel: Parcel, sent_at: float) -> None:
+        """A transfer finished on its comm lane: the message becomes visible to Get."""
+        q = self.queues[name]
+        with self.cond:
+            self.pending -= 1
+            self._send_span(q, parcel.msg, sent_at)
+            self._arrive(q, parcel)
+
+    def _send_span(self, q: SlotQueue, msg: Message, sent_at: float) -> None:
+        self.rec.span("send", q.spec.src, "comm", msg.tag, sent_at, self.clock(),
+                      value=float(msg.nbytes))
+
+    def _arrive(self, q: SlotQueue, parcel: Parcel) -> None:
+        q.in_transit -= 1
+        q.items.append(parcel)
+        self.bump()
+
+    def get(self, who: str, name: str) -> Parcel:
+        q = self.queues[name]
+        with self.cond:
+            self.wait_until(who, lambda: bool(q.items))
+            parcel = q.items.popleft()
+            self.bump()
+            return parcel
+
+    def release(self, name: str) -> None:
+        q = self.queues[name]
+        with self.cond:
+            if q.held <= 0:
+                raise StallDetected(f"release of {name} with no slot held")
+            q.held -= 1
+            if q.unreleased:
+                q.unreleased.popleft()
+            self.count(q)
+            self.bump()
+
+    def flush(self, name: str) -> list[Message]:
+        q = self.queues[name]
+        with self.cond:
+            flushed = [p.msg for p in q.items]
+            q.items.clear()
+            q.held -= len(flushed)
+            gone = {id(m) for m in flushed}
+            q.unreleased = deque(m for m in q.unreleased if id(m) not in gone)
+            self.count(q)
+            self.bump()
+            return flushed
+
+    def wait_change(self, who: str, version: int, timeout_ms: float | None = None) -> None:
+        """Until the version moves on, or ``timeout_ms`` passed (a batching window)."""
+        if timeout_ms is None:
+            with self.cond:
+                self.wait_until(who, lambda: self.version != version)
+            return
+        wake_at = time.monotonic() + max(0.0, timeout_ms) / 1e3
+        with self.cond:
+            self.wait_until(who, lambda: self.version != version or time.monotonic() >= wake_at,
+                            wake_at)
+
+    def wait_input(self, who: str, tag: Tag) -> None:
+        with self.cond:
+            self.wait_until(who, lambda: self.inputs[tag.session] > tag.chunk)
+
+    def feed(self, chunk: int, stage: str) -> None:
+        """Realtime source: chunk's input of every session has arrived."""
+        with self.cond:
+            now = self.clock()
+            for s in self.inputs:
+                self.inputs[s] = chunk + 1
+                self.rec.mark("input", stage, Tag(s, chunk), now)
+            self.bump()
+
+    def add_pending(self, delta: int) -> None:
+        with self.cond:
+            self.pending += delta
+            self.cond.notify_all()

@@ -1,0 +1,211 @@
+"""Fit a scenario to a measured trace: per-phase cost distributions and transport.
+
+``calibrate_trace(trace)`` reads the trace's own scenario from its metadata (run,
+policy, costs, transport), replaces every phase it measured by a distribution fitted
+to the steady-state spans (chunks after the warm-up) and the link by latency and
+bandwidth fitted to the ``send`` spans, and validates the result as a scenario, so
+``simulate`` accepts it as is. Pattern and drift are not fitted: a phase's measured
+samples become one stationary distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from sim.costs import PHASES
+from sim.scenario import Scenario, ScenarioError, Transport, _error_from, build_scenario
+from sim.toml_writer import to_toml
+from traces.schema import Trace, TraceError
+
+DISTS = ("auto", "constant", "normal", "lognormal", "empirical")
+#: relative spread below which a phase is fitted as a constant
+CONSTANT_CV = 0.005
+#: fewest steady-state samples before the warm-up chunks are used too
+MIN_SAMPLES = 3
+#: a sample further than this many robust deviations from the median is an outlier...
+OUTLIER_MADS = 5.0
+#: ...unless it is within this fraction of the median (near-constant phases)
+OUTLIER_FLOOR = 0.05
+#: bandwidth standing for "free" (a message of any size arrives in about no time)
+FREE_LINK_GBPS = 1e6
+
+
+@dataclass(frozen=True)
+class PhaseFit:
+    """The fitted ``[costs.<phase>]`` table and the samples behind it (0 = kept as
+    given); ``outliers`` of them were left out of a parametric fit."""
+
+    phase: str
+    spec: dict[str, Any]
+    samples: int
+    mean_ms: float
+    cv: float
+    outliers: int = 0
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """A calibrated scenario: its raw tables, the validated scenario and the fits."""
+
+    raw: dict[str, Any]
+    scenario: Scenario
+    fits: list[PhaseFit]
+    transport: dict[str, Any]
+
+    def toml(self, header: str = "") -> str:
+        return to_toml(self.raw, header=header)
+
+
+def _loglik_normal(x: np.ndarray, mean: float, sd: float) -> float:
+    return float(np.sum(-0.5 * ((x - mean) / sd) ** 2 - np.log(sd * np.sqrt(2 * np.pi))))
+
+
+def _loglik_lognormal(x: np.ndarray, mean: float, cv: float) -> float:
+    s2 = np.log1p(cv**2)
+    mu, s = np.log(mean) - s2 / 2, np.sqrt(s2)
+    lx = np.log(x)
+    return float(np.sum(-0.5 * ((lx - mu) / s) ** 2 - lx - np.log(s * np.sqrt(2 * np.pi))))
+
+
+def choose_dist(x: np.ndarray) -> str:
+    """constant for (almost) no spread, else the likelier of normal and lognormal."""
+    mean = float(x.mean())
+    sd = float(x.std(ddof=1)) if len(x) > 1 else 0.0
+    if len(x) < MIN_SAMPLES or mean <= 0 or sd / mean < CONSTANT_CV:
+        return "constant"
+    if (x <= 0).any():
+        return "normal"
+    lognormal = _loglik_lognormal(x, mean, sd / mean)
+    return "lognormal" if lognormal >= _loglik_normal(x, mean, sd) else "normal"
+
+
+def trim_outliers(x: np.ndarray) -> np.ndarray:
+    """Drop samples further than OUTLIER_MADS robust deviations (at least OUTLIER_FLOOR
+    of the median) from the median: pauses and preemptions, not the phase's spread."""
+    med = float(np.median(x))
+    mad = 1.4826 * float(np.median(np.abs(x - med)))
+    keep = np.abs(x - med) <= max(OUTLIER_MADS * mad, OUTLIER_FLOOR * med)
+    return x[keep] if keep.sum() >= MIN_SAMPLES else x
+
+
+def fit_samples(x: np.ndarray, dist: str = "auto") -> dict[str, Any]:
+    """A CostSpec table for durations ``x`` (ms) in family ``dist`` (moment fit).
+
+    Parametric families are fitted without outliers (:func:`trim_outliers`);
+    ``empirical`` keeps every sample.
+    """
+    if dist == "empirical":
+        return {"dist": "empirical", "samples": [round(float(v), 6) for v in x]}
+    x = trim_outliers(x)
+    if dist == "auto":
+        dist = choose_dist(x)
+    mean = float(x.mean())
+    if dist == "constant":
+        return {"dist": "constant", "mean": round(mean, 6)}
+    cv = float(x.std(ddof=1) / mean) if len(x) > 1 and mean > 0 else 0.0
+    return {"dist": dist, "mean": round(mean, 6), "cv": round(cv, 6)}
+
+
+def _steady(spans: pd.DataFrame, warmup: int) -> pd.DataFrame:
+    later = spans[spans["chunk"] >= warmup]
+    return later if len(later) >= MIN_SAMPLES else spans
+
+
+def fit_phases(trace: Trace, costs: dict[str, Any], warmup: int, dist: str) -> list[PhaseFit]:
+    """Fit every phase the trace ran; keep the given spec of phases it did not run."""
+    sp = trace.spans
+    sp = sp[sp["lane"] == "compute"]
+    fits = []
+    for phase in PHASES:
+        runs = _steady(sp[sp["name"] == phase], warmup)
+        if runs.empty:
+            if phase in costs:
+                spec = {k: v for k, v in costs[phase].items() if v is not None}
+                fits.append(PhaseFit(phase, spec, 0, float("nan"), float("nan")))
+            continue
+        x = (runs["end_ms"] - runs["start_ms"]).to_numpy(dtype=float)
+        spec = fit_samples(x, dist)
+        if phase == "denoise":
+            spec["steps"] = int(runs["step"].max()) + 1
+        kept = x if dist == "empirical" else trim_outliers(x)
+        cv = float(kept.std(ddof=1) / kept.mean()) if len(kept) > 1 and kept.mean() > 0 else 0.0
+        fits.append(PhaseFit(phase, spec, len(x), float(kept.mean()), cv, len(x) - len(kept)))
+    return fits
+
+
+def fit_transport(trace: Trace, given: dict[str, Any]) -> dict[str, Any]:
+    """Latency and bandwidth from ``send`` spans: a least-squares line of time vs bytes.
+
+    Bytes come from each span's ``value`` (the executor records them) or else from the
+    given envelope/result sizes. A line through negative latency is refitted through
+    the origin; time that does not grow with size (an in-process handoff) is a free
+    link. With one message size the split is not identifiable: the given bandwidth is
+    kept when it explains the times, else all the time is put on the bandwidth.
+    """
+    out = {k: v for k, v in given.items() if v is not None}
+    sp = trace.spans
+    sends = sp[(sp["name"] == "send") & (sp["lane"] == "comm")]
+    if sends.empty:
+        return out
+    try:
+        link = Transport.model_validate(out)
+    except ValidationError as exc:
+        raise _error_from(exc, "meta.transport") from None
+    guess = np.where(sends["stage"] == "stage0", link.envelope_size, link.result_size)
+    nbytes = sends["value"].to_numpy(dtype=float)
+    nbytes = np.where(np.isnan(nbytes), guess, nbytes)
+    dur = (sends["end_ms"] - sends["start_ms"]).to_numpy(dtype=float)
+    latency, ms_per_byte = _line(nbytes, dur, 1.0 / (link.bandwidth_gbps * 1e6))
+    out["latency_ms"] = round(latency, 6)
+    out["bandwidth_gbps"] = round(1.0 / (ms_per_byte * 1e6), 6) if ms_per_byte > 0 \
+        else FREE_LINK_GBPS
+    return out
+
+
+def _line(x: np.ndarray, y: np.ndarray, given_slope: float) -> tuple[float, float]:
+    """(intercept >= 0, slope >= 0) of y ~ x; slope 0 means "no cost per byte"."""
+    if len(np.unique(x)) >= 2:
+        slope, intercept = (float(v) for v in np.polyfit(x, y, 1))
+        if slope <= 0:
+            return max(0.0, float(np.median(y))), 0.0
+        if intercept < 0:
+            return 0.0, float((x * y).sum() / (x * x).sum())
+        return intercept, slope
+    size, median = float(x[0]), float(np.median(y))
+    if median >= size * given_slope:
+        return median - size * given_slope, given_slope
+    return 0.0, (median / size if size > 0 else 0.0)
+
+
+def _clean(table: Any) -> dict[str, Any]:
+    return {k: v for k, v in dict(table or {}).items() if v is not None}
+
+
+def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None) -> Calibrated:
+    """The trace's scenario with its cost model and transport fitted to the trace."""
+    if dist not in DISTS:
+        raise ScenarioError("--dist", f"unknown family {dist!r} (allowed: {', '.join(DISTS)})")
+    meta = trace.meta
+    for key in ("run", "policy"):
+        if not isinstance(meta.get(key), dict):
+            raise TraceError(f"meta.{key}", "missing: calibrate needs the scenario metadata "
+                             "that pipefill simulate/replay write into a trace")
+    run = _clean(meta["run"])
+    wu = int(warmup if warmup is not None else run.get("warmup", 0))
+    fits = fit_phases(trace, meta.get("costs") or {}, wu, dist)
+    transport = fit_transport(trace, meta.get("transport") or {})
+    name = f"{meta.get('scenario_name', 'scenario')}-calibrated"
+    raw: dict[str, Any] = {
+        "name": name,
+        "run": run,
+        "policy": _clean(meta["policy"]),
+        "costs": {f.phase: f.spec for f in fits},
+        "transport": transport,
+    }
+    scenario = build_scenario(raw, name=name)
+    return Calibrated(raw, scenario, fits, transport)
