@@ -124,18 +124,20 @@ def in_stage_thread(runtime: Runtime, fn: Callable[[], Any]) -> Any:
     return box["value"]
 
 
-def load_or_measure(runtime: Runtime, path: Path | None = None) -> tuple[Calibration, bool]:
-    """The cached calibration for this runtime, measuring (and caching) it if missing.
-
-    Returns the calibration and whether it came from the cache.
+def load_or_measure(runtime: Runtime, path: Path | None = None,
+                    workload: str = "matmul",
+                    measure_fn: Callable[[Runtime], Calibration] = measure,
+                    ) -> tuple[Calibration, bool]:
+    """The cached calibration of ``workload`` for this runtime, measuring (and caching)
+    it if missing. Returns the calibration and whether it came from the cache.
     """
     path = path or default_cache_path()
     entries = _load(path)
-    key = runtime.calibration_key()
+    key = runtime.calibration_key() + ("" if workload == "matmul" else f"|{workload}")
     cached = _from_entry(key, entries.get(key))
     if cached is not None:
         return cached, True
-    cal: Calibration = in_stage_thread(runtime, lambda: measure(runtime))
+    cal: Calibration = in_stage_thread(runtime, lambda: measure_fn(runtime))
     entries[key] = {k: v for k, v in asdict(cal).items() if k != "key"}
     entries[key]["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     write_text(path, json.dumps({"version": CACHE_VERSION, "entries": entries}, indent=1))

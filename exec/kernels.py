@@ -18,6 +18,7 @@ from exec.errors import ExecConfigError, InjectedFault
 from exec.model_kernels import ModelBundle, ModelKernels, warm_up
 from exec.nn import MODEL_SIZES
 from exec.runtime import Runtime
+from exec.spin import SpinKernels, measure_spin
 from sim.actions import Compute
 from sim.costs import CostTable
 from sim.scenario import Scenario
@@ -88,12 +89,32 @@ class ModelFamily:
                             self.setup.scenario.run.seed, lambda: self._fallback(stage))
 
 
-Family = CalibratedFamily | ModelFamily
+class SpinFamily:
+    """Clock-spin kernels sized from the cost table (CUDA; see :mod:`exec.spin`)."""
+
+    def __init__(self, setup: KernelSetup) -> None:
+        if setup.runtime.kind != "cuda":
+            raise ExecConfigError("--kernels", "spin kernels need --device cuda "
+                                  "(use calibrated on the CPU)")
+        self.setup = setup
+        self.cal, cached = load_or_measure(setup.runtime, setup.calibration_path,
+                                           workload="spin", measure_fn=measure_spin)
+        self.info: dict[str, Any] = {"kernels": "spin", "ms_per_cycle_block": self.cal.iter_ms,
+                                     "cycle_block": self.cal.n, "calibration_cached": cached}
+
+    def for_stage(self, stage: str) -> SpinKernels:
+        kernels = SpinKernels(self.setup.costs, self.cal, self.setup.cancel)
+        in_stage_thread(self.setup.runtime, kernels.warm_up)
+        return kernels
+
+
+Family = CalibratedFamily | ModelFamily | SpinFamily
 
 #: ``--kernels`` -> family
-KERNELS: dict[str, type[CalibratedFamily] | type[ModelFamily]] = {
+KERNELS: dict[str, type[CalibratedFamily] | type[ModelFamily] | type[SpinFamily]] = {
     "calibrated": CalibratedFamily,
     "model": ModelFamily,
+    "spin": SpinFamily,
 }
 
 

@@ -49,6 +49,13 @@ run replay "${SC[@]}" --device "$DEVICE" --kernels calibrated --out "$OUT/replay
 step "diff simulate vs replay (calibrated)"
 run diff "$OUT/predicted.parquet" "$OUT/replay_calibrated.parquet"
 
+if [ "$DEVICE" = cuda ]; then
+  step "replay on cuda, spin kernels (modelled durations, no contention between stages)"
+  run replay "${SC[@]}" --device cuda --kernels spin --out "$OUT/replay_spin.parquet"
+  step "diff simulate vs replay (spin)"
+  run diff "$OUT/predicted.parquet" "$OUT/replay_spin.parquet"
+fi
+
 step "replay on $DEVICE, model kernels (DiT + VAE, size $MODEL_SIZE; durations are the model's)"
 run replay "${SC[@]}" --device "$DEVICE" --kernels model --model-size "$MODEL_SIZE" \
   --out "$OUT/replay_model.parquet"

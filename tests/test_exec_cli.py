@@ -68,6 +68,7 @@ def test_cuda_without_a_gpu_exits_2_without_output(tmp_path):
 
 @pytest.mark.parametrize("args,field", [
     (["--kernels", "fast"], "--kernels"),
+    (["--kernels", "spin"], "--kernels"),  # spin kernels need CUDA
     (["--set", "policy.d_in=0"], "policy.d_in"),
     (["--inject", "oops"], "--inject"),
 ])
