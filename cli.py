@@ -357,7 +357,8 @@ def replay_cmd(
     out: Annotated[Path, typer.Option(help="Write the measured trace (.parquet or .csv).")],
     device: Annotated[str, typer.Option(help="cpu, or cuda (one stream per stage).")] = "cpu",
     kernels: Annotated[str, typer.Option(
-        help="calibrated: matmul loops sized to the cost model; model: small DiT + VAE.")
+        help="calibrated: matmul loops sized to the cost model; spin (cuda): clock-spin "
+             "kernels of the modelled length that do not contend; model: small DiT + VAE.")
     ] = "calibrated",
     chunks: Annotated[int | None, typer.Option(min=1, help="Override run.chunks.")] = None,
     threads: Annotated[int, typer.Option(help="Intra-op threads per stage (CPU).")] = 1,

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from exec.errors import Aborted
 from sim.actions import Message, QueueSpec, StateView
+from sim.queues import SlotQueue, describe, make_queues, record_depth, snapshot
 from traces.recorder import Recorder, Tag
 
 
@@ -35,23 +35,12 @@ class Parcel:
     ready: Any = None
 
 
-@dataclass
-class SlotQueue:
-    """A bounded queue whose slots are held from Reserve until Release (sim/actions.py).
+def _message(parcel: Parcel) -> Message:
+    return parcel.msg
 
-    Invariant: ``0 <= held <= spec.capacity`` and ``len(items) + in_transit <= held``
-    for programs that only put into reserved slots.
-    """
 
-    spec: QueueSpec
-    held: int = 0
-    items: deque[Parcel] = field(default_factory=deque)
-    unreleased: deque[Message] = field(default_factory=deque)
-    in_transit: int = 0
-
-    def describe(self) -> str:
-        return (f"{self.spec.name}: {self.held}/{self.spec.capacity} slots held, "
-                f"{len(self.items)} arrived, {self.in_transit} in transit")
+#: the executor's queues hold parcels (message + handoff token); semantics in sim.queues
+ExecQueue = SlotQueue[Parcel]
 
 
 class SharedState:
@@ -64,7 +53,7 @@ class SharedState:
     def __init__(self, specs: list[QueueSpec], sessions: int, chunks: int, saturated: bool,
                  rec: Recorder, clock: Callable[[], float], timeout_s: float) -> None:
         self.cond = threading.Condition()
-        self.queues = {s.name: SlotQueue(s) for s in specs}
+        self.queues: dict[str, ExecQueue] = make_queues(specs, _message)
         self.inputs = dict.fromkeys(range(sessions), chunks if saturated else 0)
         self.rec, self.clock, self.timeout_s = rec, clock, timeout_s
         self.version = 0
@@ -81,14 +70,11 @@ class SharedState:
         self.progress_at = time.monotonic()
         self.cond.notify_all()
 
-    def count(self, q: SlotQueue) -> None:
-        now = self.clock()
-        self.rec.counter(q.spec.name, q.spec.dst, now, q.held)
-        nbytes = sum(m.nbytes for qq in self.queues.values() for m in qq.unreleased)
-        self.rec.counter("bytes_in_flight", "all", now, nbytes)
+    def count(self, q: ExecQueue) -> None:
+        record_depth(self.rec, self.queues, q, self.clock())
 
     def describe_queues(self) -> str:
-        return "; ".join(q.describe() for q in self.queues.values())
+        return describe(self.queues)
 
     def blocked(self) -> str:
         return ", ".join(f"{w} blocked at '{self.doing.get(w, '?')}'" for w in sorted(self.waiters))
@@ -152,19 +138,13 @@ class SharedState:
     # -- queue operations (each takes the lock) ---------------------------------------
     def view(self) -> StateView:
         with self.cond:
-            return StateView(
-                version=self.version,
-                now_ms=self.clock(),
-                free={n: q.spec.capacity - q.held for n, q in self.queues.items()},
-                ready={n: len(q.items) for n, q in self.queues.items()},
-                inputs=dict(self.inputs),
-            )
+            return snapshot(self.queues, self.version, self.clock(), self.inputs)
 
     def reserve(self, who: str, name: str) -> None:
         q = self.queues[name]
         with self.cond:
-            self.wait_until(who, lambda: q.held < q.spec.capacity)
-            q.held += 1
+            self.wait_until(who, lambda: q.free > 0)
+            q.take_slot()
             self.count(q)
             self.bump()
 
@@ -173,8 +153,7 @@ class SharedState:
         local buffer, which records no ``send`` span), else a comm lane delivers it."""
         q = self.queues[name]
         with self.cond:
-            q.unreleased.append(parcel.msg)
-            q.in_transit += 1
+            q.send(parcel.msg)
             self.pending += in_transit
             self.count(q)
             if in_transit:
@@ -191,42 +170,34 @@ class SharedState:
             self._send_span(q, parcel.msg, sent_at)
             self._arrive(q, parcel)
 
-    def _send_span(self, q: SlotQueue, msg: Message, sent_at: float) -> None:
+    def _send_span(self, q: ExecQueue, msg: Message, sent_at: float) -> None:
         self.rec.span("send", q.spec.src, "comm", msg.tag, sent_at, self.clock(),
                       value=float(msg.nbytes))
 
-    def _arrive(self, q: SlotQueue, parcel: Parcel) -> None:
-        q.in_transit -= 1
-        q.items.append(parcel)
+    def _arrive(self, q: ExecQueue, parcel: Parcel) -> None:
+        q.arrive(parcel)
         self.bump()
 
     def get(self, who: str, name: str) -> Parcel:
         q = self.queues[name]
         with self.cond:
             self.wait_until(who, lambda: bool(q.items))
-            parcel = q.items.popleft()
+            parcel = q.take()
             self.bump()
             return parcel
 
     def release(self, name: str) -> None:
         q = self.queues[name]
         with self.cond:
-            if q.held <= 0:
+            if not q.release():
                 raise StallDetected(f"release of {name} with no slot held")
-            q.held -= 1
-            if q.unreleased:
-                q.unreleased.popleft()
             self.count(q)
             self.bump()
 
     def flush(self, name: str) -> list[Message]:
         q = self.queues[name]
         with self.cond:
-            flushed = [p.msg for p in q.items]
-            q.items.clear()
-            q.held -= len(flushed)
-            gone = {id(m) for m in flushed}
-            q.unreleased = deque(m for m in q.unreleased if id(m) not in gone)
+            flushed = [p.msg for p in q.flush()]
             self.count(q)
             self.bump()
             return flushed

@@ -9,9 +9,7 @@ stage, the action it is blocked on and the state of every queue.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Generator
-from dataclasses import dataclass, field
 from typing import Any
 
 import simpy
@@ -24,7 +22,6 @@ from sim.actions import (
     Message,
     Poll,
     Put,
-    QueueSpec,
     Release,
     Reserve,
     StageProgram,
@@ -33,6 +30,7 @@ from sim.actions import (
     WaitInput,
 )
 from sim.costs import CostTable
+from sim.queues import SlotQueue, describe, make_queues, record_depth, snapshot
 from sim.scenario import Scenario
 from traces.meta import run_metadata
 from traces.recorder import Recorder, Tag
@@ -47,23 +45,11 @@ class StallError(RuntimeError):
     """A schedule cannot make progress (deadlock or livelock); the message says where."""
 
 
-@dataclass
-class _Queue:
-    """A bounded queue whose slots are held from Reserve until Release.
+_Queue = SlotQueue[Message]
 
-    Invariant: ``0 <= held <= spec.capacity`` and ``len(items) <= held``.
-    """
 
-    spec: QueueSpec
-    lane: simpy.Resource
-    held: int = 0
-    items: deque[Message] = field(default_factory=deque)
-    unreleased: deque[Message] = field(default_factory=deque)
-    in_transit: int = 0
-
-    def describe(self) -> str:
-        return (f"{self.spec.name}: {self.held}/{self.spec.capacity} slots held, "
-                f"{len(self.items)} arrived, {self.in_transit} in transit")
+def _same(msg: Message) -> Message:
+    return msg
 
 
 class SimEngine:
@@ -76,11 +62,12 @@ class SimEngine:
         self.rec = Recorder()
         self.costs = CostTable(scenario.costs, run.sessions, run.chunks, run.seed)
         self.stage_res = {s: simpy.Resource(self.env, 1) for s in scenario.policy.stages(scenario)}
-        lanes: dict[str, simpy.Resource] = {}
-        self.queues: dict[str, _Queue] = {}
-        for spec in scenario.policy.queues(scenario):
-            lane = lanes.setdefault(spec.src, simpy.Resource(self.env, 1))
-            self.queues[spec.name] = _Queue(spec, lane)
+        specs = scenario.policy.queues(scenario)
+        self.queues: dict[str, _Queue] = make_queues(specs, _same)
+        by_src: dict[str, simpy.Resource] = {}
+        #: one comm lane per sending stage: its messages travel one at a time, in order
+        self.lanes = {s.name: by_src.setdefault(s.src, simpy.Resource(self.env, 1))
+                      for s in specs}
         saturated = run.source == "saturated"
         self.inputs = dict.fromkeys(range(run.sessions), run.chunks if saturated else 0)
         self.version = 0
@@ -95,21 +82,10 @@ class SimEngine:
         old.succeed()
 
     def view(self) -> StateView:
-        return StateView(
-            version=self.version,
-            now_ms=float(self.env.now),
-            free={n: q.spec.capacity - q.held for n, q in self.queues.items()},
-            ready={n: len(q.items) for n, q in self.queues.items()},
-            inputs=dict(self.inputs),
-        )
+        return snapshot(self.queues, self.version, float(self.env.now), self.inputs)
 
     def count(self, q: _Queue) -> None:
-        now = float(self.env.now)
-        self.rec.counter(q.spec.name, q.spec.dst, now, q.held)
-        self.rec.counter("bytes_in_flight", "all", now, self.bytes_in_flight())
-
-    def bytes_in_flight(self) -> int:
-        return sum(m.nbytes for q in self.queues.values() for m in q.unreleased)
+        record_depth(self.rec, self.queues, q, float(self.env.now))
 
     # -- processes ---------------------------------------------------------------
     def _feed_inputs(self) -> SimGen:
@@ -123,7 +99,7 @@ class SimEngine:
             self.bump()
 
     def transport(self, q: _Queue, msg: Message) -> SimGen:
-        with q.lane.request() as req:
+        with self.lanes[q.spec.name].request() as req:
             yield req
             start = float(self.env.now)
             yield self.env.timeout(self.sc.transport.time_ms(msg.nbytes))
@@ -136,8 +112,7 @@ class SimEngine:
 
     def arrive(self, q: _Queue, msg: Message) -> None:
         """The message becomes visible to Get (a local buffer skips transport)."""
-        q.in_transit -= 1
-        q.items.append(msg)
+        q.arrive(msg)
         self.bump()
 
     def _drive(self, sp: StageProgram) -> SimGen:
@@ -159,7 +134,7 @@ class SimEngine:
             result = yield from action.accept(backend)
 
     def _queue_state(self) -> str:
-        return "; ".join(q.describe() for q in self.queues.values())
+        return describe(self.queues)
 
     def run(self) -> Trace:
         if self.sc.run.source == "realtime":
@@ -193,20 +168,20 @@ class _StageBackend:
 
     def on_reserve(self, a: Reserve) -> SimGen:
         q = self.e.queues[a.queue]
-        while q.held >= q.spec.capacity:
+        while q.free <= 0:
             yield self.e.changed
-        q.held += 1
+        q.take_slot()
         self.e.count(q)
         self.e.bump()
 
     def on_put(self, a: Put) -> SimGen:
         q = self.e.queues[a.queue]
-        q.in_transit += 1
-        q.unreleased.append(a.message)
+        q.send(a.message)
         self.e.count(q)
+        lane = self.e.lanes[a.queue]
         if not q.spec.transport:
             self.e.arrive(q, a.message)
-        elif self.e.sc.transport.time_ms(a.message.nbytes) > 0 or q.lane.count or q.lane.queue:
+        elif self.e.sc.transport.time_ms(a.message.nbytes) > 0 or lane.count or lane.queue:
             # a link is FIFO: a free message still waits behind one in transit
             self.e.env.process(self.e.transport(q, a.message))
         else:
@@ -220,17 +195,14 @@ class _StageBackend:
         q = self.e.queues[a.queue]
         while not q.items:
             yield self.e.changed
-        msg = q.items.popleft()
+        msg = q.take()
         self.e.bump()
         return msg
 
     def on_release(self, a: Release) -> SimGen:
         q = self.e.queues[a.queue]
-        if q.held <= 0:
+        if not q.release():
             raise StallError(f"{self.stage}: release of empty queue {q.describe()}")
-        q.held -= 1
-        if q.unreleased:
-            q.unreleased.popleft()
         self.e.count(q)
         self.e.bump()
         return None
@@ -238,11 +210,7 @@ class _StageBackend:
 
     def on_flush(self, a: Flush) -> SimGen:
         q = self.e.queues[a.queue]
-        flushed = list(q.items)
-        q.items.clear()
-        q.held -= len(flushed)
-        gone = {id(m) for m in flushed}
-        q.unreleased = deque(m for m in q.unreleased if id(m) not in gone)
+        flushed = q.flush()
         self.e.count(q)
         self.e.bump()
         return flushed

@@ -69,7 +69,7 @@ def test_bad_executor_options_name_their_field(tmp_path):
     cases = [
         (ReplayOptions(device="tpu"), "--device: unknown device 'tpu' (allowed: cpu, cuda)"),
         (ReplayOptions(kernels="fast", calibration_path=tmp_path / "c.json"),
-         "--kernels: unknown kernels 'fast' (allowed: calibrated, model)"),
+         "--kernels: unknown kernels 'fast' (allowed: calibrated, model, spin)"),
         (ReplayOptions(kernels="model", model_size="huge"), "--model-size: unknown size"),
         (ReplayOptions(threads=0), "--threads: must be >= 1"),
         (ReplayOptions(timeout_s=0), "--timeout: must be > 0"),
