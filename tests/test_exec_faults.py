@@ -4,15 +4,13 @@ quickly with an error naming stage, action, chunk and epoch, and a partial trace
 from __future__ import annotations
 
 import time
-from typing import ClassVar
 
 import pytest
 
 from exec.errors import ExecError
 from exec.kernels import Fault
 from exec.replay import ReplayOptions, replay
-from sim.actions import Get, Poll, Program, QueueSpec, Reserve, StageProgram
-from sim.policies.base import Policy
+from tests.broken_policies import Deadlock, Spin, scenario_with
 from tests.conftest import make_scenario
 
 COSTS = {"build": 1.0, "denoise": {"mean": 2.0, "steps": 2}, "decode": 1.5}
@@ -50,46 +48,14 @@ def test_a_fault_after_a_hard_cut_names_the_new_epoch(cal_path):
         replay(sc, opts)
 
 
-class _Deadlock(Policy):
-    """stage0 fills q_in and then waits for a slot; stage1 waits for a result."""
-
-    name: ClassVar[str] = "deadlock"
-
-    def queues(self, sc):
-        return [QueueSpec("q_in", 1, "stage0", "stage1"),
-                QueueSpec("q_out", 1, "stage1", "stage0")]
-
-    def programs(self, sc):
-        def stage0() -> Program:
-            yield Reserve("q_in")
-            yield Reserve("q_in")
-
-        def stage1() -> Program:
-            yield Get("q_out")
-
-        return [StageProgram("stage0", stage0()), StageProgram("stage1", stage1())]
-
-
-class _Spin(_Deadlock):
-    name: ClassVar[str] = "spin"
-
-    def programs(self, sc):
-        def stage0() -> Program:
-            while True:
-                yield Poll()
-
-        return [StageProgram("stage0", stage0())]
-
-
-def _with(policy: Policy):
-    return make_scenario({"name": "serial"}, COSTS, chunks=2).model_copy(
-        update={"policy": policy})
+def _with(policy):
+    return scenario_with(policy, COSTS)
 
 
 def test_a_deadlock_is_reported_at_once_not_after_the_timeout(cal_path):
     t = time.monotonic()
     with pytest.raises(ExecError) as info:
-        replay(_with(_Deadlock()), ReplayOptions(calibration_path=cal_path, timeout_s=30.0))
+        replay(_with(Deadlock()), ReplayOptions(calibration_path=cal_path, timeout_s=30.0))
     assert time.monotonic() - t < 10.0
     msg = str(info.value)
     assert "stall at t=" in msg and "stage0 blocked at 'reserve q_in'" in msg
@@ -98,7 +64,7 @@ def test_a_deadlock_is_reported_at_once_not_after_the_timeout(cal_path):
 
 def test_a_livelock_is_caught(cal_path):
     with pytest.raises(ExecError, match=r"stage0 failed at 'poll'.*livelock"):
-        replay(_with(_Spin()), ReplayOptions(calibration_path=cal_path, timeout_s=30.0))
+        replay(_with(Spin()), ReplayOptions(calibration_path=cal_path, timeout_s=30.0))
 
 
 def test_a_hung_kernel_ends_the_run_naming_it(cal_path):
