@@ -308,7 +308,8 @@ def report_cmd(
         help="A trace, a predicted/measured pair of traces, or a sweep table.")],
     out: Annotated[Path, typer.Option(help="Report directory (created or replaced).")],
     bound: Annotated[float | None, typer.Option(
-        min=0, help="Analytic period (ms) to draw on the period figure.")] = None,
+        min=0, help="Analytic period (ms) to draw on the period figure; by default "
+                    "computed from a simulated input's scenario.")] = None,
     window: Annotated[int, typer.Option(
         min=0, help="Chunks shown in the Gantt window (0 = the whole run).")] = 24,
     json_: JsonOpt = False,
@@ -318,6 +319,8 @@ def report_cmd(
     from reports.build import ReportOptions, build_report
 
     with handled():
+        if bound is None:
+            bound = _bound_of_simulated(inputs)
         res = build_report(inputs, out, ReportOptions(bound_ms=bound, window=window))
     if json_:
         print_json({"out": str(res.out), "kind": res.kind, "index": str(res.index),
@@ -327,6 +330,24 @@ def report_cmd(
     for note in res.notices:
         out_console.print(f"note: {note}")
     out_console.print("figures: " + ", ".join(res.figures))
+
+
+def _bound_of_simulated(inputs: list[Path]) -> float | None:
+    """The analytic period of the first simulated trace's scenario, if it has one.
+
+    Best effort: a sweep table, a measured trace or a scenario the bound cannot model
+    just means no bound line on the figure.
+    """
+    from traces.io import read_trace
+
+    for path in inputs:
+        try:
+            meta = read_trace(path).meta
+            if meta.get("source") == "sim" and isinstance(meta.get("scenario"), dict):
+                return compute_bound(build_scenario(meta["scenario"])).period_ms
+        except (ValueError, KeyError):
+            continue
+    return None
 
 
 @app.command("export")

@@ -83,3 +83,17 @@ def test_sweep_bad_axis_exits_2_without_output(tmp_path):
     assert not out.exists()
     res = runner.invoke(app, ["sweep", "--grid", "policy.d_in"])
     assert res.exit_code == 2 and "--grid" in res.stderr
+
+
+def test_report_takes_the_bound_from_a_simulated_trace(tmp_path):
+    from cli import _bound_of_simulated
+    from sim.bound import compute_bound
+    from sim.scenario import load_scenario
+
+    trace, table = tmp_path / "t.parquet", tmp_path / "sw.parquet"
+    assert runner.invoke(app, ["simulate", *SMALL, "--out", str(trace)]).exit_code == 0
+    assert runner.invoke(app, ["sweep", *SMALL, "--grid", "policy.d_in=1,2",
+                               "--out", str(table)]).exit_code == 0
+    expected = compute_bound(load_scenario(None, ["run.chunks=30"])).period_ms
+    assert _bound_of_simulated([trace]) == expected
+    assert _bound_of_simulated([table]) is None
