@@ -112,7 +112,9 @@ class StageBackend:
         parcel = Parcel(a.message, run.runtime.send(self.stage, a.message.payload))
         spec = self.state.queues[a.queue].spec
         lane = run.lanes.get(spec.src) if spec.transport else None
-        in_transit = lane is not None and run.transport.time_ms(a.message.nbytes) > 0
+        # a link is FIFO: even a free message waits behind one still in transit
+        in_transit = lane is not None and (run.transport.time_ms(a.message.nbytes) > 0
+                                           or lane.busy())
         self.state.put(a.queue, parcel, in_transit)
         if lane is not None and in_transit:
             lane.submit(a.queue, parcel)

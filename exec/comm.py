@@ -28,6 +28,7 @@ class CommLane:
         self.stage, self.state, self.transport = stage, state, transport
         self.on_error = on_error
         self.fifo: deque[tuple[str, Parcel]] = deque()
+        self.active = 0  # submitted, not yet delivered (queued or on the wire)
         self.closing = False
         self.thread = threading.Thread(target=self._loop, name=f"pipefill-comm-{stage}",
                                        daemon=True)
@@ -35,7 +36,13 @@ class CommLane:
     def submit(self, queue: str, parcel: Parcel) -> None:
         with self.state.cond:
             self.fifo.append((queue, parcel))
+            self.active += 1
             self.state.cond.notify_all()
+
+    def busy(self) -> bool:
+        """A message is still queued or on the wire: a new one must wait behind it."""
+        with self.state.cond:
+            return self.active > 0
 
     def close(self) -> None:
         with self.state.cond:
@@ -59,7 +66,9 @@ class CommLane:
                 delay_ms = self.transport.time_ms(parcel.msg.nbytes)
                 if self.state.aborted.wait(delay_ms / 1e3):
                     return
-                self.state.arrive(queue, parcel, sent_at)
+                with self.state.cond:
+                    self.active -= 1
+                    self.state.arrive(queue, parcel, sent_at)
         except Exception as exc:  # crash-only: report and stop the run
             self.on_error(f"{self.stage} comm lane failed: {type(exc).__name__}: {exc}")
 

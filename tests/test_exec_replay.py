@@ -174,3 +174,18 @@ def test_every_registered_policy_replays_with_the_simulated_events(name, opts):
     assert _keys(measured) == _keys(predicted)
     assert len(measured.marks("emit")) == 6 * sessions
     assert diff_traces(predicted, measured)["verdict"]
+
+
+def test_a_free_message_waits_behind_a_transfer_in_flight(opts):
+    # latency 0 and bare envelopes of 0 bytes: an r0a envelope carrying context (every
+    # 2nd chunk) takes 4 ms, the next one (built 1 ms later) none. A link is FIFO, so
+    # the free envelope must not overtake the one on the wire (stage1 would then run
+    # chunk k+1 before k).
+    tr = {"latency_ms": 0.0, "bandwidth_gbps": 1.0, "envelope_bytes": 0,
+          "context_bytes": 4_000_000, "result_bytes": 0}
+    pol = {"name": "phase_pp", "d_in": 3, "recompute": "r0a", "recompute_lag": 1,
+           "recompute_every": 2}
+    sc = make_scenario(pol, COSTS, chunks=8, transport=tr)
+    measured = replay(sc, opts)
+    assert _emits(measured) == [(k, 0) for k in range(8)]
+    assert _sequence(measured, "stage1") == _sequence(simulate(sc), "stage1")
