@@ -370,6 +370,113 @@ def export_cmd(
                       f"processes, {stats.threads} threads")
 
 
+def _replay_threads(sc: Scenario, opts: Any, dopts: Any, inject: str | None, out: Path,
+                    json_: bool) -> Any:
+    """Threads backend: every stage a thread of this process; writes the trace."""
+    from dataclasses import replace
+
+    from exec.dist_config import DistOptions
+    from exec.errors import ExecError
+    from exec.kernels import Fault
+    from exec.replay import replay
+
+    if dopts != DistOptions():
+        fail("--mesh-size/--world-size/--master-addr/--master-port/--dist-backend: only "
+             "with --backend dist")
+    opts = replace(opts, fault=Fault.parse(inject) if inject else None)
+    with progress_bar("replay", enabled=not json_ and sys.stderr.isatty()) as update:
+        try:
+            trace = replay(sc, opts, progress=update)
+        except ExecError as exc:
+            write_trace(exc.trace, out)
+            if exc.abandoned:
+                # a kernel never returned: interpreter teardown would abort inside it
+                crash_exit(f"{exc} (partial trace written to {out})", 3)
+            fail(f"{exc} (partial trace written to {out})", 3)
+    write_trace(trace, out)
+    return trace
+
+
+def _replay_dist(sc: Scenario, opts: Any, dopts: Any, inject: str | None, out: Path,
+                 json_: bool) -> Any:
+    """Dist backend: under torchrun this process is one rank; else launch every rank."""
+    from exec.dist_config import RankEnv
+    from exec.dist_spawn import spawn_replay
+    from traces.io import read_trace
+
+    env = RankEnv.from_environ()
+    if env is not None:
+        return _replay_rank(sc, opts, dopts, inject, out, env)
+    outcome = spawn_replay(sc, opts, dopts, inject, out)
+    if outcome.code == 2:
+        fail(str(outcome.error), 2)
+    if outcome.code != 0:
+        written = outcome.report is not None and outcome.report.trace_written
+        fail(f"{outcome.error}" + (f" (partial trace written to {out})" if written else ""), 3)
+    return read_trace(out)
+
+
+def _replay_rank(sc: Scenario, opts: Any, dopts: Any, inject: str | None, out: Path,
+                 env: Any) -> Any:
+    """One rank of a torchrun launch: rank0 writes the trace and reports; others are quiet."""
+    from exec.dist_faults import DistFault
+    from exec.dist_rank import run_rank
+
+    result = run_rank(sc, opts, dopts, env, DistFault.parse(inject) if inject else None)
+    if result.trace is not None:
+        write_trace(result.trace, out)
+    if result.error is not None:
+        written = f" (partial trace written to {out})" if result.trace is not None else ""
+        crash_exit(f"{result.error}{written}", 3)
+    return result.trace
+
+
+def crash_exit(message: str, code: int) -> NoReturn:
+    """Print the error line and leave at once: a thread may sit in a kernel or a
+    collective that interpreter teardown would wait for (crash-only)."""
+    err_console.print(f"error: {message}", markup=False)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+#: ``replay --backend`` -> how to run it (each writes the trace; None: nothing to report)
+REPLAY_BACKENDS: dict[str, Callable[..., Any]] = {"threads": _replay_threads,
+                                                  "dist": _replay_dist}
+
+
+@app.command("dist-rank", hidden=True)
+def dist_rank_cmd(spec: Annotated[Path, typer.Argument(
+        help="Launch spec (JSON) written by the pipefill launcher.")]) -> None:
+    """Internal: one rank of a `replay --backend dist` that pipefill launched itself."""
+    from exec.dist_config import RankEnv
+    from exec.dist_rank import run_rank
+    from exec.dist_spawn import LaunchSpec, RankReport
+    from exec.errors import ExecConfigError
+
+    launch = LaunchSpec.read(spec)
+    env = RankEnv.from_environ()
+    report = Path(launch.result)
+    rank0 = env is None or env.rank == 0
+    try:
+        if env is None:
+            raise ExecConfigError("RANK", "dist-rank runs under the pipefill launcher, "
+                                  "which sets RANK and WORLD_SIZE")
+        sc, opts, dopts, fault = launch.options()
+        result = run_rank(sc, opts, dopts, env, fault)
+    except INPUT_ERRORS as exc:
+        if rank0:
+            RankReport(2, str(exc)).write(report)
+        crash_exit(str(exc), 2)
+    if result.trace is not None:
+        write_trace(result.trace, launch.out)
+    if rank0:
+        RankReport(3 if result.error else 0, result.error, list(result.abandoned),
+                   result.trace is not None).write(report)
+    if result.error is not None:
+        crash_exit(result.error, 3)
+
+
 @app.command("replay")
 def replay_cmd(
     scenario: ScenarioArg = None,
@@ -390,36 +497,47 @@ def replay_cmd(
     timeout: Annotated[float, typer.Option(
         help="Seconds any wait or kernel may take before the run fails.")] = 60.0,
     inject: Annotated[str | None, typer.Option(
-        help="Make one kernel raise: PHASE:CHUNK or STAGE:PHASE:CHUNK.")] = None,
+        help="Make one kernel raise: PHASE:CHUNK or STAGE:PHASE:CHUNK. --backend dist also: "
+             "hang:, kill:, wrong_group:[WHERE:]PHASE:CHUNK (WHERE: stage0, stage1 or "
+             "rankN), bad_version:QUEUE:CHUNK, missing_tensor:QUEUE:CHUNK.")] = None,
+    backend: Annotated[str, typer.Option(
+        help="threads: one process, a thread per stage; dist: one process per rank over "
+             "torch.distributed (rank0 = stage0, ranks 1..N = the mesh), launched here or "
+             "by torchrun.")] = "threads",
+    mesh_size: Annotated[int, typer.Option(
+        help="dist: ranks of the mesh; the world is 1 + mesh size.")] = 1,
+    world_size: Annotated[int | None, typer.Option(
+        help="dist: the world size you expect (checked against the policy).")] = None,
+    master_addr: Annotated[str, typer.Option(
+        help="dist: rendezvous address (loopback unless given).")] = "127.0.0.1",
+    master_port: Annotated[int | None, typer.Option(
+        help="dist: rendezvous port (a free one unless given).")] = None,
+    dist_backend: Annotated[str, typer.Option(
+        help="dist: auto (gloo on CPU, NCCL on CUDA), gloo or nccl.")] = "auto",
     json_: JsonOpt = False,
 ) -> None:
     """Run the scenario's policy on real torch kernels and measure it (same trace format)."""
     # imported here: torch is slow to load and only the executor needs it
-    from exec.errors import ExecError
-    from exec.kernels import Fault
-    from exec.replay import ReplayOptions, replay
+    from exec.dist_config import DistOptions
+    from exec.replay import ReplayOptions
 
     if out.suffix.lower() not in (".parquet", ".pq", ".csv"):
         fail(f"--out: {out.name}: unknown extension (use .parquet or .csv)")
+    run_backend = REPLAY_BACKENDS.get(backend)
+    if run_backend is None:
+        fail(f"--backend: unknown backend {backend!r} (allowed: {', '.join(REPLAY_BACKENDS)})")
     with handled():
         sc = load(scenario, [*(set_ or []), *([f"run.chunks={chunks}"] if chunks else [])])
         opts = ReplayOptions(device=device, kernels=kernels, threads=threads,
                              model_size=model_size, calibration_path=calibration,
-                             timeout_s=timeout, fault=Fault.parse(inject) if inject else None)
-        with progress_bar("replay", enabled=not json_ and sys.stderr.isatty()) as update:
-            try:
-                trace = replay(sc, opts, progress=update)
-            except ExecError as exc:
-                write_trace(exc.trace, out)
-                if exc.abandoned:
-                    # a kernel never returned: interpreter teardown would abort inside it
-                    err_console.print(f"error: {exc} (partial trace written to {out})",
-                                      markup=False)
-                    sys.stderr.flush()
-                    os._exit(3)
-                fail(f"{exc} (partial trace written to {out})", 3)
+                             timeout_s=timeout)
+        dopts = DistOptions(mesh_size=mesh_size, world_size=world_size,
+                            master_addr=master_addr, master_port=master_port,
+                            dist_backend=dist_backend)
+        trace = run_backend(sc, opts, dopts, inject, out, json_)
+        if trace is None:
+            return  # a mesh rank under torchrun: rank0 reports
         metrics = compute_metrics(trace)
-        write_trace(trace, out)
     if json_:
         print_json({"scenario": sc.name, "policy": sc.policy.params(),
                     "device": trace.meta["device"], "kernels": trace.meta["kernels"], **metrics})

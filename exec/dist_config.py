@@ -1,0 +1,191 @@
+"""Configuration of a dist replay: options, the rank environment and the rank layout.
+
+Layout (DESIGN.md): rank0 runs ``stage0`` (build, decode, emit); ranks 1..N form the
+mesh and run ``stage1``, rank1 being the mesh leader that talks to rank0. A policy
+runs under dist only if its stages map onto that layout: :data:`DIST_POLICIES` lists
+the ones that do; the others are refused with one line naming the policy. Every check
+here raises :class:`ExecConfigError` (exit 2, nothing started).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from exec.errors import ExecConfigError
+from sim.scenario import Scenario
+
+#: policy name -> why its stages map onto rank0 + mesh (the registry of dist policies)
+DIST_POLICIES: dict[str, str] = {
+    "serial": "stage0 on rank0, the generator on the mesh",
+    "phase_pp": "stage0 on rank0, the generator on the mesh",
+    "rolling_window": "stage0 on rank0, the window on the mesh",
+    "multi_session": "one shared front end on rank0, the batching generator on the mesh",
+}
+STAGES = ("stage0", "stage1")
+#: --dist-backend -> the torch.distributed backend it selects, per device
+DIST_BACKENDS: dict[str, dict[str, str]] = {
+    "auto": {"cpu": "gloo", "cuda": "nccl"},
+    "gloo": {"cpu": "gloo", "cuda": "gloo"},
+    "nccl": {"cuda": "nccl"},
+}
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class DistOptions:
+    """How to run a dist replay (on top of :class:`exec.replay.ReplayOptions`).
+
+    ``mesh_size``: ranks of the mesh (world size = 1 + mesh_size); ``world_size``: the
+    size the user expects (checked against the layout; None = derived);
+    ``master_addr``/``master_port``: rendezvous (loopback and a free port by default);
+    ``dist_backend``: auto (gloo on CPU, NCCL on CUDA), gloo or nccl; ``poll_ms``: how
+    long an idle comms thread waits for work before it sends a keep-alive ``noop``.
+    """
+
+    mesh_size: int = 1
+    world_size: int | None = None
+    master_addr: str = LOOPBACK
+    master_port: int | None = None
+    dist_backend: str = "auto"
+    poll_ms: float = 1.0
+
+    @property
+    def world(self) -> int:
+        return 1 + self.mesh_size
+
+    def backend_for(self, device: str) -> str:
+        """The torch.distributed backend for ``device``; raises on NCCL without CUDA."""
+        choices = DIST_BACKENDS.get(self.dist_backend)
+        if choices is None:
+            raise ExecConfigError("--dist-backend", f"unknown backend {self.dist_backend!r} "
+                                  f"(allowed: {', '.join(DIST_BACKENDS)})")
+        name = choices.get(device)
+        if name is None:
+            raise ExecConfigError("--dist-backend", f"{self.dist_backend} needs --device cuda "
+                                  f"(on {device} use gloo)")
+        if name == "nccl" and not (dist.is_nccl_available() and torch.cuda.is_available()):
+            raise ExecConfigError("--dist-backend", "nccl asked for but this torch build "
+                                  "has no NCCL or sees no CUDA device (use gloo)")
+        return name
+
+    def check(self, sc: Scenario, device: str) -> None:
+        if self.mesh_size < 1:
+            raise ExecConfigError("--mesh-size", f"must be >= 1 (got {self.mesh_size})")
+        if self.world_size is not None and self.world_size != self.world:
+            raise ExecConfigError("--world-size", _world_message(sc, self.world_size,
+                                                                 self.mesh_size))
+        if self.master_port is not None and not 0 < self.master_port < 65536:
+            raise ExecConfigError("--master-port", f"must be in 1..65535 "
+                                  f"(got {self.master_port})")
+        if not self.poll_ms > 0:
+            raise ExecConfigError("--poll-ms", f"must be > 0 (got {self.poll_ms})")
+        self.backend_for(device)
+        check_layout(sc)
+
+
+def _world_message(sc: Scenario, world: int, mesh: int) -> str:
+    return (f"{world} ranks, but policy {sc.policy.name} runs rank0 + a mesh of "
+            f"--mesh-size {mesh} = {1 + mesh} ranks")
+
+
+def check_layout(sc: Scenario) -> None:
+    """Refuse policies whose stages do not map onto rank0 + mesh."""
+    name = sc.policy.name
+    if name not in DIST_POLICIES:
+        raise ExecConfigError("policy.name", f"{name} cannot run on --backend dist: its "
+                              "stages do not map onto rank0 + mesh ranks (dist runs "
+                              f"{', '.join(DIST_POLICIES)})")
+    stages = sc.policy.stages(sc)
+    if tuple(stages) != STAGES:
+        raise ExecConfigError("policy.stage0", f"{name} here runs stages {', '.join(stages)}; "
+                              "--backend dist needs exactly stage0 (rank0) and stage1 "
+                              "(mesh), e.g. policy.stage0 = shared")
+    progs = [sp.stage for sp in sc.policy.programs(sc)]
+    if sorted(progs) != sorted(STAGES):
+        raise ExecConfigError("policy.name", f"{name} runs {len(progs)} programs; dist needs "
+                              "one per stage")
+
+
+@dataclass(frozen=True)
+class RankEnv:
+    """Where this process sits: from torchrun's variables or the pipefill launcher's.
+
+    ``agent_store``: torchrun's agent hosts the rendezvous store (all ranks are
+    clients); ``listen_fd``: a socket the launcher already bound for rank0's store.
+    """
+
+    rank: int
+    world_size: int
+    local_rank: int
+    master_addr: str
+    master_port: int
+    agent_store: bool = False
+    listen_fd: int | None = None
+    attempt: int = 0
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str] | None = None) -> RankEnv | None:
+        """The rank environment, or None when this process was not launched as a rank."""
+        env = os.environ if env is None else env
+        if "RANK" not in env or "WORLD_SIZE" not in env:
+            return None
+        fd = env.get("PIPEFILL_STORE_FD")
+        return cls(rank=_int(env, "RANK"), world_size=_int(env, "WORLD_SIZE"),
+                   local_rank=_int(env, "LOCAL_RANK", "0"),
+                   master_addr=env.get("MASTER_ADDR", LOOPBACK),
+                   master_port=_int(env, "MASTER_PORT"),
+                   agent_store=env.get("TORCHELASTIC_USE_AGENT_STORE") == "True",
+                   listen_fd=None if fd is None else int(fd),
+                   attempt=_int(env, "TORCHELASTIC_RESTART_COUNT", "0"))
+
+    def check(self, sc: Scenario, opts: DistOptions) -> None:
+        if not 0 <= self.rank < self.world_size:
+            raise ExecConfigError("RANK", f"{self.rank} is not in 0..{self.world_size - 1}")
+        if self.world_size != opts.world:
+            raise ExecConfigError("WORLD_SIZE", _world_message(sc, self.world_size,
+                                                               opts.mesh_size))
+
+
+def _int(env: Mapping[str, str], key: str, default: str | None = None) -> int:
+    raw = env.get(key, default)
+    try:
+        return int(str(raw))
+    except ValueError:
+        raise ExecConfigError(key, f"must be an integer (got {raw!r})") from None
+
+
+@dataclass(frozen=True)
+class RankPlan:
+    """This rank's part: the stage it runs and its place in the mesh.
+
+    ``mesh``: global ranks of the mesh (1..N); the leader (rank1) is the only mesh rank
+    that talks to rank0; followers replay the leader's program results.
+    """
+
+    rank: int
+    world_size: int
+
+    @property
+    def stage(self) -> str:
+        return "stage0" if self.rank == 0 else "stage1"
+
+    @property
+    def mesh(self) -> list[int]:
+        return list(range(1, self.world_size))
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 1
+
+    @property
+    def follower(self) -> bool:
+        return self.rank > 1
+
+    def describe(self) -> str:
+        role = {True: "mesh leader", False: "mesh follower"}[self.leader]
+        return "stage0" if self.rank == 0 else f"stage1 ({role})"

@@ -1,0 +1,354 @@
+"""One rank of a dist replay: setup, the policy's own programs, watchdog, trace.
+
+``run_rank`` runs the programs of this rank's stage (``policy.programs(scenario)``,
+exactly what the SimPy engine and the threads executor run) with the threads
+executor's worker loop and Backend (:mod:`exec.backend`); only the state differs:
+:class:`exec.dist_state.DistState` puts each queue's ends on their ranks.
+
+Crash-only: a failure anywhere (a kernel raising or hanging, a lost rank, a malformed
+frame, a refused collective) is published as one line in the store (the first one
+wins: the root cause) and every rank stops; rank0 returns the trace of everything
+recorded until then. A rank inside a kernel past the timeout is the culprit; a rank
+only waiting gets a grace period on top, so the culprit's report arrives first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from exec.backend import RunContext, drive
+from exec.comm import feed_inputs
+from exec.dist_comms import Comms, CommsConfig, Staging
+from exec.dist_config import DistOptions, RankEnv, RankPlan
+from exec.dist_errors import RendezvousError, gist
+from exec.dist_faults import DistFault, check_fault, wire_corruptor
+from exec.dist_link import MeshCast, PeerLink
+from exec.dist_rendezvous import (
+    Groups,
+    barrier,
+    clock_offset,
+    close_groups,
+    init_groups,
+    open_store,
+    publish_failure,
+    read_failure,
+    wait_key,
+)
+from exec.dist_setup import build_kernels, check_tp
+from exec.dist_state import DistState, FollowerState, RankWiring
+from exec.dist_trace import DrainRecorder
+from exec.errors import ExecConfigError
+from exec.replay import ReplayOptions
+from exec.runtime import Runtime, open_runtime
+from sim.scenario import Scenario
+from traces.meta import run_metadata, versions
+from traces.schema import Trace
+
+#: how often the watchdog looks at the store for another rank's failure
+STORE_POLL_S = 0.1
+#: setup waits (rendezvous, rank0's calibration) get at least this long
+SETUP_TIMEOUT_S = 60.0
+#: how long a failed rank waits for its workers and comms to stop before it reports
+JOIN_S = 0.5
+
+
+@dataclass(frozen=True)
+class RankResult:
+    """How a rank ended: ``trace`` on rank0 (None elsewhere), the run's ``error`` line
+    (the root cause, None on success) and workers stuck inside a kernel."""
+
+    rank: int
+    trace: Trace | None
+    error: str | None = None
+    abandoned: tuple[str, ...] = ()
+
+
+@dataclass
+class RankContext(RunContext):
+    """RunContext whose failure lines name the rank; remote failures keep their origin."""
+
+    rank: int = 0
+    remote: bool = False
+
+    def fail(self, message: str) -> None:
+        super().fail(f"rank{self.rank} {message}")
+
+    def fail_remote(self, line: str) -> None:
+        with self._fail_lock:
+            self.remote = self.remote or self.failure is None
+        RunContext.fail(self, line)
+
+
+def check_run(sc: Scenario, opts: ReplayOptions, dopts: DistOptions,
+              fault: DistFault | None) -> None:
+    """Every bad-input check of a dist replay (before anything starts)."""
+    opts.check()
+    dopts.check(sc, opts.device)
+    if opts.device == "cuda" and not torch.cuda.is_available():
+        raise ExecConfigError("--device", f"cuda requested but torch {torch.__version__} "
+                              "sees no CUDA device (allowed here: cpu)")
+    check_tp(opts, dopts.mesh_size)
+    check_fault(fault, dopts.mesh_size, [q.name for q in sc.policy.queues(sc)])
+
+
+def run_rank(sc: Scenario, opts: ReplayOptions, dopts: DistOptions, env: RankEnv,
+             fault: DistFault | None = None) -> RankResult:
+    """Run this process's rank to the end; bad input raises ExecConfigError."""
+    check_run(sc, opts, dopts, fault)
+    env.check(sc, dopts)
+    plan = RankPlan(env.rank, env.world_size)
+    if opts.device == "cuda":
+        torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
+    backend = dopts.backend_for(opts.device)
+    store = _open_store(env, plan, opts.timeout_s)
+    if isinstance(store, RankResult):
+        return store
+    try:
+        groups = init_groups(store, plan, backend, opts.timeout_s)
+        runtime = open_runtime(opts.device, (plan.stage,), opts.threads)
+    except ExecConfigError:
+        raise
+    except Exception as exc:
+        return _setup_failed(store, plan, exc)
+    try:
+        return _Rank(sc, opts, dopts, plan, fault, store, groups, runtime, backend).execute()
+    except ExecConfigError:
+        raise
+    except Exception as exc:
+        return _setup_failed(store, plan, exc)
+    finally:
+        runtime.close()
+
+
+def _open_store(env: RankEnv, plan: RankPlan, timeout_s: float) -> Any:
+    """The run's store, or the RankResult of a rendezvous that failed."""
+    try:
+        return open_store(env, max(SETUP_TIMEOUT_S, timeout_s))
+    except ExecConfigError:
+        raise
+    except Exception as exc:
+        return RankResult(plan.rank, None, f"rank{plan.rank} {plan.stage}: rendezvous at "
+                          f"{env.master_addr}:{env.master_port} failed: {gist(exc)}")
+
+
+def _setup_failed(store: Any, plan: RankPlan, exc: Exception) -> RankResult:
+    """Setup raised: publish it (the other ranks stop waiting) and end this rank."""
+    line = (str(exc) if isinstance(exc, RendezvousError) else
+            f"rank{plan.rank} {plan.stage}: setup failed: {gist(exc)}")
+    with contextlib.suppress(Exception):  # the store is gone too: this line stands
+        line = publish_failure(store, line)
+    return RankResult(plan.rank, None, line[:500])
+
+
+class _Rank:
+    """One rank's run: setup, threads, watchdog, teardown. Not reusable."""
+
+    def __init__(self, sc: Scenario, opts: ReplayOptions, dopts: DistOptions, plan: RankPlan,
+                 fault: DistFault | None, store: Any, groups: Groups, runtime: Runtime,
+                 backend: str) -> None:
+        self.sc, self.opts, self.dopts, self.plan = sc, opts, dopts, plan
+        self.fault, self.store, self.groups, self.runtime = fault, store, groups, runtime
+        self.backend = backend
+        self.cancel = threading.Event()
+        self.parent = os.getppid()  # a rank outliving its launcher stops itself
+        self.rec = DrainRecorder()
+        setup_s = max(SETUP_TIMEOUT_S, opts.timeout_s)
+        if plan.rank != 0:  # rank0 calibrates first; the others then read its cache
+            wait_key(store, "kernels0", setup_s)
+        self.kernels, self.family_info = build_kernels(sc, opts, plan, groups, runtime,
+                                                       self.cancel, fault)
+        if plan.rank == 0:
+            store.set("kernels0", "1")
+        barrier(store, "ready", plan.world_size, setup_s)
+        runtime.start()
+        comm_dev = runtime.device if backend == "nccl" else torch.device("cpu")
+        self.offset_ms, self.rtt_ms, self.leader_offset = clock_offset(
+            groups.link, plan, comm_dev, runtime.now_ms)
+        self.comms = self._comms(comm_dev)
+        self.state = self._state()
+        self.ctx = RankContext(self.state, runtime, {plan.stage: self.kernels}, self.rec,
+                               sc.transport, sc.run.source == "saturated", rank=plan.rank)
+        self.ctx.stage_locks = {plan.stage: threading.Lock()}
+        self._wire_comms()
+
+    # -- setup ---------------------------------------------------------------------------
+    def _comms(self, device: torch.device) -> Comms:
+        plan, specs = self.plan, self.sc.policy.queues(self.sc)
+        here = plan.stage
+        sends = frozenset(s.name for s in specs if s.src == here and s.dst != here)
+        receives = frozenset(s.name for s in specs if s.dst == here and s.src != here)
+        into_mesh = frozenset(s.name for s in specs if s.dst == "stage1")
+        timeout = self.opts.timeout_s
+        cfg = CommsConfig(plan.rank, None if plan.follower else 1 - plan.rank,
+                          sends if not plan.follower else frozenset(),
+                          receives if not plan.follower else into_mesh, into_mesh,
+                          self.dopts.poll_ms / 1e3, min(1.0, timeout / 4), self.offset_ms,
+                          ship_rows=plan.leader)
+        link = None if plan.follower else PeerLink(self.groups.link, cfg.peer or 0, device)
+        cast = None
+        if self.groups.cast is not None and plan.rank >= 1:
+            cast = MeshCast(self.groups.cast, 1, device)
+        return Comms(cfg, self.rec, Staging(self.runtime), link, cast, self.cancel)
+
+    def _state(self) -> DistState | FollowerState:
+        sc, plan, comms = self.sc, self.plan, self.comms
+        specs, run = sc.policy.queues(sc), sc.run
+        grace = _grace(self.opts.timeout_s)
+        if plan.follower:
+            state: DistState | FollowerState = FollowerState(specs, self.rec,
+                                                             self.runtime.now_ms,
+                                                             self.opts.timeout_s + grace)
+        else:
+            wiring = RankWiring(comms.outbox.put, comms.mesh_box.put if comms.cast else None,
+                                comms.filler, lambda: self.runtime.now_ms() + self.offset_ms,
+                                bytes_counter=plan.rank == 0)
+            state = DistState(specs, plan.stage, wiring, run.sessions, run.chunks,
+                              run.source == "saturated", self.rec, self.runtime.now_ms,
+                              self.opts.timeout_s + grace)
+        state.aborted = self.cancel
+        comms.state = state
+        return state
+
+    def _wire_comms(self) -> None:
+        comms, ctx, state = self.comms, self.ctx, self.state
+        comms.fail, comms.remote_fail = ctx.fail, ctx.fail_remote
+        comms.finished = lambda: state.live == 0
+        comms.failure = lambda: ctx.failure
+        comms.corrupt = wire_corruptor(self.fault, comms.cfg.sends)
+
+    # -- run -------------------------------------------------------------------------------
+    def execute(self) -> RankResult:
+        programs = [sp for sp in self.sc.policy.programs(self.sc) if sp.stage == self.plan.stage]
+        workers = [threading.Thread(target=drive, args=(self.ctx, sp, sp.stage), daemon=True,
+                                    name=f"pipefill-{sp.stage}") for sp in programs]
+        for sp in programs:
+            self.state.join(sp.stage)
+        self.state.progress_at = time.monotonic()
+        self.comms.thread.start()
+        if self.plan.rank == 0 and self.sc.run.source == "realtime":
+            self.state.add_pending(1)
+            threading.Thread(target=feed_inputs, args=(self.state, self.sc.run, "stage0"),
+                             daemon=True, name="pipefill-source").start()
+        for w in workers:
+            w.start()
+        try:
+            self._watch(workers)
+        except KeyboardInterrupt:
+            self.ctx.fail("interrupted (Ctrl-C)")
+        return self._finish(workers)
+
+    def _watch(self, workers: list[threading.Thread]) -> None:
+        """Until the rank is done or failed: store polls, hang and silence detection."""
+        next_poll = 0.0
+        while self.ctx.failure is None:
+            if not any(w.is_alive() for w in workers) and self.comms.closed.is_set():
+                return
+            now = time.monotonic()
+            if now >= next_poll:
+                next_poll = now + STORE_POLL_S
+                self._poll_store()
+            self._check_progress(workers)
+            self.cancel.wait(0.02)
+
+    def _poll_store(self) -> None:
+        if os.getppid() != self.parent:
+            self.ctx.fail(f"{self.plan.stage}: the launcher (pid {self.parent}) is gone")
+            return
+        try:
+            line = read_failure(self.store)
+        except Exception as exc:
+            self.ctx.fail(f"{self.plan.stage}: the rendezvous store is unreachable (rank0 "
+                          f"gone?): {type(exc).__name__}")
+            return
+        if line is not None:
+            self.ctx.fail_remote(line)
+
+    def _check_progress(self, workers: list[threading.Thread]) -> None:
+        idle = time.monotonic() - self.state.progress_at
+        timeout = self.opts.timeout_s
+        busy = self.kernels.action
+        if busy is not None and idle > timeout:
+            self.ctx.fail(f"{self.plan.stage}: no progress for {idle:.1f} s (timeout "
+                          f"{timeout:g} s) in '{busy.describe()}' ({_where(busy)})")
+        elif idle > timeout + _grace(timeout):
+            doing = ", ".join(f"{w} at '{a}'" for w, a in sorted(self.state.doing.items()))
+            last = self.kernels.last
+            self.ctx.fail(f"{self.plan.stage}: no progress for {idle:.1f} s (timeout "
+                          f"{timeout:g} s): {doing or 'programs done, link still open'} "
+                          f"(last work: {_where(last) if last else 'none'}); "
+                          f"{self.state.describe_queues()}")
+
+    def _finish(self, workers: list[threading.Thread]) -> RankResult:
+        ctx, plan = self.ctx, self.plan
+        error = None
+        if ctx.failure is not None:
+            error = self._root_cause()
+            # workers stop at their next wait; one stuck in a kernel is abandoned
+            deadline = time.monotonic() + min(JOIN_S, self.opts.timeout_s)
+            for w in workers:
+                w.join(max(0.0, deadline - time.monotonic()))
+            self.comms.closed.wait(max(0.0, deadline - time.monotonic()))
+        else:
+            barrier(self.store, "done", plan.world_size, self.opts.timeout_s + 5.0)
+            close_groups()
+        stuck = tuple(w.name.removeprefix("pipefill-") for w in workers if w.is_alive())
+        trace = self.rec.trace(self._meta(error)) if plan.rank == 0 else None
+        return RankResult(plan.rank, trace, error, stuck)
+
+    def _root_cause(self) -> str:
+        line = self.ctx.failure or "failed"
+        if self.ctx.remote:
+            return line
+        try:
+            return publish_failure(self.store, line)
+        except Exception:  # the store is gone (rank0 died): this rank's line stands
+            return line
+
+    def _meta(self, error: str | None) -> dict[str, Any]:
+        opts, dopts = self.opts, self.dopts
+        extra = {
+            "kernels": self.family_info,
+            "threads": opts.threads,
+            "transport_mode": "dist",
+            "status": "failed" if error else "ok",
+            "error": error,
+            "fault": None if self.fault is None else self.fault.describe(),
+            "versions": versions("torch"),
+            "dist": {"world_size": self.plan.world_size, "mesh_size": dopts.mesh_size,
+                     "backend": self.backend, "master_addr": dopts.master_addr,
+                     "clock_offset_ms": {"1": self.leader_offset}, "clock_rtt_ms": self.rtt_ms,
+                     "poll_ms": dopts.poll_ms, "mesh_collectives": _mesh_collectives(
+                         opts.kernels, dopts.mesh_size),
+                     "ranks": [RankPlan(r, self.plan.world_size).describe()
+                               for r in range(self.plan.world_size)]},
+        }
+        device = (f"{self.runtime.describe()}; {self.plan.world_size} ranks over "
+                  f"{self.backend}")
+        return run_metadata(self.sc, source="exec", backend="dist", device=device, extra=extra)
+
+
+def _where(action: Any) -> str:
+    tag = action.tag
+    return f"chunk {tag.chunk}, epoch {tag.epoch}, call_id {tag.call_id}"
+
+
+def _mesh_collectives(kernels: str, mesh_size: int) -> str | None:
+    """What the mesh ranks synchronise on (None for a mesh of one rank)."""
+    if mesh_size < 2:
+        return None
+    if kernels == "model":
+        return f"tensor-parallel DiT over {mesh_size} ranks: 2 all-reduces per block"
+    return f"one all-reduce per kernel call over {mesh_size} ranks"
+
+
+def _grace(timeout_s: float) -> float:
+    """Extra wait of a rank that is only waiting, so a culprit's report comes first."""
+    return min(5.0, max(0.5, timeout_s / 2))
+

@@ -1,0 +1,89 @@
+"""A rank's kernels under dist: the usual family, sharded over the mesh, plus faults.
+
+Rank0 and every mesh rank build the run's kernel family as the threads executor does
+(same seeds, so the same weights). With a mesh of several ranks, stage1's model is
+sharded (:class:`exec.dist_tp.TPDiT`) and calibrated kernels get a per-call mesh sync;
+both run their collectives through the guarded :class:`exec.dist_tp.Collectives`.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import torch.distributed as dist
+
+from exec.calibrated import in_stage_thread
+from exec.dist_config import RankPlan
+from exec.dist_faults import DistFault, wrap_kernels
+from exec.dist_rendezvous import Groups
+from exec.dist_tp import Collectives, MeshSync, TPDiT
+from exec.errors import ExecConfigError
+from exec.kernels import KernelSetup, ModelFamily, make_family
+from exec.model_kernels import warm_up
+from exec.nn import MODEL_SIZES
+from exec.replay import ReplayOptions
+from exec.runtime import Runtime
+from sim.costs import CostTable
+from sim.scenario import Scenario
+
+
+class Tracked:
+    """Kernels that remember the call in progress (for hang reports)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.action: Any = None
+        self.last: Any = None
+
+    def run(self, action: Any) -> Any:
+        self.action = self.last = action
+        try:
+            return self.inner.run(action)
+        finally:
+            self.action = None
+
+
+def check_tp(opts: ReplayOptions, mesh_size: int) -> None:
+    """Model kernels shard attention heads over the mesh: the split must be even."""
+    size = MODEL_SIZES.get(opts.model_size)
+    if opts.kernels != "model" or mesh_size < 2 or size is None:
+        return
+    if size.heads % mesh_size:
+        raise ExecConfigError("--mesh-size", f"model size {opts.model_size} has {size.heads} "
+                              f"attention heads; tensor parallelism needs --mesh-size "
+                              f"dividing {size.heads}")
+
+
+def _all_reduce(t: Any, group: Any) -> None:
+    dist.all_reduce(t, group=group)
+
+
+def mesh_collectives(groups: Groups) -> Collectives | None:
+    if groups.tp is None:
+        return None
+    named = {"mesh": groups.tp, "world": groups.world, "link": groups.link}
+    return Collectives(groups.tp, _all_reduce, named, wrong=groups.world)
+
+
+def build_kernels(sc: Scenario, opts: ReplayOptions, plan: RankPlan, groups: Groups,
+                  runtime: Runtime, cancel: threading.Event,
+                  fault: DistFault | None) -> tuple[Any, dict[str, Any]]:
+    """(Tracked kernels of this rank's stage, the family's info for the metadata)."""
+    run = sc.run
+    costs = CostTable(sc.costs, run.sessions, run.chunks, run.seed)
+    setup = KernelSetup(sc, costs, runtime, opts.model_size, opts.calibration_path,
+                        cancel=cancel)
+    family = make_family(opts.kernels, setup)
+    coll = mesh_collectives(groups) if plan.stage == "stage1" else None
+    if coll is not None and isinstance(family, ModelFamily):
+        bundle = family.bundle
+        bundle.dit = TPDiT(bundle.dit, plan.rank - 1, len(plan.mesh), coll)
+        in_stage_thread(runtime, lambda: warm_up(bundle))  # every mesh rank, in lockstep
+    kernels: Any = family.for_stage(plan.stage)
+    if coll is not None and not isinstance(family, ModelFamily):
+        kernels = MeshSync(kernels, coll, runtime.device)
+    info = dict(family.info)
+    if coll is not None:
+        info["tensor_parallel"] = len(plan.mesh)
+    return Tracked(wrap_kernels(kernels, fault, plan, coll)), info
