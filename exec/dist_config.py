@@ -71,7 +71,15 @@ class DistOptions:
         if name == "nccl" and not (dist.is_nccl_available() and torch.cuda.is_available()):
             raise ExecConfigError("--dist-backend", "nccl asked for but this torch build "
                                   "has no NCCL or sees no CUDA device (use gloo)")
+        if name == "nccl" and not nccl_can_place(self.ranks_here()):
+            if self.dist_backend == "auto":
+                return "gloo"  # auto: ranks sharing a GPU go through gloo instead
+            raise ExecConfigError("--dist-backend", nccl_placement_message(self.ranks_here()))
         return name
+
+    def ranks_here(self) -> int:
+        """Ranks on this machine (torchrun's LOCAL_WORLD_SIZE, else the whole world)."""
+        return int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
 
     def check(self, sc: Scenario, device: str) -> None:
         if self.mesh_size < 1:
@@ -86,6 +94,22 @@ class DistOptions:
             raise ExecConfigError("--poll-ms", f"must be > 0 (got {self.poll_ms})")
         self.backend_for(device)
         check_layout(sc)
+
+
+#: the first NCCL that lets several ranks share one GPU (NCCL_MULTI_RANK_GPU_ENABLE)
+NCCL_SHARED_GPU = (2, 30, 0)
+
+
+def nccl_can_place(ranks: int) -> bool:
+    """NCCL before 2.30 refuses two ranks on one GPU ('invalid usage' at setup)."""
+    return ranks <= torch.cuda.device_count() or torch.cuda.nccl.version() >= NCCL_SHARED_GPU
+
+
+def nccl_placement_message(ranks: int) -> str:
+    version = ".".join(map(str, torch.cuda.nccl.version()))
+    return (f"nccl needs one GPU per rank before NCCL 2.30: {ranks} ranks on "
+            f"{torch.cuda.device_count()} GPU(s) with NCCL {version} (use --dist-backend "
+            "gloo, or auto, which picks gloo here)")
 
 
 def _world_message(sc: Scenario, world: int, mesh: int) -> str:
