@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from exec.dist_errors import MeshCollectiveError, WrongGroupError, gist
-from exec.dit import KV, Block, DiT, timestep_embedding
+from exec.dit import KV, Block, DiT
 from sim.actions import Compute
 
 
@@ -120,14 +120,8 @@ class TPDiT(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
                 cache: list[KV] | None) -> tuple[torch.Tensor, list[KV]]:
-        d = self.dit
-        tokens = d.embed(d.patchify(x)) + d.pos
-        c = d.t_mlp(timestep_embedding(t, self.size.dim)) + d.c_proj(cond)
-        own: list[KV] = []
-        for i, block in enumerate(self.blocks):
-            tokens, kv = block(tokens, c, cache[i] if cache else None)
-            own.append(kv)
-        return d.unpatchify(d.out(tokens), x.shape), own
+        out: tuple[torch.Tensor, list[KV]] = self.dit(x, t, cond, cache, blocks=self.blocks)
+        return out
 
 
 class MeshSync:

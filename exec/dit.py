@@ -110,11 +110,13 @@ class DiT(nn.Module):
         return x.reshape(shape)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-                cache: list[KV] | None) -> tuple[torch.Tensor, list[KV]]:
+                cache: list[KV] | None,
+                blocks: nn.ModuleList | None = None) -> tuple[torch.Tensor, list[KV]]:
+        """``blocks``: run these instead of the model's own (a tensor-parallel shard)."""
         tokens = self.embed(self.patchify(x)) + self.pos
         c = self.t_mlp(timestep_embedding(t, self.size.dim)) + self.c_proj(cond)
         own: list[KV] = []
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self.blocks if blocks is None else blocks):
             tokens, kv = block(tokens, c, cache[i] if cache else None)
             own.append(kv)
         return self.unpatchify(self.out(tokens), x.shape), own
