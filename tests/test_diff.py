@@ -53,6 +53,14 @@ def test_a_late_phase_is_found_in_its_chunk():
     assert diff_traces(t, _shift(t, "decode", 6, 1.0))["divergence"] is None
 
 
+def test_a_slow_warm_up_chunk_is_not_a_timing_divergence():
+    # make_scenario's warm-up is 2 chunks: a late decode of chunk 1 (first-call costs)
+    # is not reported; the same delay in chunk 2, the first steady-state chunk, is.
+    t = _sim()
+    assert diff_traces(t, _shift(t, "decode", 1, 5.0))["divergence"] is None
+    assert diff_traces(t, _shift(t, "decode", 2, 5.0))["divergence"]["chunk"] == 2
+
+
 def test_a_different_order_on_a_stage_is_an_order_divergence():
     t = _sim()
     ev = t.events.copy()

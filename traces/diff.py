@@ -139,9 +139,12 @@ def _emit_gaps(trace: Trace) -> pd.Series:
     return out[~out.index.duplicated()]
 
 
-def _first_beyond(delta: pd.Series, tol_ms: float) -> tuple[tuple[Any, ...], float] | None:
-    """The largest deviation within the earliest chunk that has one beyond tolerance."""
-    late = delta[delta.abs() > tol_ms]
+def _first_beyond(delta: pd.Series, tol_ms: float,
+                  from_chunk: int = 0) -> tuple[tuple[Any, ...], float] | None:
+    """The largest deviation within the earliest chunk (>= ``from_chunk``) that has one
+    beyond tolerance."""
+    late = delta[(delta.abs() > tol_ms)
+                 & (delta.index.get_level_values("chunk") >= from_chunk)]
     if late.empty:
         return None
     chunks = late.index.get_level_values("chunk")
@@ -150,10 +153,13 @@ def _first_beyond(delta: pd.Series, tol_ms: float) -> tuple[tuple[Any, ...], flo
     return tuple(in_chunk.index[pos]), float(in_chunk.iloc[pos])
 
 
-def _timing_divergence(tp: Trace, tm: Trace, tol_ms: float) -> Divergence | None:
+def _timing_divergence(tp: Trace, tm: Trace, tol_ms: float,
+                       from_chunk: int) -> Divergence | None:
+    """Timing is compared from the first steady-state chunk on: warm-up chunks pay
+    one-off costs (lazy initialisation, first kernel launches) that no model predicts."""
     op, om = _offsets(tp), _offsets(tm)
     found = []
-    hit = _first_beyond((om - op.reindex(om.index)).dropna(), tol_ms)
+    hit = _first_beyond((om - op.reindex(om.index)).dropna(), tol_ms, from_chunk)
     if hit is not None:
         (session, chunk, stage, name, *_), d = hit
         found.append(Divergence(int(session), int(chunk), "timing", str(stage), str(name),
@@ -161,7 +167,7 @@ def _timing_divergence(tp: Trace, tm: Trace, tol_ms: float) -> Divergence | None
                                 f"{'later' if d > 0 else 'earlier'} within its chunk than "
                                 f"predicted (tolerance {tol_ms:.2f} ms)"))
     gp, gm = _emit_gaps(tp), _emit_gaps(tm)
-    hit = _first_beyond((gm - gp.reindex(gm.index)).dropna(), tol_ms)
+    hit = _first_beyond((gm - gp.reindex(gm.index)).dropna(), tol_ms, from_chunk)
     if hit is not None:
         (session, chunk), d = hit
         found.append(Divergence(int(session), int(chunk), "timing", "stage0", "emit",
@@ -171,9 +177,11 @@ def _timing_divergence(tp: Trace, tm: Trace, tol_ms: float) -> Divergence | None
     return min(found, key=lambda d: d.rank, default=None)
 
 
-def first_divergence(tp: Trace, tm: Trace, tol_ms: float) -> Divergence | None:
+def first_divergence(tp: Trace, tm: Trace, tol_ms: float,
+                     from_chunk: int = 0) -> Divergence | None:
+    """Outcome and order differences count from chunk 0; timing from ``from_chunk``."""
     found = [d for d in (_outcome_divergence(tp, tm), _order_divergence(tp, tm),
-                         _timing_divergence(tp, tm, tol_ms)) if d is not None]
+                         _timing_divergence(tp, tm, tol_ms, from_chunk)) if d is not None]
     return min(found, key=lambda d: d.rank, default=None)
 
 
@@ -223,7 +231,8 @@ def diff_traces(predicted: Trace, measured: Trace, tolerance: float = 0.2) -> di
     metrics = metric_errors(mp, mm)
     scale = mp.get("period_ms") or float(_durations(predicted)["dur"].median() or 1.0)
     tol_ms = tolerance * float(scale)
-    div = first_divergence(predicted, measured, tol_ms)
+    first_steady = int(mp.get("window", {}).get("first_chunk", 0) or 0)
+    div = first_divergence(predicted, measured, tol_ms, first_steady)
     fields = meta_differences(predicted.meta, measured.meta)
     warnings = []
     if fields:
