@@ -105,13 +105,14 @@ def _from_entry(key: str, entry: Any) -> Calibration | None:
     return cal if cal.iter_ms > 0 and cal.n > 0 else None
 
 
-def in_stage_thread(runtime: Runtime, fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` in a fresh thread set up like a stage (thread count, inference mode)."""
+def in_stage_thread(runtime: Runtime, fn: Callable[[], Any], stage: str | None = None) -> Any:
+    """Run ``fn`` in a fresh thread set up like ``stage`` (its thread count, its CUDA
+    stream, inference mode); the first stage when None."""
     box: dict[str, Any] = {}
 
     def body() -> None:
         try:
-            with runtime.stage_context(runtime.stages[0]):
+            with runtime.stage_context(stage or runtime.stages[0]):
                 box["value"] = fn()
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc

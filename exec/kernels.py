@@ -58,7 +58,7 @@ class CalibratedFamily:
     def for_stage(self, stage: str) -> CalibratedKernels:
         kernels = CalibratedKernels(self.setup.costs, self.cal, self.setup.runtime,
                                     _stage_seed(self.setup, stage), self.setup.cancel)
-        in_stage_thread(self.setup.runtime, kernels.warm_up)
+        in_stage_thread(self.setup.runtime, kernels.warm_up, stage)
         return kernels
 
 
@@ -72,7 +72,9 @@ class ModelFamily:
                                   f"(allowed: {', '.join(MODEL_SIZES)})")
         self.setup = setup
         self.bundle = ModelBundle(size, setup.runtime, setup.scenario.run.seed)
-        in_stage_thread(setup.runtime, lambda: warm_up(self.bundle))
+        # on every stage's own stream: first calls there allocate and pick kernels too
+        for stage in setup.runtime.stages:
+            in_stage_thread(setup.runtime, lambda: warm_up(self.bundle), stage)
         self._cal: Calibration | None = None
         self.info: dict[str, Any] = {"kernels": "model", "model_size": setup.model_size,
                                      "parameters": self.bundle.parameters(),
@@ -104,7 +106,7 @@ class SpinFamily:
 
     def for_stage(self, stage: str) -> SpinKernels:
         kernels = SpinKernels(self.setup.costs, self.cal, self.setup.cancel)
-        in_stage_thread(self.setup.runtime, kernels.warm_up)
+        in_stage_thread(self.setup.runtime, kernels.warm_up, stage)
         return kernels
 
 
