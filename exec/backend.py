@@ -18,7 +18,7 @@ from typing import Any
 
 from exec.comm import CommLane
 from exec.errors import Aborted
-from exec.kernels import Kernels
+from exec.kernels import Kernels, prepare
 from exec.runtime import Runtime
 from exec.state import Parcel, SharedState, StallDetected
 from sim.actions import (
@@ -61,6 +61,9 @@ class RunContext:
     emitted: int = 0
     failure: str | None = None
     stage_locks: dict[str, threading.Lock] = field(default_factory=dict)
+    #: workers warm up in their own thread, meet here, then wait for time zero (``go``)
+    ready: threading.Barrier | None = None
+    go: threading.Event = field(default_factory=threading.Event)
     _fail_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fail(self, message: str) -> None:
@@ -169,6 +172,24 @@ def failure_report(run: RunContext, who: str, action: Action | None, tag: Tag | 
             f"{run.state.describe_queues()}")
 
 
+def _warm_up_then_wait(run: RunContext, stage: str) -> None:
+    """Warm this stage's kernels up in this thread, then wait until every worker has and
+    the clock has started (setup never lands in chunk 0's spans)."""
+    if run.ready is None:
+        return
+    try:
+        prepare(run.kernels[stage])
+    except BaseException:
+        run.ready.abort()  # nobody waits for a worker that cannot start
+        raise
+    try:
+        run.ready.wait(run.state.timeout_s)
+    except threading.BrokenBarrierError:
+        raise Aborted from None
+    if not run.go.wait(run.state.timeout_s) or run.state.aborted.is_set():
+        raise Aborted
+
+
 def drive(run: RunContext, sp: StageProgram, who: str) -> None:
     """Worker thread body: run ``sp``'s program to its end, an abort, or a failure."""
     state = run.state
@@ -176,6 +197,7 @@ def drive(run: RunContext, sp: StageProgram, who: str) -> None:
     tag: Tag | None = None
     try:
         with run.runtime.stage_context(sp.stage):
+            _warm_up_then_wait(run, sp.stage)
             backend = StageBackend(run, sp.stage, who)
             result: Any = None
             spins, seen = 0, -1

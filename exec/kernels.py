@@ -28,6 +28,13 @@ class Kernels(Protocol):
     def run(self, action: Compute) -> Any: ...
 
 
+def prepare(kernels: Kernels) -> None:
+    """Run a family's per-thread warm-up (``prepare`` or ``warm_up``) if it has one."""
+    hook = getattr(kernels, "prepare", None) or getattr(kernels, "warm_up", None)
+    if hook is not None:
+        hook()
+
+
 @dataclass(frozen=True)
 class KernelSetup:
     """What a family needs: the scenario, its cost table, the runtime and options;
@@ -72,9 +79,7 @@ class ModelFamily:
                                   f"(allowed: {', '.join(MODEL_SIZES)})")
         self.setup = setup
         self.bundle = ModelBundle(size, setup.runtime, setup.scenario.run.seed)
-        # on every stage's own stream: first calls there allocate and pick kernels too
-        for stage in setup.runtime.stages:
-            in_stage_thread(setup.runtime, lambda: warm_up(self.bundle), stage)
+        in_stage_thread(setup.runtime, lambda: warm_up(self.bundle))
         self._cal: Calibration | None = None
         self.info: dict[str, Any] = {"kernels": "model", "model_size": setup.model_size,
                                      "parameters": self.bundle.parameters(),
@@ -152,6 +157,9 @@ class FaultyKernels:
 
     def __init__(self, inner: Kernels, fault: Fault) -> None:
         self.inner, self.fault = inner, fault
+
+    def prepare(self) -> None:
+        prepare(self.inner)
 
     def run(self, action: Compute) -> Any:
         if action.phase == self.fault.phase and action.tag.chunk == self.fault.chunk:

@@ -80,6 +80,12 @@ class ModelKernels:
         self._fallback_factory = fallback
         self._fallback: Any = None
 
+    def prepare(self) -> None:
+        """Warm the networks up in the calling (worker) thread: cuBLAS/cuDNN handles and
+        workspaces are per thread and stream, so a warm-up elsewhere leaves chunk 0
+        paying for them."""
+        warm_up(self.b)
+
     def run(self, action: Compute) -> Any:
         kernel = MODEL_PHASES.get(action.phase)
         # a batched call or a slice of the model is not what these networks compute:

@@ -129,16 +129,18 @@ class _Replay:
     def execute(self) -> Trace:
         ctx, state = self.ctx, self.ctx.state
         workers = self._threads()
-        self.runtime.start()
-        state.progress_at = time.monotonic()
-        for lane in ctx.lanes.values():
-            lane.thread.start()
-        if self.sc.run.source == "realtime":
-            state.add_pending(1)
-            threading.Thread(target=feed_inputs, args=(state, self.sc.run, "stage0"),
-                             daemon=True, name="pipefill-source").start()
+        ctx.ready = threading.Barrier(len(workers) + 1)
+        realtime = self.sc.run.source == "realtime"
+        if realtime:
+            state.add_pending(1)  # inputs still to come: waiting for them is no deadlock
         for w in workers:
             w.start()
+        self._start_clock()
+        for lane in ctx.lanes.values():
+            lane.thread.start()
+        if realtime:
+            threading.Thread(target=feed_inputs, args=(state, self.sc.run, "stage0"),
+                             daemon=True, name="pipefill-source").start()
         try:
             self._watch(workers)
         except KeyboardInterrupt:  # stop like a failure, so what ran is still written
@@ -152,6 +154,22 @@ class _Replay:
             stuck = tuple(w.name.removeprefix("pipefill-") for w in workers if w.is_alive())
             raise ExecError(ctx.failure, trace, stuck)
         return trace
+
+    def _start_clock(self) -> None:
+        """Time zero once every worker has warmed up in its own thread (or failed)."""
+        ctx = self.ctx
+        assert ctx.ready is not None
+        try:
+            ctx.ready.wait(self.opts.timeout_s)
+        except threading.BrokenBarrierError:
+            # a worker whose warm-up raised records its own failure right after breaking
+            # the barrier; if none does, the warm-up outlasted the timeout
+            if not ctx.state.aborted.wait(1.0):
+                ctx.fail(f"a worker did not finish its warm-up within "
+                         f"{self.opts.timeout_s:g} s")
+        self.runtime.start()
+        self.ctx.state.progress_at = time.monotonic()
+        ctx.go.set()
 
     def _watch(self, workers: list[threading.Thread]) -> None:
         """Wait for the workers; fail the run if nothing progresses for ``timeout_s``.

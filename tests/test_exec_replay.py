@@ -3,6 +3,7 @@ and anchor mode, hard cuts, realtime input, overhead structure."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 
 import pytest
@@ -189,3 +190,34 @@ def test_a_free_message_waits_behind_a_transfer_in_flight(opts):
     measured = replay(sc, opts)
     assert _emits(measured) == [(k, 0) for k in range(8)]
     assert _sequence(measured, "stage1") == _sequence(simulate(sc), "stage1")
+
+
+def test_each_worker_warms_up_in_its_own_thread_before_time_zero(opts, monkeypatch):
+    # cuBLAS/cuDNN handles are per thread: a warm-up must run in the worker thread that
+    # will run the kernels, and before the clock starts (not inside chunk 0's spans)
+    from exec import calibrated
+
+    seen: list[str] = []
+    original = calibrated.CalibratedKernels.warm_up
+
+    def spy(self):
+        seen.append(threading.current_thread().name)
+        original(self)
+
+    monkeypatch.setattr(calibrated.CalibratedKernels, "warm_up", spy)
+    trace = replay(make_scenario({"name": "phase_pp"}, COSTS, chunks=3), opts)
+    assert {"pipefill-stage0", "pipefill-stage1"} <= set(seen)
+    assert trace.events["start_ms"].min() >= 0.0
+
+
+def test_a_failing_warm_up_ends_the_run_naming_the_stage(opts, monkeypatch):
+    from exec import calibrated
+    from exec.errors import ExecError
+
+    def boom(self):
+        if threading.current_thread().name == "pipefill-stage1":
+            raise RuntimeError("no device memory")
+
+    monkeypatch.setattr(calibrated.CalibratedKernels, "warm_up", boom)
+    with pytest.raises(ExecError, match=r"^stage1 failed at 'start'.*no device memory"):
+        replay(make_scenario({"name": "phase_pp"}, COSTS, chunks=3), opts)
