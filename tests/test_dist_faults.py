@@ -34,8 +34,9 @@ FAULTS = [
                  r"chunk=2 step=0' \(chunk 2, epoch 0, call_id 2\)", 2, id="stage-hangs"),
     pytest.param(["--inject", "kill:denoise:2"],
                  r"rank0 comms: lost rank1 \(RuntimeError: .*\); last message sent: infer "
-                 r"\(call_id \d+, chunk \d+, epoch 0\); last received: infer \(call_id 1, "
-                 r"chunk 1, epoch 0\)", 2, id="rank-killed"),
+                 # result 1 may still be on the wire when the connection drops
+                 r"\(call_id \d+, chunk \d+, epoch 0\); last received: infer \(call_id [01], "
+                 r"chunk [01], epoch 0\)", 2, id="rank-killed"),
     pytest.param(["--inject", "bad_version:q_in:2"],
                  r"rank1 comms: malformed frame from rank0 \(call_id 2, chunk 2, epoch 0\): "
                  r"bad version 99 \(expected 1\)", 2, id="bad-version"),
@@ -67,4 +68,6 @@ def test_a_fault_ends_every_rank_with_one_line_and_the_partial_trace(tmp_path, r
     trace = read_trace(out)
     assert trace.meta["status"] == "failed" and trace.meta["error"] in lines[0]
     emitted = set(trace.marks("emit")["chunk"])
-    assert emitted and max(emitted) < first_bad  # what completed is there, nothing after
+    # what completed is there, nothing after (a killed peer may cut off even chunk 0)
+    assert emitted or "lost rank" in lines[0]
+    assert max(emitted, default=-1) < first_bad
