@@ -230,19 +230,38 @@ class _Rank:
                                     name=f"pipefill-{sp.stage}") for sp in programs]
         for sp in programs:
             self.state.join(sp.stage)
-        self.state.progress_at = time.monotonic()
-        self.comms.thread.start()
-        if self.plan.rank == 0 and self.sc.run.source == "realtime":
+        realtime = self.plan.rank == 0 and self.sc.run.source == "realtime"
+        if realtime:
             self.state.add_pending(1)
-            threading.Thread(target=feed_inputs, args=(self.state, self.sc.run, "stage0"),
-                             daemon=True, name="pipefill-source").start()
+        self.comms.thread.start()
+        self.ctx.ready = threading.Barrier(len(workers) + 1)
         for w in workers:
             w.start()
+        self._all_warm()
+        self.state.progress_at = time.monotonic()
+        if realtime:
+            threading.Thread(target=feed_inputs, args=(self.state, self.sc.run, "stage0"),
+                             daemon=True, name="pipefill-source").start()
         try:
             self._watch(workers)
         except KeyboardInterrupt:
             self.ctx.fail("interrupted (Ctrl-C)")
         return self._finish(workers)
+
+    def _all_warm(self) -> None:
+        """Release the workers once every rank's workers warmed up in their own threads
+        (per-thread cuBLAS/cuDNN handles), so no rank's setup lands in chunk 0."""
+        ctx, setup_s = self.ctx, max(SETUP_TIMEOUT_S, self.opts.timeout_s)
+        assert ctx.ready is not None
+        try:
+            ctx.ready.wait(setup_s)
+            barrier(self.store, "warm", self.plan.world_size, setup_s)
+        except threading.BrokenBarrierError:
+            if not self.cancel.wait(1.0):  # a failed warm-up reports itself at once
+                ctx.fail(f"a worker did not finish its warm-up within {setup_s:g} s")
+        except RendezvousError as exc:
+            ctx.fail(str(exc))
+        ctx.go.set()
 
     def _watch(self, workers: list[threading.Thread]) -> None:
         """Until the rank is done or failed: store polls, hang and silence detection."""
