@@ -28,11 +28,15 @@ class Kernels(Protocol):
     def run(self, action: Compute) -> Any: ...
 
 
-def prepare(kernels: Kernels) -> None:
-    """Run a family's per-thread warm-up (``prepare`` or ``warm_up``) if it has one."""
-    hook = getattr(kernels, "prepare", None) or getattr(kernels, "warm_up", None)
-    if hook is not None:
-        hook()
+def prepare(kernels: Any) -> None:
+    """Run a family's per-thread warm-up (``prepare`` or ``warm_up``) if it has one,
+    looking through wrappers (fault injection, tracking, mesh sync) via ``inner``."""
+    while kernels is not None:
+        hook = getattr(kernels, "prepare", None) or getattr(kernels, "warm_up", None)
+        if hook is not None:
+            hook()
+            return
+        kernels = getattr(kernels, "inner", None)
 
 
 @dataclass(frozen=True)
@@ -157,9 +161,6 @@ class FaultyKernels:
 
     def __init__(self, inner: Kernels, fault: Fault) -> None:
         self.inner, self.fault = inner, fault
-
-    def prepare(self) -> None:
-        prepare(self.inner)
 
     def run(self, action: Compute) -> Any:
         if action.phase == self.fault.phase and action.tag.chunk == self.fault.chunk:

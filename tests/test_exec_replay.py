@@ -221,3 +221,21 @@ def test_a_failing_warm_up_ends_the_run_naming_the_stage(opts, monkeypatch):
     monkeypatch.setattr(calibrated.CalibratedKernels, "warm_up", boom)
     with pytest.raises(ExecError, match=r"^stage1 failed at 'start'.*no device memory"):
         replay(make_scenario({"name": "phase_pp"}, COSTS, chunks=3), opts)
+
+
+def test_warm_up_reaches_kernels_through_their_wrappers():
+    from exec.dist_setup import Tracked
+    from exec.kernels import Fault, FaultyKernels, prepare
+
+    calls: list[str] = []
+
+    class Inner:
+        def warm_up(self) -> None:
+            calls.append("warm")
+
+        def run(self, action):
+            return None
+
+    prepare(Tracked(FaultyKernels(Inner(), Fault("denoise", 1))))
+    assert calls == ["warm"]
+    prepare(object())  # kernels without a warm-up are fine
