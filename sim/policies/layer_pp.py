@@ -31,7 +31,7 @@ from sim.actions import (
 )
 from sim.graph_model import GraphContext, GraphModel, ModelGraph, add_input
 from sim.policies.base import CallIds, Policy
-from sim.policies.layers import check_split, even_split
+from sim.policies.layers import check_split, even_split, link
 from sim.teg import PeriodicGraph
 from traces.recorder import Tag
 
@@ -39,11 +39,6 @@ if TYPE_CHECKING:
     from sim.scenario import Scenario
 
 FLUSH = "flush"
-
-
-def link(p: int) -> str:
-    """The queue carrying activations from stage p to stage p+1."""
-    return f"act{p}"
 
 
 class LayerPP(Policy):

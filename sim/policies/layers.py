@@ -31,3 +31,8 @@ def balanced_split(blocks: int, per_block_ms: float, edges_ms: list[float]) -> l
         loads = [(n + 1) * per_block_ms + e for n, e in zip(counts, edges_ms, strict=True)]
         counts[loads.index(min(loads))] += 1
     return counts
+
+
+def link(p: int) -> str:
+    """The queue carrying activations from stage p to stage p+1."""
+    return f"act{p}"

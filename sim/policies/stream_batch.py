@@ -36,7 +36,7 @@ from sim.actions import (
 )
 from sim.graph_model import GraphContext, GraphModel, ModelGraph, add_input
 from sim.policies.base import CallIds, Policy
-from sim.policies.layers import balanced_split, check_split, even_split
+from sim.policies.layers import balanced_split, check_split, even_split, link
 from sim.teg import PeriodicGraph
 from traces.recorder import Tag
 
@@ -44,10 +44,6 @@ if TYPE_CHECKING:
     from sim.scenario import Scenario
 
 LOOP = "loop"
-
-
-def link(w: int) -> str:
-    return f"act{w}"
 
 
 class StreamBatch(Policy):
