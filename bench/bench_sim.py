@@ -9,9 +9,9 @@ import argparse
 import time
 import tracemalloc
 
-from sim.engine import simulate
-from sim.scenario import load_scenario
-from traces.metrics import compute_metrics
+from pipefill.sim.engine import simulate
+from pipefill.sim.scenario import load_scenario
+from pipefill.traces.metrics import compute_metrics
 
 CASES = {
     "default (phase_pp r0a lag1)": [],

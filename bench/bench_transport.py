@@ -34,12 +34,12 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exec.dist_config import RankPlan
-from exec.dist_link import PeerLink, noop
-from exec.dist_rendezvous import clock_offset
-from exec.dist_wire import Checker, Frame, Header, frame_message, message_frame
-from sim.actions import INFER, Message
-from traces.recorder import Tag
+from pipefill.exec.dist.config import RankPlan
+from pipefill.exec.dist.link import PeerLink, noop
+from pipefill.exec.dist.rendezvous import clock_offset
+from pipefill.exec.dist.wire import Checker, Frame, Header, frame_message, message_frame
+from pipefill.sim.actions import INFER, Message
+from pipefill.traces.recorder import Tag
 
 WARMUP = 3
 

@@ -30,13 +30,12 @@ from typing import Any
 
 import pandas as pd
 import torch
-
-from exec.replay import ReplayOptions, replay
-from sim.calibrate import calibrate_trace
-from sim.engine import simulate
-from sim.scenario import Scenario, build_scenario
-from traces.io import write_table
-from traces.metrics import compute_metrics
+from pipefill.exec.threads.replay import ReplayOptions, replay
+from pipefill.sim.calibrate import calibrate_trace
+from pipefill.sim.engine import simulate
+from pipefill.sim.scenario import Scenario, build_scenario
+from pipefill.traces.io import write_table
+from pipefill.traces.metrics import compute_metrics
 
 #: stage costs (ms); stage0 = build + decode (+ encode), stage1 = 2 denoise steps (+ recompute)
 RATIOS: dict[str, dict[str, float]] = {

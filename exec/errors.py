@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sim.scenario import ScenarioError
-from traces.schema import Trace
+from pipefill.sim.scenario import ScenarioError
+from pipefill.traces.schema import Trace
 
 
 class ExecConfigError(ScenarioError):

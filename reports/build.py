@@ -21,17 +21,21 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
-
-from reports import content
-from reports import html as h
-from reports.distributions import draw_latency, draw_phase_durations, latency_data, phase_durations
-from reports.gantt import DEFAULT_WINDOW, draw_gantt, gantt_panels
-from reports.inputs import ReportError, ReportInput, load_inputs
-from reports.period import draw_period, period_data
-from reports.provenance import report_command
-from reports.queues import draw_queues, queue_data
-from reports.style import png_bytes
-from reports.sweep import (
+from pipefill.reports import content
+from pipefill.reports import html as h
+from pipefill.reports.distributions import (
+    draw_latency,
+    draw_phase_durations,
+    latency_data,
+    phase_durations,
+)
+from pipefill.reports.gantt import DEFAULT_WINDOW, draw_gantt, gantt_panels
+from pipefill.reports.inputs import ReportError, ReportInput, load_inputs
+from pipefill.reports.period import draw_period, period_data
+from pipefill.reports.provenance import report_command
+from pipefill.reports.queues import draw_queues, queue_data
+from pipefill.reports.style import png_bytes
+from pipefill.reports.sweep import (
     curve_data,
     draw_curves,
     draw_heatmaps,

@@ -1,18 +1,18 @@
 """The report's text sections: notices, metrics, scenario and policy, provenance.
 
-Each function returns HTML blocks (via :mod:`reports.html`) for one section; the
-figures are added by :mod:`reports.build`.
+Each function returns HTML blocks (via :mod:`pipefill.reports.html`) for one section; the
+figures are added by :mod:`pipefill.reports.build`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from reports import html as h
-from reports.inputs import ReportInput, Run, Sweep
-from reports.provenance import produced_by, rerun_command, sweep_command, toml_dumps
-from reports.series import dropped
-from traces.metrics import SUMMARY_KEYS
+from pipefill.reports import html as h
+from pipefill.reports.inputs import ReportInput, Run, Sweep
+from pipefill.reports.provenance import produced_by, rerun_command, sweep_command, toml_dumps
+from pipefill.reports.series import dropped
+from pipefill.traces.metrics import SUMMARY_KEYS
 
 #: cost-model fields shown per phase (others appear in the scenario TOML)
 COST_FIELDS = ("dist", "mean", "cv", "low", "high", "steps", "drift_ms")

@@ -14,10 +14,9 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-
-from reports.inputs import Run
-from reports.series import chunk_series
-from reports.style import new_figure, no_data, phase_colour, role_style
+from pipefill.reports.inputs import Run
+from pipefill.reports.series import chunk_series
+from pipefill.reports.style import new_figure, no_data, phase_colour, role_style
 
 PERCENTILES = (50, 95, 99)
 #: lanes whose spans are grouped by (phase, stage): a send from stage0 is an envelope,

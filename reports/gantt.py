@@ -17,11 +17,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-
-from reports.inputs import Run
-from reports.series import cut_chunks, warmup_of
-from reports.style import IDLE_STYLE, MARK_STYLES, new_figure, phase_colour
-from traces.schema import Trace
+from pipefill.reports.inputs import Run
+from pipefill.reports.series import cut_chunks, warmup_of
+from pipefill.reports.style import IDLE_STYLE, MARK_STYLES, new_figure, phase_colour
+from pipefill.traces.schema import Trace
 
 #: lane -> rank within a stage (rows are sorted stage first, then by this)
 LANE_ORDER: dict[str, int] = {"compute": 0, "comm": 1}

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-from traces.io import read_table
-from traces.metrics import compute_metrics
-from traces.schema import COLUMNS, Trace, TraceError, validate
+from pipefill.traces.io import read_table
+from pipefill.traces.metrics import compute_metrics
+from pipefill.traces.schema import COLUMNS, Trace, TraceError, validate
 
 #: trace source -> its role in a report (a simulated trace predicts, an executed one measures)
 SOURCE_ROLES: dict[str, str] = {"sim": "predicted", "exec": "measured"}
@@ -43,7 +42,7 @@ class Run:
 
 @dataclass
 class Sweep:
-    """A sweep table: one row per grid point, axis columns first (``sim.sweep`` contract)."""
+    """A sweep table: one row per grid point, axis columns first (:mod:`pipefill.sim.sweep`)."""
 
     path: Path
     table: pd.DataFrame

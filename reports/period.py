@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-
-from reports.inputs import Run
-from reports.series import chunk_series, cut_chunks, warmup_of
-from reports.style import MARK_STYLES, REF_STYLES, new_figure, no_data, role_style
+from pipefill.reports.inputs import Run
+from pipefill.reports.series import chunk_series, cut_chunks, warmup_of
+from pipefill.reports.style import MARK_STYLES, REF_STYLES, new_figure, no_data, role_style
 
 #: the seed's pass gate for OverlapScore
 OVERLAP_GATE = 0.30
@@ -27,7 +26,7 @@ MARKER_LIMIT = 200
 class PeriodData:
     """One run's per-chunk series and the reference levels drawn over it.
 
-    ``series``: :func:`reports.series.chunk_series`; ``max_stage_ms`` =
+    ``series``: :func:`pipefill.reports.series.chunk_series`; ``max_stage_ms`` =
     max(stage0_ms, stage1_ms) and ``serial_sum_ms`` = stage0_ms + stage1_ms of the
     metrics (None when missing); ``cuts``: chunks starting a new epoch.
     """

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from reports.inputs import Run, Sweep
+from pipefill.reports.inputs import Run, Sweep
 
 #: metadata keys shown under "how it was produced", in order, with their labels
 PRODUCED_BY: dict[str, str] = {

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-
-from reports.inputs import Run
-from reports.series import cut_times
-from reports.style import MARK_STYLES, new_figure, no_data, role_style
+from pipefill.reports.inputs import Run
+from pipefill.reports.series import cut_times
+from pipefill.reports.style import MARK_STYLES, new_figure, no_data, role_style
 
 #: queue counter -> the policy parameter that is its capacity (DESIGN: D_in, D_out)
 CAPACITY_FIELDS: dict[str, str] = {"q_in": "d_in", "q_out": "d_out"}

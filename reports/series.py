@@ -1,6 +1,6 @@
 """Per-chunk series behind the report's figures, by the metric definitions of DESIGN.md.
 
-:func:`chunk_series` is the per-chunk view of what :func:`traces.metrics.compute_metrics`
+:func:`chunk_series` is the per-chunk view of what :func:`pipefill.traces.metrics.compute_metrics`
 summarises: the median of ``period_ms`` over the window rows is the trace's
 ``period_ms``, the median of the defined ``overlap`` values its ``overlap_score``, and
 so on (the tests hold the two to each other).
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
-from traces.schema import Trace
+from pipefill.traces.schema import Trace
 
 #: the two stages the overlap metric is defined on (DESIGN: stage0_k, stage1_k)
 OVERLAP_STAGES = ("stage0", "stage1")

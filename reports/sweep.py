@@ -20,9 +20,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
-
-from reports.inputs import Sweep
-from reports.style import new_figure, no_data
+from pipefill.reports.inputs import Sweep
+from pipefill.reports.style import new_figure, no_data
 
 #: preferred heatmap axes (rows, columns) when the sweep has them
 DEPTH_AXES = ("policy.d_in", "policy.d_out")

@@ -19,7 +19,7 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from traces.recorder import Tag
+from pipefill.traces.recorder import Tag
 
 #: message kinds travelling on queues
 INFER, SHUTDOWN = "infer", "shutdown"

@@ -1,7 +1,7 @@
 """The analytic period bound: max cycle ratio of a policy's event graph, and what moves it.
 
-``compute_bound(scenario)`` prices the policy's event graph (``sim.bound_models`` and
-each policy module's ``MODEL``) with the *expected* costs, solves it (``sim.teg``) and
+``compute_bound(scenario)`` prices the policy's event graph (``pipefill.sim.bound_models`` and
+each policy module's ``MODEL``) with the *expected* costs, solves it (``pipefill.sim.teg``) and
 reports the steady-state period per chunk, the critical cycle, the serial upper bound
 and the sensitivity of the period to each phase on the critical cycle.
 
@@ -23,15 +23,15 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sim.bound_models import CORE_MODELS
-from sim.costs import CostSpec, CostTable
-from sim.graph_model import GraphContext, GraphModel, Load, ModelGraph
-from sim.policies.layer_pp import MODEL as LAYER_PP_MODEL
-from sim.policies.multi_session import MODEL as MULTI_SESSION_MODEL
-from sim.policies.rolling_window import MODEL as ROLLING_WINDOW_MODEL
-from sim.policies.stream_batch import MODEL as STREAM_BATCH_MODEL
-from sim.scenario import Scenario, ScenarioError
-from sim.teg import Cycle, DeadlockCycle, PeriodicGraph, Solution, solve
+from pipefill.sim.bound_models import CORE_MODELS
+from pipefill.sim.costs import CostSpec, CostTable
+from pipefill.sim.graph_model import GraphContext, GraphModel, Load, ModelGraph
+from pipefill.sim.policies.layer_pp import MODEL as LAYER_PP_MODEL
+from pipefill.sim.policies.multi_session import MODEL as MULTI_SESSION_MODEL
+from pipefill.sim.policies.rolling_window import MODEL as ROLLING_WINDOW_MODEL
+from pipefill.sim.policies.stream_batch import MODEL as STREAM_BATCH_MODEL
+from pipefill.sim.scenario import Scenario, ScenarioError
+from pipefill.sim.teg import Cycle, DeadlockCycle, PeriodicGraph, Solution, solve
 
 #: policy name -> its event-graph model
 MODELS: dict[str, GraphModel] = {

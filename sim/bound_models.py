@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-from sim.graph_model import GraphContext, GraphModel, Load, ModelGraph, add_input
-from sim.policies.common import Coupling
-from sim.teg import PeriodicGraph
-from traces.recorder import Tag
+from pipefill.sim.graph_model import GraphContext, GraphModel, Load, ModelGraph, add_input
+from pipefill.sim.policies.common import Coupling
+from pipefill.sim.teg import PeriodicGraph
+from pipefill.traces.recorder import Tag
 
 if TYPE_CHECKING:
-    from sim.scenario import Scenario
+    from pipefill.sim.scenario import Scenario
 
 #: chunk count of a modelled stream: it never ends (the bound is its steady state)
 ENDLESS = 2**62

@@ -15,12 +15,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pipefill.sim.costs import PHASES
+from pipefill.sim.scenario import Scenario, ScenarioError, Transport, _error_from, build_scenario
+from pipefill.sim.toml_writer import to_toml
+from pipefill.traces.schema import Trace, TraceError
 from pydantic import ValidationError
-
-from sim.costs import PHASES
-from sim.scenario import Scenario, ScenarioError, Transport, _error_from, build_scenario
-from sim.toml_writer import to_toml
-from traces.schema import Trace, TraceError
 
 DISTS = ("auto", "constant", "normal", "lognormal", "empirical")
 #: relative spread below which a phase is fitted as a constant

@@ -13,8 +13,7 @@ from collections.abc import Generator
 from typing import Any
 
 import simpy
-
-from sim.actions import (
+from pipefill.sim.actions import (
     Compute,
     Flush,
     Get,
@@ -29,12 +28,12 @@ from sim.actions import (
     WaitChange,
     WaitInput,
 )
-from sim.costs import CostTable
-from sim.queues import SlotQueue, describe, make_queues, record_depth, snapshot
-from sim.scenario import Scenario
-from traces.meta import run_metadata
-from traces.recorder import Recorder, Tag
-from traces.schema import Trace
+from pipefill.sim.costs import CostTable
+from pipefill.sim.queues import SlotQueue, describe, make_queues, record_depth, snapshot
+from pipefill.sim.scenario import Scenario
+from pipefill.traces.meta import run_metadata
+from pipefill.traces.recorder import Recorder, Tag
+from pipefill.traces.schema import Trace
 
 SimGen = Generator[simpy.Event, Any, Any]
 #: actions a program may take at one instant before we call it a livelock

@@ -1,4 +1,4 @@
-"""What a policy's event-graph model is made of (shared by ``sim.bound_models`` and the
+"""What a policy's event-graph model is made of (shared by ``pipefill.sim.bound_models`` and the
 policy modules, which must not import the policy registry).
 
 ``GraphContext`` prices nodes with the same ``CostTable.duration`` the engine uses, on
@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from sim.actions import Compute
-from sim.costs import CostTable
-from sim.teg import PeriodicGraph
-from traces.recorder import Tag
+from pipefill.sim.actions import Compute
+from pipefill.sim.costs import CostTable
+from pipefill.sim.teg import PeriodicGraph
+from pipefill.traces.recorder import Tag
 
 if TYPE_CHECKING:
-    from sim.scenario import Scenario
+    from pipefill.sim.scenario import Scenario
 
 Kind = Literal["exact", "lower_bound", "estimate"]
 

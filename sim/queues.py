@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from sim.actions import Message, QueueSpec, StateView
-from traces.recorder import Recorder
+from pipefill.sim.actions import Message, QueueSpec, StateView
+from pipefill.traces.recorder import Recorder
 
 T = TypeVar("T")
 

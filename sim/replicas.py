@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from sim.engine import simulate
-from sim.scenario import ScenarioError, apply_overrides, build_scenario
-from traces.metrics import compute_metrics
+from pipefill.sim.engine import simulate
+from pipefill.sim.scenario import ScenarioError, apply_overrides, build_scenario
+from pipefill.traces.metrics import compute_metrics
 
 #: metrics summarised across replicas
 REPLICA_KEYS = ("period_ms", "mean_period_ms", "fps", "overlap_score", "ttff_ms",

@@ -14,9 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from pipefill.sim.costs import PHASES, CostSpec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from sim.costs import PHASES, CostSpec
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
 
@@ -123,7 +122,8 @@ class Scenario(BaseModel):
 
 
 def default_scenario_text() -> str:
-    return resources.files("sim").joinpath("default_scenario.toml").read_text(encoding="utf-8")
+    text = resources.files("pipefill.sim").joinpath("default_scenario.toml")
+    return text.read_text(encoding="utf-8")
 
 
 def parse_value(text: str) -> Any:
@@ -174,7 +174,7 @@ def _error_from(exc: ValidationError, prefix: str = "") -> ScenarioError:
 
 def build_scenario(raw: dict[str, Any], name: str = "scenario") -> Scenario:
     """Validate raw tables into a Scenario (policy resolved through the registry)."""
-    from sim.policies import make_policy  # the registry imports scenario types
+    from pipefill.sim.policies import make_policy  # the registry imports scenario types
 
     raw = _normalize(copy.deepcopy(raw))
     unknown = set(raw) - {"run", "policy", "costs", "transport", "name"}

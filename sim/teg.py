@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 import numpy as np
-
-from sim.teg_regime import cyclicity
+from pipefill.sim.teg_regime import cyclicity
 
 NEG = -np.inf
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sim.actions import Get, Poll, Program, QueueSpec, Reserve, StageProgram
-from sim.policies.base import Policy
-from sim.scenario import Scenario
+from pipefill.sim.actions import Get, Poll, Program, QueueSpec, Reserve, StageProgram
+from pipefill.sim.policies.base import Policy
+from pipefill.sim.scenario import Scenario
+
 from tests.conftest import make_scenario
 
 

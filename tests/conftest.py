@@ -6,8 +6,7 @@ import os
 from typing import Any
 
 import pytest
-
-from sim.scenario import Scenario, build_scenario
+from pipefill.sim.scenario import Scenario, build_scenario
 
 #: zero-cost transport so hand-derived schedules only contain compute
 NO_TRANSPORT = {"latency_ms": 0.0, "bandwidth_gbps": 1.0, "envelope_bytes": 0, "result_bytes": 0}

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from pipefill.cli import app
 from typer.testing import CliRunner
-
-from cli import app
 
 runner = CliRunner()
 FREE = "transport={latency_ms=0}"  # no bytes, no latency

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from sim.teg import DeadlockCycle, PeriodicGraph, solve
+from pipefill.sim.teg import DeadlockCycle, PeriodicGraph, solve
 
 
 def graph(durations: dict[str, float], arcs: list[tuple[str, int, str, int]]) -> PeriodicGraph:

@@ -10,23 +10,23 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
-
-from cli import app
-from sim.calibrate import (
+from pipefill.cli import app
+from pipefill.sim.calibrate import (
     calibrate_trace,
     choose_dist,
     fit_samples,
     fit_transport,
     trim_outliers,
 )
-from sim.engine import simulate
-from sim.scenario import build_scenario
-from sim.toml_writer import to_toml
+from pipefill.sim.engine import simulate
+from pipefill.sim.scenario import build_scenario
+from pipefill.sim.toml_writer import to_toml
+from pipefill.traces.io import write_trace
+from pipefill.traces.metrics import compute_metrics
+from pipefill.traces.recorder import Recorder, Tag
+from typer.testing import CliRunner
+
 from tests.conftest import make_scenario
-from traces.io import write_trace
-from traces.metrics import compute_metrics
-from traces.recorder import Recorder, Tag
 
 runner = CliRunner()
 cost = st.floats(0.5, 50.0).map(lambda x: round(x, 3))

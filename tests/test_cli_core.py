@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
+from pipefill.cli import app
+from pipefill.traces.io import read_table, read_trace
 from typer.testing import CliRunner
-
-from cli import app
-from traces.io import read_table, read_trace
 
 runner = CliRunner()
 SMALL = ["--set", "run.chunks=30"]
@@ -86,9 +85,9 @@ def test_sweep_bad_axis_exits_2_without_output(tmp_path):
 
 
 def test_report_takes_the_bound_from_a_simulated_trace(tmp_path):
-    from cli import _bound_of_simulated
-    from sim.bound import compute_bound
-    from sim.scenario import load_scenario
+    from pipefill.cli.analyze import _bound_of_simulated
+    from pipefill.sim.bound import compute_bound
+    from pipefill.sim.scenario import load_scenario
 
     trace, table = tmp_path / "t.parquet", tmp_path / "sw.parquet"
     assert runner.invoke(app, ["simulate", *SMALL, "--out", str(trace)]).exit_code == 0

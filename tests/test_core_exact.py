@@ -7,10 +7,10 @@ takes no time, so every derivation below only has compute on it.
 from __future__ import annotations
 
 import pytest
+from pipefill.sim.engine import simulate
+from pipefill.traces.metrics import compute_metrics
 
-from sim.engine import simulate
 from tests.conftest import make_scenario
-from traces.metrics import compute_metrics
 
 BASE = {"build": 1.0, "denoise": 10.0, "decode": 5.0}
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from pipefill.cli import app
+from pipefill.sim.engine import simulate
+from pipefill.sim.policies import POLICIES
+from pipefill.traces.diff import diff_traces
+from pipefill.traces.io import write_trace
+from pipefill.traces.schema import Trace
 from typer.testing import CliRunner
 
-from cli import app
-from sim.engine import simulate
-from sim.policies import POLICIES
 from tests.conftest import make_scenario
-from traces.diff import diff_traces
-from traces.io import write_trace
-from traces.schema import Trace
 
 runner = CliRunner()
 COSTS = {"build": 2.0, "denoise": {"mean": 5.0, "steps": 2}, "decode": 6.0}

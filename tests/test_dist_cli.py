@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from pipefill.cli import app
+from pipefill.sim.scenario import build_scenario
+from pipefill.traces.io import read_trace
+from pipefill.traces.schema import Trace
 from typer.testing import CliRunner
 
-from cli import app
-from sim.scenario import build_scenario
 from tests.test_dist_support import FAST, TOKEN_VAR, dist_cal, processes_with, run_token
-from traces.io import read_trace
-from traces.schema import Trace
 
 __all__ = ["dist_cal", "run_token"]  # fixtures shared from test_dist_support
 
@@ -97,7 +97,7 @@ def test_dist_and_threads_traces_have_the_same_chunks_epochs_ids_and_order(dist_
 
 def test_diff_and_calibrate_read_a_dist_trace(dist_run, tmp_path):
     _, trace, _, tmp = dist_run
-    measured, sim = tmp / "dist.parquet", tmp_path / "sim.parquet"
+    measured, sim = tmp / "dist.parquet", tmp_path / "pipefill.sim.parquet"
     assert runner.invoke(app, ["simulate", *FAST, "--set", "run.chunks=8", "--out",
                                str(sim)]).exit_code == 0
     res = runner.invoke(app, ["diff", str(sim), str(measured), "--json"])
@@ -122,8 +122,8 @@ def test_torchrun_launches_the_same_replay(tmp_path, run_token, dist_cal):
         port = s.getsockname()[1]
     torchrun = str(Path(sys.executable).parent / "torchrun")
     cmd = [torchrun, "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
-           str(port), "-m", "cli", "replay", *ARGS, *dist_cal, "--backend", "dist", "--out",
-           str(out), "--json"]
+           str(port), "-m", "pipefill.cli", "replay", *ARGS, *dist_cal, "--backend", "dist",
+           "--out", str(out), "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
     try:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from exec import dist_config
-from exec.dist_config import DistOptions
-from exec.errors import ExecConfigError
+from pipefill.exec.dist import config as dist_config
+from pipefill.exec.dist.config import DistOptions
+from pipefill.exec.errors import ExecConfigError
 
 
 @pytest.fixture

@@ -11,16 +11,15 @@ from collections import deque
 
 import pytest
 import torch
-
-from exec.dist_comms import Comms, CommsConfig, Staging
-from exec.dist_link import noop
-from exec.dist_state import DistState, RankWiring
-from exec.dist_trace import DrainRecorder
-from exec.dist_wire import Frame, parse_body, parse_prefix, seal
-from exec.runtime import CpuRuntime
-from exec.state import Parcel, StallDetected
-from sim.actions import INFER, Message, QueueSpec
-from traces.recorder import Tag
+from pipefill.exec.dist.comms import Comms, CommsConfig, Staging
+from pipefill.exec.dist.link import noop
+from pipefill.exec.dist.state import DistState, RankWiring
+from pipefill.exec.dist.trace import DrainRecorder
+from pipefill.exec.dist.wire import Frame, parse_body, parse_prefix, seal
+from pipefill.exec.threads.runtime import CpuRuntime
+from pipefill.exec.threads.state import Parcel, StallDetected
+from pipefill.sim.actions import INFER, Message, QueueSpec
+from pipefill.traces.recorder import Tag
 
 SPECS = [QueueSpec("q_in", 2, "stage0", "stage1"), QueueSpec("q_out", 2, "stage1", "stage0")]
 

@@ -7,11 +7,10 @@ import threading
 
 import pytest
 import torch
-
-from exec.dist_errors import MeshCollectiveError, WrongGroupError
-from exec.dist_tp import Collectives, TPDiT
-from exec.dit import DiT
-from exec.nn import MODEL_SIZES
+from pipefill.exec.dist.errors import MeshCollectiveError, WrongGroupError
+from pipefill.exec.dist.tp import Collectives, TPDiT
+from pipefill.exec.kernels.dit import DiT
+from pipefill.exec.kernels.nn import MODEL_SIZES
 
 
 class _ThreadMesh:

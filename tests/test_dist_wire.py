@@ -8,10 +8,9 @@ import math
 
 import pytest
 import torch
-
-from exec.dist_faults import DistFault, wire_corruptor
-from exec.dist_trace import DrainRecorder, rows_from_json
-from exec.dist_wire import (
+from pipefill.exec.dist.faults import DistFault, wire_corruptor
+from pipefill.exec.dist.trace import DrainRecorder, rows_from_json
+from pipefill.exec.dist.wire import (
     MAGIC,
     WIRE_VERSION,
     Checker,
@@ -25,10 +24,10 @@ from exec.dist_wire import (
     parse_prefix,
     seal,
 )
-from exec.errors import ExecConfigError
-from exec.model_kernels import Envelope
-from sim.actions import INFER, SHUTDOWN, Message
-from traces.recorder import Tag
+from pipefill.exec.errors import ExecConfigError
+from pipefill.exec.kernels.model import Envelope
+from pipefill.sim.actions import INFER, SHUTDOWN, Message
+from pipefill.traces.recorder import Tag
 
 
 def _envelope(nan: bool = False) -> Envelope:

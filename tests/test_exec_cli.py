@@ -6,10 +6,9 @@ import json
 
 import pytest
 import torch
+from pipefill.cli import app
+from pipefill.traces.io import read_trace
 from typer.testing import CliRunner
-
-from cli import app
-from traces.io import read_trace
 
 runner = CliRunner()
 FAST = ["--set", "run.chunks=6", "--set", "run.warmup=2", "--set", "costs.build.mean=1",

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pipefill.exec.kernels import model as model_kernels
+from pipefill.exec.kernels.dit import KV, Block, DiT
+from pipefill.exec.kernels.model import Envelope, ModelBundle, ModelKernels
+from pipefill.exec.kernels.nn import MODEL_SIZES
+from pipefill.exec.kernels.vae import Decoder, Encoder
+from pipefill.exec.threads.replay import ReplayOptions, replay
+from pipefill.exec.threads.runtime import CpuRuntime
+from pipefill.sim.actions import INFER, Compute, Message
+from pipefill.sim.engine import simulate
+from pipefill.traces.recorder import Tag
 
-from exec import model_kernels
-from exec.dit import KV, Block, DiT
-from exec.model_kernels import Envelope, ModelBundle, ModelKernels
-from exec.nn import MODEL_SIZES
-from exec.replay import ReplayOptions, replay
-from exec.runtime import CpuRuntime
-from exec.vae import Decoder, Encoder
-from sim.actions import INFER, Compute, Message
-from sim.engine import simulate
 from tests.conftest import make_scenario
 from tests.test_exec_replay import check_hard_cuts
-from traces.recorder import Tag
 
 TINY = MODEL_SIZES["tiny"]
 STAGES = ("stage0", "stage1")

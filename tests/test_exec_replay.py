@@ -9,13 +9,13 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pipefill.exec.threads.replay import ReplayOptions, replay
+from pipefill.sim.engine import simulate
+from pipefill.sim.policies import POLICIES as REGISTRY
+from pipefill.traces.diff import diff_traces
+from pipefill.traces.schema import COLUMNS, Trace
 
-from exec.replay import ReplayOptions, replay
-from sim.engine import simulate
-from sim.policies import POLICIES as REGISTRY
 from tests.conftest import make_scenario
-from traces.diff import diff_traces
-from traces.schema import COLUMNS, Trace
 
 #: stage1 is clearly the bottleneck, so every scheduling choice is the same in the
 #: simulator and on a noisy machine (no near-ties between the stages)
@@ -195,7 +195,7 @@ def test_a_free_message_waits_behind_a_transfer_in_flight(opts):
 def test_each_worker_warms_up_in_its_own_thread_before_time_zero(opts, monkeypatch):
     # cuBLAS/cuDNN handles are per thread: a warm-up must run in the worker thread that
     # will run the kernels, and before the clock starts (not inside chunk 0's spans)
-    from exec import calibrated
+    from pipefill.exec.kernels import calibrated
 
     seen: list[str] = []
     original = calibrated.CalibratedKernels.warm_up
@@ -211,8 +211,8 @@ def test_each_worker_warms_up_in_its_own_thread_before_time_zero(opts, monkeypat
 
 
 def test_a_failing_warm_up_ends_the_run_naming_the_stage(opts, monkeypatch):
-    from exec import calibrated
-    from exec.errors import ExecError
+    from pipefill.exec.errors import ExecError
+    from pipefill.exec.kernels import calibrated
 
     def boom(self):
         if threading.current_thread().name == "pipefill-stage1":
@@ -224,8 +224,8 @@ def test_a_failing_warm_up_ends_the_run_naming_the_stage(opts, monkeypatch):
 
 
 def test_warm_up_reaches_kernels_through_their_wrappers():
-    from exec.dist_setup import Tracked
-    from exec.kernels import Fault, FaultyKernels, prepare
+    from pipefill.exec.dist.rank_kernels import Tracked
+    from pipefill.exec.kernels.registry import Fault, FaultyKernels, prepare
 
     calls: list[str] = []
 

@@ -8,11 +8,10 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from exec.errors import Aborted
-from exec.state import Parcel, SharedState, StallDetected
-from sim.actions import INFER, Message, QueueSpec
-from traces.recorder import Recorder, Tag
+from pipefill.exec.errors import Aborted
+from pipefill.exec.threads.state import Parcel, SharedState, StallDetected
+from pipefill.sim.actions import INFER, Message, QueueSpec
+from pipefill.traces.recorder import Recorder, Tag
 
 SPECS = [QueueSpec("q_in", 2, "stage0", "stage1"), QueueSpec("q_out", 1, "stage1", "stage0")]
 

@@ -9,14 +9,14 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from pipefill.cli import app
+from pipefill.sim.engine import simulate
+from pipefill.traces.chrome import flow_targets, to_chrome
+from pipefill.traces.io import write_table, write_trace
+from pipefill.traces.schema import Trace, from_rows
 from typer.testing import CliRunner
 
-from cli import app
-from sim.engine import simulate
 from tests.conftest import make_scenario
-from traces.chrome import flow_targets, to_chrome
-from traces.io import write_table, write_trace
-from traces.schema import Trace, from_rows
 
 COSTS = {"build": {"dist": "lognormal", "mean": 2.0, "cv": 0.1}, "recompute": 3.0,
          "denoise": {"mean": 6.0, "steps": 2}, "decode": 7.0, "encode": 1.0}

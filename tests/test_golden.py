@@ -12,11 +12,11 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from pipefill.sim.engine import simulate
+from pipefill.traces.io import read_table, write_table
+from pipefill.traces.schema import validate
 
-from sim.engine import simulate
 from tests.conftest import make_scenario
-from traces.io import read_table, write_table
-from traces.schema import validate
 
 GOLDEN = Path(__file__).parent / "golden"
 TRANSPORT = {"latency_ms": 0.25, "bandwidth_gbps": 2.0, "envelope_bytes": 1_000_000,

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from traces.metrics import compute_metrics
-from traces.recorder import Recorder, Tag
+from pipefill.traces.metrics import compute_metrics
+from pipefill.traces.recorder import Recorder, Tag
 
 
 def _trace(periods=(10.0, 10.0, 14.0), target_fps=None):

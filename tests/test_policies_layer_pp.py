@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pipefill.sim.bound import period_bound
+from pipefill.sim.engine import simulate
+from pipefill.sim.scenario import ScenarioError
+from pipefill.traces.metrics import compute_metrics
 
-from sim.bound import period_bound
-from sim.engine import simulate
-from sim.scenario import ScenarioError
 from tests.conftest import make_scenario
-from traces.metrics import compute_metrics
 
 
 def layer_pp(stages: int, items: int, chunks: int, blocks: int | None = None,

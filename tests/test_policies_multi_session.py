@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pipefill.sim.bound import period_bound
+from pipefill.sim.engine import simulate
+from pipefill.sim.scenario import ScenarioError
+from pipefill.traces.metrics import compute_metrics
 
-from sim.bound import period_bound
-from sim.engine import simulate
-from sim.scenario import ScenarioError
 from tests.conftest import make_scenario
-from traces.metrics import compute_metrics
 
 # a generator call over B sessions costs 4 + 6 B ms (one step): 10 alone, 16 for two
 COSTS = {"build": 2.0, "denoise": {"mean": 10.0, "batch_fixed_ms": 4.0}, "decode": 3.0}

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pipefill.sim.bound import period_bound
+from pipefill.sim.engine import simulate
+from pipefill.sim.policies.rolling_window import call_plan, schedule_period
+from pipefill.sim.scenario import ScenarioError
+from pipefill.traces.metrics import compute_metrics
 
-from sim.bound import period_bound
-from sim.engine import simulate
-from sim.policies.rolling_window import call_plan, schedule_period
-from sim.scenario import ScenarioError
 from tests.conftest import make_scenario
-from traces.metrics import compute_metrics
 
 # one denoise step of a call over B chunks costs 4 + 6 B ms: 10 alone, 16 for two
 COSTS = {"build": 2.0, "denoise": {"mean": 10.0, "steps": 2, "batch_fixed_ms": 4.0},

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pipefill.sim.bound import period_bound
+from pipefill.sim.engine import simulate
+from pipefill.sim.policies.stream_batch import TickPlan
+from pipefill.sim.scenario import ScenarioError
+from pipefill.traces.metrics import compute_metrics
 
-from sim.bound import period_bound
-from sim.engine import simulate
-from sim.policies.stream_batch import TickPlan
-from sim.scenario import ScenarioError
 from tests.conftest import make_scenario
-from traces.metrics import compute_metrics
 
 # one latent's full-DiT step costs 10 ms; a batch of B costs 4 + 6 B (10, 16, 22 ...)
 COSTS = {"denoise": {"mean": 10.0, "batch_fixed_ms": 4.0}, "encode": 2.0, "decode": 3.0}

@@ -6,14 +6,14 @@ import json
 from itertools import pairwise
 
 import pandas as pd
+from pipefill.cli import app
+from pipefill.sim.engine import simulate
+from pipefill.sim.sweep import best_point
+from pipefill.traces.memory import memory_in_flight
+from pipefill.traces.metrics import compute_metrics
 from typer.testing import CliRunner
 
-from cli import app
-from sim.engine import simulate
-from sim.sweep import best_point
 from tests.conftest import make_scenario
-from traces.memory import memory_in_flight
-from traces.metrics import compute_metrics
 
 runner = CliRunner()
 TRANSPORT = {"latency_ms": 0.0, "bandwidth_gbps": 1000.0, "envelope_bytes": 100,

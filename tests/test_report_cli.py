@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from pipefill.cli import app
+from pipefill.reports import build
+from pipefill.reports.build import REPORT_FIGURES, build_report
+from pipefill.sim.engine import simulate
+from pipefill.sim.sweep import Axis, run_sweep
+from pipefill.traces.io import write_table, write_trace
+from pipefill.traces.schema import Trace
 from typer.testing import CliRunner, Result
 
-from cli import app
-from reports import build
-from reports.build import REPORT_FIGURES, build_report
-from sim.engine import simulate
-from sim.sweep import Axis, run_sweep
 from tests.conftest import make_scenario
-from traces.io import write_table, write_trace
-from traces.schema import Trace
 
 COSTS = {"build": 2.0, "denoise": {"mean": 6.0, "steps": 2}, "decode": 7.0}
 TRANSPORT = {"latency_ms": 0.05, "bandwidth_gbps": 10.0, "envelope_bytes": 400_000,

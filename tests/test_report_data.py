@@ -8,22 +8,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pipefill.reports.distributions import latency_data, phase_durations
+from pipefill.reports.gantt import choose_window, gantt_panels
+from pipefill.reports.inputs import ReportError, Run, Sweep, load_inputs
+from pipefill.reports.period import draw_period, period_data
+from pipefill.reports.provenance import toml_dumps
+from pipefill.reports.queues import queue_data
+from pipefill.reports.series import chunk_series
+from pipefill.reports.sweep import curve_data, heatmap_data, pareto_data
+from pipefill.sim.engine import simulate
+from pipefill.sim.scenario import load_raw
+from pipefill.sim.sweep import Axis, run_sweep
+from pipefill.traces.io import write_table, write_trace
+from pipefill.traces.metrics import compute_metrics
+from pipefill.traces.schema import Trace
 
-from reports.distributions import latency_data, phase_durations
-from reports.gantt import choose_window, gantt_panels
-from reports.inputs import ReportError, Run, Sweep, load_inputs
-from reports.period import draw_period, period_data
-from reports.provenance import toml_dumps
-from reports.queues import queue_data
-from reports.series import chunk_series
-from reports.sweep import curve_data, heatmap_data, pareto_data
-from sim.engine import simulate
-from sim.scenario import load_raw
-from sim.sweep import Axis, run_sweep
 from tests.conftest import make_scenario
-from traces.io import write_table, write_trace
-from traces.metrics import compute_metrics
-from traces.schema import Trace
 
 COSTS = {"build": {"dist": "lognormal", "mean": 2.0, "cv": 0.1},
          "denoise": {"mean": 6.0, "steps": 2}, "recompute": 3.0,

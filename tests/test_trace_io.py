@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from pipefill.sim.engine import simulate
+from pipefill.traces.io import atomic_path, read_table, read_trace, write_trace
+from pipefill.traces.schema import COLUMNS, TraceError
 
-from sim.engine import simulate
 from tests.conftest import make_scenario
-from traces.io import atomic_path, read_table, read_trace, write_trace
-from traces.schema import COLUMNS, TraceError
 
 BASE = {"build": 1.0, "denoise": 10.0, "decode": 5.0}
 

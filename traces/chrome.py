@@ -34,9 +34,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from traces.io import read_table, write_text
-from traces.schema import Trace, TraceError, validate
+from pipefill.traces.io import read_table, write_text
+from pipefill.traces.schema import Trace, TraceError, validate
 
 #: ticks per microsecond (a power of two keeps tick / TICKS exact in floating point)
 TICKS = 1024

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from traces.metrics import SUMMARY_KEYS, compute_metrics
-from traces.schema import Trace
+from pipefill.traces.metrics import SUMMARY_KEYS, compute_metrics
+from pipefill.traces.schema import Trace
 
 #: fidelity targets of the verdict (DESIGN.md / issue: period 5 %, OverlapScore 0.05)
 PERIOD_TARGET, OVERLAP_TARGET = 0.05, 0.05

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from traces.schema import Trace
+from pipefill.traces.schema import Trace
 
 TOTAL = "bytes_in_flight"
 

@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from traces.memory import memory_in_flight
-from traces.schema import Trace
+from pipefill.traces.memory import memory_in_flight
+from pipefill.traces.schema import Trace
 
 #: keys every summary carries (None when missing), in display order
 SUMMARY_KEYS = (

@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from traces.schema import Trace, from_rows
+from pipefill.traces.schema import Trace, from_rows
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipefill.sim.policies.base import Policy
+from pipefill.sim.policies.layer_pp import LayerPP
+from pipefill.sim.policies.multi_session import MultiSession
+from pipefill.sim.policies.phase_pp import PhasePP
+from pipefill.sim.policies.rolling_window import RollingWindow
+from pipefill.sim.policies.serial import Serial
+from pipefill.sim.policies.stream_batch import StreamBatch
 from pydantic import ValidationError
-
-from sim.policies.base import Policy
-from sim.policies.layer_pp import LayerPP
-from sim.policies.multi_session import MultiSession
-from sim.policies.phase_pp import PhasePP
-from sim.policies.rolling_window import RollingWindow
-from sim.policies.serial import Serial
-from sim.policies.stream_batch import StreamBatch
 
 POLICIES: dict[str, type[Policy]] = {cls.name: cls for cls in (
     Serial, PhasePP, StreamBatch, LayerPP, MultiSession, RollingWindow)}
@@ -20,7 +19,7 @@ POLICIES: dict[str, type[Policy]] = {cls.name: cls for cls in (
 
 def make_policy(raw: dict[str, Any]) -> Policy:
     """Validate a ``[policy]`` table into a policy object; errors name ``policy.<field>``."""
-    from sim.scenario import ScenarioError, _error_from
+    from pipefill.sim.scenario import ScenarioError, _error_from
 
     if not isinstance(raw, dict):
         raise ScenarioError("policy", "must be a table with a name")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pipefill.sim.actions import QueueSpec, StageProgram
 from pydantic import BaseModel, ConfigDict
 
-from sim.actions import QueueSpec, StageProgram
-
 if TYPE_CHECKING:
-    from sim.scenario import Scenario
+    from pipefill.sim.scenario import Scenario
 
 
 class CallIds:
@@ -28,7 +27,7 @@ class Policy(BaseModel):
 
     Contract: :meth:`programs` returns fresh generators on every call, so one policy
     object can be run any number of times by any backend; the programs only talk to the
-    world through :mod:`sim.actions`. :meth:`check` raises ``ScenarioError`` naming the
+    world through :mod:`pipefill.sim.actions`. :meth:`check` raises ``ScenarioError`` naming the
     field when the scenario cannot run this policy (e.g. a missing phase cost).
     """
 
@@ -50,7 +49,7 @@ class Policy(BaseModel):
         return ("build", "denoise", "decode")
 
     def check(self, sc: Scenario) -> None:
-        from sim.scenario import ScenarioError
+        from pipefill.sim.scenario import ScenarioError
 
         for phase in self.required_phases(sc):
             if sc.cost(phase) is None:

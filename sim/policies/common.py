@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from sim.actions import (
+from pipefill.sim.actions import (
     INFER,
     SHUTDOWN,
     Compute,
@@ -27,11 +27,11 @@ from sim.actions import (
     Reserve,
     WaitInput,
 )
-from sim.policies.base import CallIds
-from traces.recorder import Tag
+from pipefill.sim.policies.base import CallIds
+from pipefill.traces.recorder import Tag
 
 if TYPE_CHECKING:
-    from sim.scenario import Scenario
+    from pipefill.sim.scenario import Scenario
 
 Q_IN, Q_OUT = "q_in", "q_out"
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
-
-from sim.actions import (
+from pipefill.sim.actions import (
     INFER,
     Compute,
     Get,
@@ -29,14 +27,15 @@ from sim.actions import (
     StageProgram,
     WaitInput,
 )
-from sim.graph_model import GraphContext, GraphModel, ModelGraph, add_input
-from sim.policies.base import CallIds, Policy
-from sim.policies.layers import check_split, even_split, link
-from sim.teg import PeriodicGraph
-from traces.recorder import Tag
+from pipefill.sim.graph_model import GraphContext, GraphModel, ModelGraph, add_input
+from pipefill.sim.policies.base import CallIds, Policy
+from pipefill.sim.policies.layers import check_split, even_split, link
+from pipefill.sim.teg import PeriodicGraph
+from pipefill.traces.recorder import Tag
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 if TYPE_CHECKING:
-    from sim.scenario import Scenario
+    from pipefill.sim.scenario import Scenario
 
 FLUSH = "flush"
 

@@ -16,9 +16,7 @@ from dataclasses import replace
 from itertools import pairwise
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
-
-from sim.actions import (
+from pipefill.sim.actions import (
     INFER,
     Compute,
     Get,
@@ -35,13 +33,14 @@ from sim.actions import (
     WaitChange,
     WaitInput,
 )
-from sim.graph_model import GraphContext, GraphModel, ModelGraph, add_input
-from sim.policies.base import CallIds, Policy
-from sim.teg import PeriodicGraph
-from traces.recorder import Tag
+from pipefill.sim.graph_model import GraphContext, GraphModel, ModelGraph, add_input
+from pipefill.sim.policies.base import CallIds, Policy
+from pipefill.sim.teg import PeriodicGraph
+from pipefill.traces.recorder import Tag
+from pydantic import Field, ValidationInfo, field_validator
 
 if TYPE_CHECKING:
-    from sim.scenario import Scenario
+    from pipefill.sim.scenario import Scenario
 
 
 def q_in(s: int) -> str:

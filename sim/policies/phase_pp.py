@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from pipefill.sim.actions import Poll, Program, QueueSpec, StageProgram, StateView, WaitChange
+from pipefill.sim.policies.base import CallIds, Policy
+from pipefill.sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of, generator_program
 from pydantic import Field
 
-from sim.actions import Poll, Program, QueueSpec, StageProgram, StateView, WaitChange
-from sim.policies.base import CallIds, Policy
-from sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of, generator_program
-
 if TYPE_CHECKING:
-    from sim.scenario import Scenario
+    from pipefill.sim.scenario import Scenario
 
 #: a candidate step of stage0: returns a sub-program to run now, or None if not possible
 Step = Callable[[Stage0Ops, StateView], Program | None]

@@ -22,9 +22,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field
-
-from sim.actions import (
+from pipefill.sim.actions import (
     INFER,
     Action,
     Compute,
@@ -39,14 +37,15 @@ from sim.actions import (
     StageProgram,
     WaitChange,
 )
-from sim.graph_model import GraphContext, GraphModel, ModelGraph, add_input
-from sim.policies.base import CallIds, Policy
-from sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of
-from sim.teg import PeriodicGraph
-from traces.recorder import Tag
+from pipefill.sim.graph_model import GraphContext, GraphModel, ModelGraph, add_input
+from pipefill.sim.policies.base import CallIds, Policy
+from pipefill.sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of
+from pipefill.sim.teg import PeriodicGraph
+from pipefill.traces.recorder import Tag
+from pydantic import Field
 
 if TYPE_CHECKING:
-    from sim.scenario import Scenario
+    from pipefill.sim.scenario import Scenario
 
 WINDOW = "window"
 

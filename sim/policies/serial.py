@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from pipefill.sim.actions import Program, QueueSpec, StageProgram
+from pipefill.sim.policies.base import CallIds, Policy
+from pipefill.sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of, generator_program
 from pydantic import Field
 
-from sim.actions import Program, QueueSpec, StageProgram
-from sim.policies.base import CallIds, Policy
-from sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of, generator_program
-
 if TYPE_CHECKING:
-    from sim.scenario import Scenario
+    from pipefill.sim.scenario import Scenario
 
 
 class Serial(Policy):

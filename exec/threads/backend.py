@@ -1,6 +1,6 @@
 """The threads backend: one worker thread per StageProgram, blocking action handlers.
 
-:class:`StageBackend` implements the :class:`sim.actions.Backend` protocol the SimPy
+:class:`StageBackend` implements the :class:`pipefill.sim.actions.Backend` protocol the SimPy
 engine implements, but each handler blocks until its action is done and returns the
 result directly. :func:`drive` is the worker loop: it sends results back into the
 policy's own program, exactly like the engine's driver, so no policy logic lives here.
@@ -16,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from exec.comm import CommLane
-from exec.errors import Aborted
-from exec.kernels import Kernels, prepare
-from exec.runtime import Runtime
-from exec.state import Parcel, SharedState, StallDetected
-from sim.actions import (
+from pipefill.exec.errors import Aborted
+from pipefill.exec.kernels.registry import Kernels, prepare
+from pipefill.exec.threads.comm import CommLane
+from pipefill.exec.threads.runtime import Runtime
+from pipefill.exec.threads.state import Parcel, SharedState, StallDetected
+from pipefill.sim.actions import (
     Action,
     Compute,
     Flush,
@@ -37,8 +37,8 @@ from sim.actions import (
     WaitChange,
     WaitInput,
 )
-from sim.scenario import Transport
-from traces.recorder import Recorder, Tag
+from pipefill.sim.scenario import Transport
+from pipefill.traces.recorder import Recorder, Tag
 
 Progress = Callable[[int, int], None]
 #: actions a program may take without changing any state or computing: a livelock

@@ -1,6 +1,6 @@
 """Typed errors of the dist backend and the one-line gist of a transport error.
 
-Wire-format errors (:class:`exec.dist_wire.WireError`) carry the frame's header; the
+Wire-format errors (:class:`pipefill.exec.dist.wire.WireError`) carry the frame's header; the
 ones here are about the world around the frames: a collective aimed at the wrong
 group, a mesh collective that failed, a rendezvous that never completed.
 """

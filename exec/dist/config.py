@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from exec.errors import ExecConfigError
-from sim.scenario import Scenario
+from pipefill.exec.errors import ExecConfigError
+from pipefill.sim.scenario import Scenario
 
 #: policy name -> why its stages map onto rank0 + mesh (the registry of dist policies)
 DIST_POLICIES: dict[str, str] = {
@@ -38,7 +38,7 @@ LOOPBACK = "127.0.0.1"
 
 @dataclass(frozen=True)
 class DistOptions:
-    """How to run a dist replay (on top of :class:`exec.replay.ReplayOptions`).
+    """How to run a dist replay (on top of :class:`pipefill.exec.threads.replay.ReplayOptions`).
 
     ``mesh_size``: ranks of the mesh (world size = 1 + mesh_size); ``world_size``: the
     size the user expects (checked against the layout; None = derived);

@@ -23,8 +23,7 @@ from dataclasses import fields, is_dataclass
 from typing import Any, ClassVar
 
 import torch
-
-from exec.errors import ExecConfigError
+from pipefill.exec.errors import ExecConfigError
 
 
 def tensors_of(obj: Any) -> Iterator[torch.Tensor]:

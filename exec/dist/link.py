@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from exec.dist_wire import (
+from pipefill.exec.dist.wire import (
     DTYPES,
     PREFIX_LEN,
     Frame,

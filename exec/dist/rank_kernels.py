@@ -2,8 +2,8 @@
 
 Rank0 and every mesh rank build the run's kernel family as the threads executor does
 (same seeds, so the same weights). With a mesh of several ranks, stage1's model is
-sharded (:class:`exec.dist_tp.TPDiT`) and calibrated kernels get a per-call mesh sync;
-both run their collectives through the guarded :class:`exec.dist_tp.Collectives`.
+sharded (:class:`pipefill.exec.dist.tp.TPDiT`) and calibrated kernels get a per-call mesh sync;
+both run their collectives through the guarded :class:`pipefill.exec.dist.tp.Collectives`.
 """
 
 from __future__ import annotations
@@ -13,19 +13,19 @@ from typing import Any
 
 import torch.distributed as dist
 
-from exec.calibrated import in_stage_thread
-from exec.dist_config import RankPlan
-from exec.dist_faults import DistFault, wrap_kernels
-from exec.dist_rendezvous import Groups
-from exec.dist_tp import Collectives, MeshSync, TPDiT
-from exec.errors import ExecConfigError
-from exec.kernels import KernelSetup, ModelFamily, make_family
-from exec.model_kernels import warm_up
-from exec.nn import MODEL_SIZES
-from exec.replay import ReplayOptions
-from exec.runtime import Runtime
-from sim.costs import CostTable
-from sim.scenario import Scenario
+from pipefill.exec.kernels.calibrated import in_stage_thread
+from pipefill.exec.dist.config import RankPlan
+from pipefill.exec.dist.faults import DistFault, wrap_kernels
+from pipefill.exec.dist.rendezvous import Groups
+from pipefill.exec.dist.tp import Collectives, MeshSync, TPDiT
+from pipefill.exec.errors import ExecConfigError
+from pipefill.exec.kernels.registry import KernelSetup, ModelFamily, make_family
+from pipefill.exec.kernels.model import warm_up
+from pipefill.exec.kernels.nn import MODEL_SIZES
+from pipefill.exec.threads.replay import ReplayOptions
+from pipefill.exec.threads.runtime import Runtime
+from pipefill.sim.costs import CostTable
+from pipefill.sim.scenario import Scenario
 
 
 class Tracked:

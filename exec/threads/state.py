@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from exec.errors import Aborted
-from sim.actions import Message, QueueSpec, StateView
-from sim.queues import SlotQueue, describe, make_queues, record_depth, snapshot
-from traces.recorder import Recorder, Tag
+from pipefill.exec.errors import Aborted
+from pipefill.sim.actions import Message, QueueSpec, StateView
+from pipefill.sim.queues import SlotQueue, describe, make_queues, record_depth, snapshot
+from pipefill.traces.recorder import Recorder, Tag
 
 
 class StallDetected(RuntimeError):

@@ -21,12 +21,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from exec.dist_config import RankPlan
-from exec.dist_tp import Collectives
-from exec.dist_wire import WIRE_VERSION, Frame, Header
-from exec.errors import ExecConfigError
-from exec.kernels import Fault, FaultyKernels
-from sim.actions import Compute
+from pipefill.exec.dist.config import RankPlan
+from pipefill.exec.dist.tp import Collectives
+from pipefill.exec.dist.wire import WIRE_VERSION, Frame, Header
+from pipefill.exec.errors import ExecConfigError
+from pipefill.exec.kernels.registry import Fault, FaultyKernels
+from pipefill.sim.actions import Compute
 
 
 @dataclass(frozen=True)

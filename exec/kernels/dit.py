@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from pipefill.exec.kernels.nn import Linear, ModelSize
 from torch import nn
-
-from exec.nn import Linear, ModelSize
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from exec.model_kernels import Envelope
-from sim.actions import INFER, SHUTDOWN, Message
-from traces.recorder import Tag
+from pipefill.exec.kernels.model import Envelope
+from pipefill.sim.actions import INFER, SHUTDOWN, Message
+from pipefill.traces.recorder import Tag
 
 MAGIC = 0x50465744  # "PFWD"
 WIRE_VERSION = 1

@@ -3,13 +3,13 @@
 Programs never touch torch.distributed: their Put/Release/Flush hand frames to an
 :class:`Outbox`, and the comms thread moves them. Rank0 and the mesh leader run a
 lockstep link (one frame each way per round, a ``noop`` when idle, see
-:mod:`exec.dist_link`); the leader also broadcasts its program's results to the mesh
+:mod:`pipefill.exec.dist.link`); the leader also broadcasts its program's results to the mesh
 followers, whose comms thread only receives. Every frame is validated before it is
-sent and after it is received (:class:`exec.dist_wire.Checker`). A link ends when both
+sent and after it is received (:class:`pipefill.exec.dist.wire.Checker`). A link ends when both
 ends said ``bye`` (their programs finished), or at once after a ``fail`` either way.
 
 The tensor-parallel collectives inside the model kernels are not transport: they run on
-the compute thread, on their own process group (:mod:`exec.dist_tp`). The clock-offset
+the compute thread, on their own process group (:mod:`pipefill.exec.dist.tp`). The clock-offset
 ping-pong of setup runs before this thread starts, so it never shares the link.
 """
 
@@ -25,13 +25,13 @@ from typing import Any
 
 import torch
 
-from exec.dist_errors import gist
-from exec.dist_link import MeshCast, PeerLink, noop
-from exec.dist_state import DistState, FollowerState, dropped_from_body, view_from_body
-from exec.dist_trace import DrainRecorder, rows_from_json
-from exec.dist_wire import Checker, Frame, Header, WireError, frame_message
-from exec.runtime import Runtime
-from exec.state import Parcel
+from pipefill.exec.dist.errors import gist
+from pipefill.exec.dist.link import MeshCast, PeerLink, noop
+from pipefill.exec.dist.state import DistState, FollowerState, dropped_from_body, view_from_body
+from pipefill.exec.dist.trace import DrainRecorder, rows_from_json
+from pipefill.exec.dist.wire import Checker, Frame, Header, WireError, frame_message
+from pipefill.exec.threads.runtime import Runtime
+from pipefill.exec.threads.state import Parcel
 
 Item = tuple[Frame, Any]  # a frame and the CUDA event its tensors are ready at (or None)
 #: frame actions that carry queue messages (the work an error line names)

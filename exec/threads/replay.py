@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from exec.backend import Progress, RunContext, drive
-from exec.comm import CommLane, feed_inputs
-from exec.errors import ExecConfigError, ExecError
-from exec.kernels import Fault, FaultyKernels, Kernels, KernelSetup, make_family
-from exec.runtime import Runtime, open_runtime
-from exec.state import SharedState
-from sim.costs import CostTable
-from sim.scenario import Scenario
-from traces.meta import run_metadata, versions
-from traces.recorder import Recorder
-from traces.schema import Trace
+from pipefill.exec.errors import ExecConfigError, ExecError
+from pipefill.exec.kernels.registry import Fault, FaultyKernels, Kernels, KernelSetup, make_family
+from pipefill.exec.threads.backend import Progress, RunContext, drive
+from pipefill.exec.threads.comm import CommLane, feed_inputs
+from pipefill.exec.threads.runtime import Runtime, open_runtime
+from pipefill.exec.threads.state import SharedState
+from pipefill.sim.costs import CostTable
+from pipefill.sim.scenario import Scenario
+from pipefill.traces.meta import run_metadata, versions
+from pipefill.traces.recorder import Recorder
+from pipefill.traces.schema import Trace
 
 #: how the comm lanes move messages: ``modelled`` waits the scenario's transport time
 #: (replays the cost model's links), ``handoff`` delivers at once (real in-process cost)

@@ -24,11 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from exec.dist_wire import Frame, Header, message_frame
-from exec.state import ExecQueue, Parcel, SharedState, StallDetected
-from sim.actions import Message, QueueSpec, StateView
-from sim.queues import bytes_in_flight
-from traces.recorder import Recorder, Tag
+from pipefill.exec.dist.wire import Frame, Header, message_frame
+from pipefill.exec.threads.state import ExecQueue, Parcel, SharedState, StallDetected
+from pipefill.sim.actions import Message, QueueSpec, StateView
+from pipefill.sim.queues import bytes_in_flight
+from pipefill.traces.recorder import Recorder, Tag
 
 #: a queue's end on this rank
 LOCAL, PRODUCER, CONSUMER = "local", "producer", "consumer"

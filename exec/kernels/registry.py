@@ -13,15 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from exec.calibrated import CalibratedKernels, Calibration, in_stage_thread, load_or_measure
-from exec.errors import ExecConfigError, InjectedFault
-from exec.model_kernels import ModelBundle, ModelKernels, warm_up
-from exec.nn import MODEL_SIZES
-from exec.runtime import Runtime
-from exec.spin import SpinKernels, measure_spin
-from sim.actions import Compute
-from sim.costs import CostTable
-from sim.scenario import Scenario
+from pipefill.exec.errors import ExecConfigError, InjectedFault
+from pipefill.exec.kernels.calibrated import (
+    CalibratedKernels,
+    Calibration,
+    in_stage_thread,
+    load_or_measure,
+)
+from pipefill.exec.kernels.model import ModelBundle, ModelKernels, warm_up
+from pipefill.exec.kernels.nn import MODEL_SIZES
+from pipefill.exec.kernels.spin import SpinKernels, measure_spin
+from pipefill.exec.threads.runtime import Runtime
+from pipefill.sim.actions import Compute
+from pipefill.sim.costs import CostTable
+from pipefill.sim.scenario import Scenario
 
 
 class Kernels(Protocol):
@@ -57,7 +62,7 @@ def _stage_seed(setup: KernelSetup, stage: str) -> int:
 
 
 class CalibratedFamily:
-    """Matmul loops sized from the cost table (see :mod:`exec.calibrated`)."""
+    """Matmul loops sized from the cost table (see :mod:`pipefill.exec.kernels.calibrated`)."""
 
     def __init__(self, setup: KernelSetup) -> None:
         self.setup = setup
@@ -74,7 +79,7 @@ class CalibratedFamily:
 
 
 class ModelFamily:
-    """Small DiT + conv VAE shared by all stages (see :mod:`exec.model_kernels`)."""
+    """Small DiT + conv VAE shared by all stages (see :mod:`pipefill.exec.kernels.model`)."""
 
     def __init__(self, setup: KernelSetup) -> None:
         size = MODEL_SIZES.get(setup.model_size)
@@ -101,7 +106,7 @@ class ModelFamily:
 
 
 class SpinFamily:
-    """Clock-spin kernels sized from the cost table (CUDA; see :mod:`exec.spin`)."""
+    """Clock-spin kernels sized from the cost table (CUDA; :mod:`pipefill.exec.kernels.spin`)."""
 
     def __init__(self, setup: KernelSetup) -> None:
         if setup.runtime.kind != "cuda":

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from exec.dist_config import RankEnv, RankPlan
-from exec.dist_errors import RendezvousError
-from exec.errors import ExecConfigError
+from pipefill.exec.dist.config import RankEnv, RankPlan
+from pipefill.exec.dist.errors import RendezvousError
+from pipefill.exec.errors import ExecConfigError
 
 FAILURE_KEY = "failure"
 #: rounds of ping-pong behind the clock offset estimate (the fastest round wins)

@@ -3,7 +3,7 @@
 ``spawn_replay`` checks every input first (nothing starts on bad input), binds the
 rendezvous socket itself (loopback and a free port unless given: a port in use is bad
 input, and no other process can take the port before rank0 uses it), writes a
-:class:`LaunchSpec` (JSON, never pickle) and starts ``python -m cli dist-rank SPEC``
+:class:`LaunchSpec` (JSON, never pickle) and starts ``python -m pipefill.exec.dist SPEC``
 once per rank with torchrun's variables (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT),
 each in its own session so it can be killed with its children. Rank0 writes the trace
 and a result file; the launcher reads the result, gives the other ranks a grace period
@@ -29,13 +29,13 @@ from typing import Any
 
 import torch
 
-from exec.dist_config import LOOPBACK, DistOptions
-from exec.dist_faults import DistFault
-from exec.dist_rank import check_run
-from exec.dist_rendezvous import bind_listener
-from exec.replay import ReplayOptions
-from sim.scenario import Scenario, build_scenario
-from traces.io import write_text
+from pipefill.exec.dist.config import LOOPBACK, DistOptions
+from pipefill.exec.dist.faults import DistFault
+from pipefill.exec.dist.rank import check_run
+from pipefill.exec.dist.rendezvous import bind_listener
+from pipefill.exec.threads.replay import ReplayOptions
+from pipefill.sim.scenario import Scenario, build_scenario
+from pipefill.traces.io import write_text
 
 #: how often the launcher looks at its ranks
 POLL_S = 0.05
@@ -193,7 +193,7 @@ def _start(rank: int, dopts: DistOptions, port: int, run_dir: Path,
     log = open(run_dir / f"rank{rank}.log", "wb")  # noqa: SIM115 - the child owns it
     with log:
         return subprocess.Popen(
-            [sys.executable, "-m", "cli", "dist-rank", str(run_dir / "spec.json")],
+            [sys.executable, "-m", "pipefill.exec.dist", str(run_dir / "spec.json")],
             env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, pass_fds=(fd,) if fd is not None else ())
 

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from exec.errors import Aborted
-from exec.runtime import Runtime
-from sim.actions import Compute
-from sim.costs import CostTable
-from traces.io import write_text
+from pipefill.exec.errors import Aborted
+from pipefill.exec.threads.runtime import Runtime
+from pipefill.sim.actions import Compute
+from pipefill.sim.costs import CostTable
+from pipefill.traces.io import write_text
 
 #: one workload iteration should take about this long (ms): small enough for a few-ms
 #: phase to be sized within a few percent, large enough that Python overhead is noise

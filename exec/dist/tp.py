@@ -3,7 +3,7 @@
 Every collective a kernel issues goes through :class:`Collectives`, which only lets
 it run on the mesh's own group. A collective aimed at another group (the world, which
 rank0 never joins for TP) would wait for ranks that never come; the guard refuses it
-at once with :class:`exec.dist_errors.WrongGroupError` instead.
+at once with :class:`pipefill.exec.dist.errors.WrongGroupError` instead.
 
 :class:`TPDiT` shards each adaLN-Zero block Megatron-style over the mesh: attention
 heads and MLP hidden units are split by rank, the output projections are row-parallel
@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from exec.dist_errors import MeshCollectiveError, WrongGroupError, gist
-from exec.dit import KV, Block, DiT
-from sim.actions import Compute
+from pipefill.exec.dist.errors import MeshCollectiveError, WrongGroupError, gist
+from pipefill.exec.kernels.dit import KV, Block, DiT
+from pipefill.sim.actions import Compute
 
 
 class AllReduce(Protocol):

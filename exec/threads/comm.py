@@ -12,8 +12,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from exec.state import Parcel, SharedState
-from sim.scenario import RunConfig, Transport
+from pipefill.exec.threads.state import Parcel, SharedState
+from pipefill.sim.scenario import RunConfig, Transport
 
 
 class CommLane:

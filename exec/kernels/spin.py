@@ -15,12 +15,11 @@ import threading
 from typing import Any
 
 import torch
-
-from exec.calibrated import Calibration
-from exec.errors import Aborted
-from exec.runtime import Runtime
-from sim.actions import Compute
-from sim.costs import CostTable
+from pipefill.exec.errors import Aborted
+from pipefill.exec.kernels.calibrated import Calibration
+from pipefill.exec.threads.runtime import Runtime
+from pipefill.sim.actions import Compute
+from pipefill.sim.costs import CostTable
 
 #: cycles per calibration launch (about 5 ms at H100/H200 clocks)
 CAL_CYCLES = 10_000_000

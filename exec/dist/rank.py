@@ -2,8 +2,8 @@
 
 ``run_rank`` runs the programs of this rank's stage (``policy.programs(scenario)``,
 exactly what the SimPy engine and the threads executor run) with the threads
-executor's worker loop and Backend (:mod:`exec.backend`); only the state differs:
-:class:`exec.dist_state.DistState` puts each queue's ends on their ranks.
+executor's worker loop and Backend (:mod:`pipefill.exec.threads.backend`); only the state differs:
+:class:`pipefill.exec.dist.state.DistState` puts each queue's ends on their ranks.
 
 Crash-only: a failure anywhere (a kernel raising or hanging, a lost rank, a malformed
 frame, a refused collective) is published as one line in the store (the first one
@@ -23,14 +23,14 @@ from typing import Any
 
 import torch
 
-from exec.backend import RunContext, drive
-from exec.comm import feed_inputs
-from exec.dist_comms import Comms, CommsConfig, Staging
-from exec.dist_config import DistOptions, RankEnv, RankPlan
-from exec.dist_errors import RendezvousError, gist
-from exec.dist_faults import DistFault, check_fault, wire_corruptor
-from exec.dist_link import MeshCast, PeerLink
-from exec.dist_rendezvous import (
+from pipefill.exec.threads.backend import RunContext, drive
+from pipefill.exec.threads.comm import feed_inputs
+from pipefill.exec.dist.comms import Comms, CommsConfig, Staging
+from pipefill.exec.dist.config import DistOptions, RankEnv, RankPlan
+from pipefill.exec.dist.errors import RendezvousError, gist
+from pipefill.exec.dist.faults import DistFault, check_fault, wire_corruptor
+from pipefill.exec.dist.link import MeshCast, PeerLink
+from pipefill.exec.dist.rendezvous import (
     Groups,
     barrier,
     clock_offset,
@@ -41,15 +41,15 @@ from exec.dist_rendezvous import (
     read_failure,
     wait_key,
 )
-from exec.dist_setup import build_kernels, check_tp
-from exec.dist_state import DistState, FollowerState, RankWiring
-from exec.dist_trace import DrainRecorder
-from exec.errors import ExecConfigError
-from exec.replay import ReplayOptions
-from exec.runtime import Runtime, open_runtime
-from sim.scenario import Scenario
-from traces.meta import run_metadata, versions
-from traces.schema import Trace
+from pipefill.exec.dist.rank_kernels import build_kernels, check_tp
+from pipefill.exec.dist.state import DistState, FollowerState, RankWiring
+from pipefill.exec.dist.trace import DrainRecorder
+from pipefill.exec.errors import ExecConfigError
+from pipefill.exec.threads.replay import ReplayOptions
+from pipefill.exec.threads.runtime import Runtime, open_runtime
+from pipefill.sim.scenario import Scenario
+from pipefill.traces.meta import run_metadata, versions
+from pipefill.traces.schema import Trace
 
 #: how often the watchdog looks at the store for another rank's failure
 STORE_POLL_S = 0.1

@@ -19,14 +19,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pipefill.exec.kernels.dit import KV, DiT
+from pipefill.exec.kernels.nn import Linear, ModelSize, frozen
+from pipefill.exec.kernels.vae import Decoder, Encoder
+from pipefill.exec.threads.runtime import Runtime
+from pipefill.sim.actions import INFER, Compute, Message
+from pipefill.traces.recorder import Tag
 from torch import nn
-
-from exec.dit import KV, DiT
-from exec.nn import Linear, ModelSize, frozen
-from exec.runtime import Runtime
-from exec.vae import Decoder, Encoder
-from sim.actions import INFER, Compute, Message
-from traces.recorder import Tag
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Trace rows across ranks: mesh ranks ship their rows to rank0 inside link frames.
 
 Rank0's clock is the reference. The mesh leader estimates its clock offset to rank0 at
-start-up (:func:`exec.dist_rendezvous.clock_offset`) and shifts every row it ships by
+start-up (:func:`pipefill.exec.dist.rendezvous.clock_offset`) and shifts every row it ships by
 it, so rank0 merges rows without any clock synchronisation. Rows travel as JSON lists
 (never pickled) and are validated on receipt like any other frame content.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from exec.dist_wire import WireError
-from traces.recorder import Recorder
-from traces.schema import COLUMNS, KINDS
+from pipefill.exec.dist.wire import WireError
+from pipefill.traces.recorder import Recorder
+from pipefill.traces.schema import COLUMNS, KINDS
 
 #: column index of each time in a row (recorder order = traces.schema.COLUMNS)
 _START, _END, _VALUE = 9, 10, 11

@@ -1,0 +1,15 @@
+"""pipefill's command line: ``app`` (typer) and ``main`` (the console script).
+
+Each command module parses its arguments, calls one library function and renders the
+result with :mod:`pipefill.cli.render`; :mod:`pipefill.cli.app` owns the exit codes.
+"""
+
+from pipefill.cli import analyze, replay, simulate  # noqa: F401  (registers the commands)
+from pipefill.cli.app import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

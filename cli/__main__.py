@@ -1,0 +1,3 @@
+from pipefill.cli import main
+
+main()

@@ -1,0 +1,130 @@
+"""Commands that read traces: diff, calibrate, report, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pipefill.cli.app import JsonOpt, app, err_console, handled, out_console
+from pipefill.cli.render import print_calibration, print_diff, print_json
+from pipefill.sim.bound import compute_bound
+from pipefill.sim.scenario import build_scenario
+
+
+@app.command("diff")
+def diff_cmd(
+    predicted: Annotated[Path, typer.Argument(help="Predicted trace (e.g. from simulate).")],
+    measured: Annotated[Path, typer.Argument(help="Measured trace (e.g. from replay).")],
+    tolerance: Annotated[float, typer.Option(
+        min=0, help="Timing divergence threshold, as a fraction of the predicted period.")
+    ] = 0.2,
+    json_: JsonOpt = False,
+) -> None:
+    """Compare two traces: metric errors, phase durations, first divergence, verdict."""
+    from pipefill.traces.diff import diff_traces
+    from pipefill.traces.io import read_trace
+
+    with handled():
+        res = diff_traces(read_trace(predicted), read_trace(measured), tolerance)
+    for warning in res["warnings"]:
+        err_console.print(f"warning: {warning}", markup=False)
+    if json_:
+        print_json(res)
+        return
+    print_diff(res)
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    measured: Annotated[Path, typer.Argument(help="A measured trace (.parquet or .csv).")],
+    out: Annotated[Path, typer.Option(help="Scenario TOML to write.")],
+    dist: Annotated[str, typer.Option(
+        help="Family: auto, constant, normal, lognormal or empirical.")] = "auto",
+    warmup: Annotated[int | None, typer.Option(
+        min=0, help="Chunks left out of the fit (default: the run's warm-up).")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Fit per-phase cost distributions and transport to a trace; write a scenario."""
+    from pipefill.sim.calibrate import calibrate_trace
+    from pipefill.traces.io import read_trace, write_text
+
+    with handled():
+        trace = read_trace(measured)
+        cal = calibrate_trace(trace, dist=dist, warmup=warmup)
+        write_text(out, cal.toml(header=f"pipefill calibrate {measured.name} "
+                                 f"(source {trace.source}, {trace.meta.get('device', '?')})"))
+    if json_:
+        print_json({"out": str(out), "costs": cal.raw["costs"], "transport": cal.transport,
+                    "samples": {f.phase: f.samples for f in cal.fits},
+                    "outliers": {f.phase: f.outliers for f in cal.fits}})
+        return
+    print_calibration(measured.name, cal, out)
+
+
+@app.command("report")
+def report_cmd(
+    inputs: Annotated[list[Path], typer.Argument(
+        help="A trace, a predicted/measured pair of traces, or a sweep table.")],
+    out: Annotated[Path, typer.Option(help="Report directory (created or replaced).")],
+    bound: Annotated[float | None, typer.Option(
+        min=0, help="Analytic period (ms) to draw on the period figure; by default "
+                    "computed from a simulated input's scenario.")] = None,
+    window: Annotated[int, typer.Option(
+        min=0, help="Chunks shown in the Gantt window (0 = the whole run).")] = 24,
+    json_: JsonOpt = False,
+) -> None:
+    """Write PNG figures and one self-contained index.html for a trace, a pair or a sweep."""
+    # imported here: matplotlib is slow to load and only this command needs it
+    from pipefill.reports.build import ReportOptions, build_report
+
+    with handled():
+        if bound is None:
+            bound = _bound_of_simulated(inputs)
+        res = build_report(inputs, out, ReportOptions(bound_ms=bound, window=window))
+    if json_:
+        print_json({"out": str(res.out), "kind": res.kind, "index": str(res.index),
+                    "figures": res.figures, "notices": res.notices})
+        return
+    out_console.print(f"{res.kind} report: {res.index}")
+    for note in res.notices:
+        out_console.print(f"note: {note}")
+    out_console.print("figures: " + ", ".join(res.figures))
+
+
+def _bound_of_simulated(inputs: list[Path]) -> float | None:
+    """The analytic period of the first simulated trace's scenario, if it has one.
+
+    Best effort: a sweep table, a measured trace or a scenario the bound cannot model
+    just means no bound line on the figure.
+    """
+    from pipefill.traces.io import read_trace
+
+    for path in inputs:
+        try:
+            meta = read_trace(path).meta
+            if meta.get("source") == "sim" and isinstance(meta.get("scenario"), dict):
+                return compute_bound(build_scenario(meta["scenario"])).period_ms
+        except (ValueError, KeyError):
+            continue
+    return None
+
+
+@app.command("export")
+def export_cmd(
+    trace_path: Annotated[Path, typer.Argument(metavar="TRACE", help="A trace (.parquet/.csv).")],
+    out: Annotated[Path, typer.Option(help="Chrome trace JSON to write (.json).")],
+    json_: JsonOpt = False,
+) -> None:
+    """Export a trace as Chrome trace event JSON (open it in Perfetto or chrome://tracing)."""
+    from pipefill.traces.chrome import export_chrome, read_exportable
+
+    with handled():
+        stats = export_chrome(read_exportable(trace_path), out)
+    if json_:
+        print_json({"out": str(out), **vars(stats)})
+        return
+    out_console.print(f"chrome trace: {out}: {stats.spans} spans, {stats.marks} marks, "
+                      f"{stats.counters} counter samples, {stats.flows} flows "
+                      f"({stats.unconsumed} sends never received), {stats.processes} "
+                      f"processes, {stats.threads} threads")

@@ -1,0 +1,189 @@
+"""Terminal rendering of library results (rich tables, JSON); no logic, no exits."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any
+
+from pipefill.cli.app import out_console
+from pipefill.sim.bound import Bound
+from pipefill.sim.replicas import ReplicaSummary
+from pipefill.sim.scenario import Scenario
+from pipefill.sim.sweep import BestPick
+from pipefill.traces.metrics import SUMMARY_KEYS
+from rich.table import Table
+from rich.text import Text
+
+
+def jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item"):  # numpy scalars
+        return jsonable(obj.item())
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(jsonable(obj), sort_keys=False) + "\n")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "missing"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    return str(value)
+
+
+def print_summary(title: str, metrics: dict[str, Any]) -> None:
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("note")
+    missing = metrics.get("missing", {})
+    for key in SUMMARY_KEYS:
+        table.add_row(key, _fmt(metrics.get(key)), missing.get(key, ""))
+    for stage, value in sorted(metrics.get("bubble", {}).items()):
+        table.add_row(f"bubble {stage}", f"{value:.1%}", "idle share in the window")
+    add_fill_and_memory_rows(table, metrics)
+    win = metrics.get("window", {})
+    note = (f"chunks {win.get('first_chunk')}..{win.get('last_chunk')}, "
+            f"{win.get('periods', 0)} periods after warm-up {win.get('warmup')}")
+    table.add_row("window", str(metrics.get("chunks")), note)
+    if metrics.get("drops") or metrics.get("hard_cuts"):
+        table.add_row("drops / hard cuts", f"{metrics['drops']} / {metrics['hard_cuts']}", "")
+    out_console.print(table)
+
+
+def add_fill_and_memory_rows(table: Table, metrics: dict[str, Any]) -> None:
+    """Rows for cyclic schedules, finite batches, several sessions and memory by stage."""
+    if metrics.get("mean_period_ms") is not None:
+        table.add_row("mean_period_ms", _fmt(metrics["mean_period_ms"]),
+                      "mean gap between emits in the window (cyclic schedules)")
+    for stage, value in sorted(metrics.get("bubble_run", {}).items()):
+        table.add_row(f"bubble_run {stage}", f"{value:.1%}", "idle share, first input to last emit")
+    if metrics.get("aggregate_fps") is not None:
+        table.add_row("aggregate_fps", _fmt(metrics["aggregate_fps"]), "all sessions together")
+        table.add_row("aggregate_latency_p95_ms", _fmt(metrics.get("aggregate_latency_p95_ms")),
+                      "all sessions pooled")
+    for stage, peak in sorted(metrics.get("memory", {}).get("stages", {}).items()):
+        table.add_row(f"peak bytes {stage}", _fmt(peak), "in flight toward this stage")
+
+
+def describe(sc: Scenario) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in sc.policy.params().items() if k != "name")
+    return f"{sc.name}: {sc.policy.name}({params})"
+
+
+def print_replicas(reps: ReplicaSummary) -> None:
+    table = Table(title=f"{len(reps.seeds)} replicas (seeds {reps.seeds[0]}..{reps.seeds[-1]})",
+                  header_style="bold")
+    for col in ("metric", "mean", "95% interval", "n"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for key, e in reps.estimates.items():
+        ci = "" if e.low is None else f"[{_fmt(e.low)}, {_fmt(e.high)}]"
+        table.add_row(key, _fmt(e.mean), ci, str(e.n))
+    out_console.print(table)
+
+
+def print_best(pick: BestPick, axes: list[str]) -> None:
+    if pick.best is None:
+        out_console.print(f"best: no grid point meets {pick.criteria}")
+        return
+    where = ", ".join(f"{a}={pick.best[a]}" for a in axes)
+    out_console.print(f"best ({pick.criteria}; {pick.feasible} points qualify): {where}: "
+                      f"{_fmt(pick.best['peak_bytes_in_flight'])} bytes in flight, period "
+                      f"{_fmt(pick.best['period_ms'])} ms")
+    cols = [*axes, "period_ms", "fps", "latency_p95_ms", "peak_bytes_in_flight"]
+    view = Table(title="Pareto front: period vs memory in flight", header_style="bold")
+    for c in cols:
+        view.add_column(c, justify="right")
+    for rec in pick.pareto:
+        view.add_row(*(_fmt(None if _isnan(rec.get(c)) else rec.get(c)) for c in cols))
+    out_console.print(view)
+
+
+def print_bound(title: str, b: Bound) -> None:
+    kind = {"exact": "exact", "lower_bound": "lower bound", "estimate": "estimate"}[b.kind]
+    if b.from_means:
+        kind += ", from mean costs"
+    table = Table(title=title, show_header=True, header_style="bold")
+    for col in ("", "value", "note"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    table.add_row("period_ms", _fmt(b.period_ms), f"{kind}: {b.reason}")
+    table.add_row("fps", _fmt(b.fps), "")
+    table.add_row("serial_ms", _fmt(b.serial_ms), "upper bound: all work of a chunk back to back")
+    # Text: the chain's [k] indices are not rich markup
+    table.add_row("critical cycle", f"{b.critical.lag_chunks} chunk(s)", Text(b.critical.chain))
+    table.add_row("regime", f"{b.cyclicity} chunk(s)", "the steady state repeats every")
+    for stage, ms in b.busy_ms.items():
+        table.add_row(f"busy {stage}", _fmt(ms), "ms of work per chunk")
+    for phase, slope in b.sensitivity.items():
+        lim = b.limits.get(phase)
+        note = (f"while {phase} >= {lim['cost_ms']:.1f} ms (then period "
+                f"{lim['period_ms']:.1f} ms)" if lim else "")
+        table.add_row(f"d period / d {phase}", f"{slope:.3g}", note)
+    for note in b.notes:
+        table.add_row("note", "", note)
+    out_console.print(table)
+    out_console.print(b.explanation, markup=False)
+
+
+def _isnan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def print_diff(res: dict[str, Any]) -> None:
+    table = Table(title=f"{res['predicted_source']} (predicted) vs {res['measured_source']} "
+                  "(measured)", header_style="bold")
+    for col in ("metric", "predicted", "measured", "abs error", "rel error"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for key, e in res["metrics"].items():
+        rel = "" if e["rel_error"] is None else f"{e['rel_error']:+.1%}"
+        table.add_row(key, _fmt(e["predicted"]), _fmt(e["measured"]),
+                      "" if e["abs_error"] is None else f"{e['abs_error']:+.3f}", rel)
+    out_console.print(table)
+    phases = Table(title="median phase durations (ms)", header_style="bold")
+    for col in ("stage", "phase", "n pred/meas", "predicted", "measured", "error", "rel"):
+        phases.add_column(col, justify="left" if col in ("stage", "phase") else "right")
+    for p in res["phases"]:
+        rel = "" if p["rel_error"] is None else f"{p['rel_error']:+.1%}"
+        phases.add_row(p["stage"], p["phase"], f"{p['n_predicted']}/{p['n_measured']}",
+                       _fmt(p["predicted"]), _fmt(p["measured"]),
+                       "" if p["abs_error"] is None else f"{p['abs_error']:+.3f}", rel)
+    out_console.print(phases)
+    out_console.print(res["verdict"])
+
+
+def print_sweep(name: str, table: Any, axes: list[str]) -> None:
+    """The grid's axes and key metrics, one row per point."""
+    cols = [*axes, "period_ms", "fps", "overlap_score", "ttff_ms"]
+    cols += [c for c in table.columns if c.startswith("bubble_")] + ["peak_bytes_in_flight"]
+    view = Table(title=f"sweep of {name}: {len(table)} points", header_style="bold")
+    for c in cols:
+        view.add_column(c, justify="right")
+    for rec in table.to_dict(orient="records"):
+        view.add_row(*(_fmt(None if _isnan(rec.get(c)) else rec.get(c)) for c in cols))
+    out_console.print(view)
+
+
+def print_calibration(source: str, cal: Any, out: Any) -> None:
+    """Fitted phases, transport and where the scenario was written."""
+    table = Table(title=f"calibrated from {source}", header_style="bold")
+    for col in ("phase", "dist", "mean ms", "cv", "samples", "outliers"):
+        table.add_column(col, justify="left" if col in ("phase", "dist") else "right")
+    for f in cal.fits:
+        note = str(f.samples) if f.samples else "0 (kept as given)"
+        table.add_row(f.phase, str(f.spec.get("dist", "constant")), _fmt(f.mean_ms if f.samples
+                      else None), _fmt(f.cv if f.samples else None), note, str(f.outliers))
+    out_console.print(table)
+    tr = cal.transport
+    out_console.print(f"transport: latency {tr.get('latency_ms')} ms, "
+                      f"bandwidth {tr.get('bandwidth_gbps')} GB/s")
+    out_console.print(f"scenario: {out}")

@@ -1,0 +1,1 @@
+"""Distributed executor: rank0 + mesh ranks over torch.distributed (gloo/NCCL)."""

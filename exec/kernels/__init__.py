@@ -1,0 +1,1 @@
+"""Kernel families the executor runs for a phase: calibrated, spin and model kernels."""

@@ -1,0 +1,1 @@
+"""Executor threads backend: one thread per stage interpreting the policy programs."""
