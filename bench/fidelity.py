@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+
 from pipefill.exec.threads.replay import ReplayOptions, replay
 from pipefill.sim.calibrate import calibrate_trace
 from pipefill.sim.engine import simulate

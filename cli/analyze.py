@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from pipefill.cli.app import JsonOpt, app, err_console, handled, out_console
 from pipefill.cli.render import print_calibration, print_diff, print_json
 from pipefill.sim.bound import compute_bound

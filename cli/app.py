@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
 from pipefill.sim.engine import StallError
 from pipefill.sim.scenario import Scenario, ScenarioError, apply_overrides, build_scenario, load_raw
 from pipefill.traces.schema import TraceError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Simulate and measure how streaming video-DiT pipelines fill their stages.")

@@ -7,14 +7,15 @@ import math
 import sys
 from typing import Any
 
+from rich.table import Table
+from rich.text import Text
+
 from pipefill.cli.app import out_console
 from pipefill.sim.bound import Bound
 from pipefill.sim.replicas import ReplicaSummary
 from pipefill.sim.scenario import Scenario
 from pipefill.sim.sweep import BestPick
 from pipefill.traces.metrics import SUMMARY_KEYS
-from rich.table import Table
-from rich.text import Text
 
 
 def jsonable(obj: Any) -> Any:

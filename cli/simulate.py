@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from pipefill.cli.app import (
     JsonOpt,
     ScenarioArg,

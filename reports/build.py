@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+
 from pipefill.reports import content
 from pipefill.reports import html as h
 from pipefill.reports.distributions import (

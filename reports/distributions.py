@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+
 from pipefill.reports.inputs import Run
 from pipefill.reports.series import chunk_series
 from pipefill.reports.style import new_figure, no_data, phase_colour, role_style

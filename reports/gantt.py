@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+
 from pipefill.reports.inputs import Run
 from pipefill.reports.series import cut_chunks, warmup_of
 from pipefill.reports.style import IDLE_STYLE, MARK_STYLES, new_figure, phase_colour

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from pipefill.traces.io import read_table
 from pipefill.traces.metrics import compute_metrics
 from pipefill.traces.schema import COLUMNS, Trace, TraceError, validate

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
 from pipefill.reports.inputs import Run
 from pipefill.reports.series import chunk_series, cut_chunks, warmup_of
 from pipefill.reports.style import MARK_STYLES, REF_STYLES, new_figure, no_data, role_style

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
 from pipefill.reports.inputs import Run
 from pipefill.reports.series import cut_times
 from pipefill.reports.style import MARK_STYLES, new_figure, no_data, role_style

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from pipefill.traces.schema import Trace
 
 #: the two stages the overlap metric is defined on (DESIGN: stage0_k, stage1_k)

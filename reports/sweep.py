@@ -20,6 +20,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
+
 from pipefill.reports.inputs import Sweep
 from pipefill.reports.style import new_figure, no_data
 

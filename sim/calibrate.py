@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
+
 from pipefill.sim.costs import PHASES
 from pipefill.sim.scenario import Scenario, ScenarioError, Transport, _error_from, build_scenario
 from pipefill.sim.toml_writer import to_toml
 from pipefill.traces.schema import Trace, TraceError
-from pydantic import ValidationError
 
 DISTS = ("auto", "constant", "normal", "lognormal", "empirical")
 #: relative spread below which a phase is fitted as a constant

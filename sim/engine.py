@@ -13,6 +13,7 @@ from collections.abc import Generator
 from typing import Any
 
 import simpy
+
 from pipefill.sim.actions import (
     Compute,
     Flush,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from pipefill.sim.engine import simulate
 from pipefill.sim.scenario import ScenarioError, apply_overrides, build_scenario
 from pipefill.traces.metrics import compute_metrics

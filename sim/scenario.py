@@ -14,8 +14,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pipefill.sim.costs import PHASES, CostSpec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipefill.sim.costs import PHASES, CostSpec
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+
 from pipefill.sim.engine import StallError, simulate
 from pipefill.sim.scenario import ScenarioError, apply_overrides, build_scenario, parse_value
 from pipefill.traces.metrics import SUMMARY_KEYS, compute_metrics

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 import numpy as np
+
 from pipefill.sim.teg_regime import cyclicity
 
 NEG = -np.inf

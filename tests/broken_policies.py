@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 from pipefill.sim.actions import Get, Poll, Program, QueueSpec, Reserve, StageProgram
 from pipefill.sim.policies.base import Policy
 from pipefill.sim.scenario import Scenario
-
 from tests.conftest import make_scenario
 
 

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 import pytest
+
 from pipefill.sim.scenario import Scenario, build_scenario
 
 #: zero-cost transport so hand-derived schedules only contain compute

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from pipefill.cli import app
 from typer.testing import CliRunner
+
+from pipefill.cli import app
 
 runner = CliRunner()
 FREE = "transport={latency_ms=0}"  # no bytes, no latency

@@ -17,6 +17,7 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pipefill.sim.bound import period_bound
 from pipefill.sim.engine import simulate
 from pipefill.sim.scenario import build_scenario

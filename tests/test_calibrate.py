@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
+
 from pipefill.cli import app
 from pipefill.sim.calibrate import (
     calibrate_trace,
@@ -24,8 +26,6 @@ from pipefill.sim.toml_writer import to_toml
 from pipefill.traces.io import write_trace
 from pipefill.traces.metrics import compute_metrics
 from pipefill.traces.recorder import Recorder, Tag
-from typer.testing import CliRunner
-
 from tests.conftest import make_scenario
 
 runner = CliRunner()

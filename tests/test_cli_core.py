@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+from typer.testing import CliRunner
+
 from pipefill.cli import app
 from pipefill.traces.io import read_table, read_trace
-from typer.testing import CliRunner
 
 runner = CliRunner()
 SMALL = ["--set", "run.chunks=30"]

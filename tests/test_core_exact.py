@@ -7,9 +7,9 @@ takes no time, so every derivation below only has compute on it.
 from __future__ import annotations
 
 import pytest
+
 from pipefill.sim.engine import simulate
 from pipefill.traces.metrics import compute_metrics
-
 from tests.conftest import make_scenario
 
 BASE = {"build": 1.0, "denoise": 10.0, "decode": 5.0}

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from pipefill.sim.costs import PHASES
 from pipefill.sim.engine import simulate
-
 from tests.conftest import make_scenario
 
 SETTINGS = settings(suppress_health_check=[HealthCheck.too_slow])

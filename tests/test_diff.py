@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from typer.testing import CliRunner
+
 from pipefill.cli import app
 from pipefill.sim.engine import simulate
 from pipefill.sim.policies import POLICIES
 from pipefill.traces.diff import diff_traces
 from pipefill.traces.io import write_trace
 from pipefill.traces.schema import Trace
-from typer.testing import CliRunner
-
 from tests.conftest import make_scenario
 
 runner = CliRunner()

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
+
 from pipefill.cli import app
 from pipefill.sim.scenario import build_scenario
 from pipefill.traces.io import read_trace
 from pipefill.traces.schema import Trace
-from typer.testing import CliRunner
-
 from tests.test_dist_support import FAST, TOKEN_VAR, dist_cal, processes_with, run_token
 
 __all__ = ["dist_cal", "run_token"]  # fixtures shared from test_dist_support

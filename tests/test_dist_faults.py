@@ -8,10 +8,10 @@ import re
 import time
 
 import pytest
-from pipefill.cli import app
-from pipefill.traces.io import read_trace
 from typer.testing import CliRunner
 
+from pipefill.cli import app
+from pipefill.traces.io import read_trace
 from tests.test_dist_support import FAST, dist_cal, run_token
 
 __all__ = ["dist_cal", "run_token"]  # fixtures shared from test_dist_support

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from pipefill.exec.dist import config as dist_config
 from pipefill.exec.dist.config import DistOptions
 from pipefill.exec.errors import ExecConfigError

@@ -11,6 +11,7 @@ from collections import deque
 
 import pytest
 import torch
+
 from pipefill.exec.dist.comms import Comms, CommsConfig, Staging
 from pipefill.exec.dist.link import noop
 from pipefill.exec.dist.state import DistState, RankWiring

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 import torch
+
 from pipefill.exec.dist.errors import MeshCollectiveError, WrongGroupError
 from pipefill.exec.dist.tp import Collectives, TPDiT
 from pipefill.exec.kernels.dit import DiT

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+
 from pipefill.exec.dist.faults import DistFault, wire_corruptor
 from pipefill.exec.dist.trace import DrainRecorder, rows_from_json
 from pipefill.exec.dist.wire import (

@@ -8,13 +8,13 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+
 from pipefill.exec.errors import ExecConfigError
 from pipefill.exec.kernels import calibrated
 from pipefill.exec.kernels.calibrated import Calibration, load_or_measure
 from pipefill.exec.kernels.registry import Fault
 from pipefill.exec.threads.replay import ReplayOptions, replay
 from pipefill.exec.threads.runtime import CpuRuntime, open_runtime
-
 from tests.conftest import make_scenario
 
 STAGES = ("stage0", "stage1")

@@ -6,9 +6,10 @@ import json
 
 import pytest
 import torch
+from typer.testing import CliRunner
+
 from pipefill.cli import app
 from pipefill.traces.io import read_trace
-from typer.testing import CliRunner
 
 runner = CliRunner()
 FAST = ["--set", "run.chunks=6", "--set", "run.warmup=2", "--set", "costs.build.mean=1",

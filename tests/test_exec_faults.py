@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from pipefill.exec.errors import ExecError
 from pipefill.exec.kernels.registry import Fault
 from pipefill.exec.threads.replay import ReplayOptions, replay
-
 from tests.broken_policies import Deadlock, Spin, scenario_with
 from tests.conftest import make_scenario
 

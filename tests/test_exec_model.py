@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from pipefill.exec.kernels import model as model_kernels
 from pipefill.exec.kernels.dit import KV, Block, DiT
 from pipefill.exec.kernels.model import Envelope, ModelBundle, ModelKernels
@@ -15,7 +16,6 @@ from pipefill.exec.threads.runtime import CpuRuntime
 from pipefill.sim.actions import INFER, Compute, Message
 from pipefill.sim.engine import simulate
 from pipefill.traces.recorder import Tag
-
 from tests.conftest import make_scenario
 from tests.test_exec_replay import check_hard_cuts
 

@@ -9,12 +9,12 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from pipefill.exec.threads.replay import ReplayOptions, replay
 from pipefill.sim.engine import simulate
 from pipefill.sim.policies import POLICIES as REGISTRY
 from pipefill.traces.diff import diff_traces
 from pipefill.traces.schema import COLUMNS, Trace
-
 from tests.conftest import make_scenario
 
 #: stage1 is clearly the bottleneck, so every scheduling choice is the same in the

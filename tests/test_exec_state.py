@@ -8,6 +8,7 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pipefill.exec.errors import Aborted
 from pipefill.exec.threads.state import Parcel, SharedState, StallDetected
 from pipefill.sim.actions import INFER, Message, QueueSpec

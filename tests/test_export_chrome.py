@@ -9,13 +9,13 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
+
 from pipefill.cli import app
 from pipefill.sim.engine import simulate
 from pipefill.traces.chrome import flow_targets, to_chrome
 from pipefill.traces.io import write_table, write_trace
 from pipefill.traces.schema import Trace, from_rows
-from typer.testing import CliRunner
-
 from tests.conftest import make_scenario
 
 COSTS = {"build": {"dist": "lognormal", "mean": 2.0, "cv": 0.1}, "recompute": 3.0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pipefill.traces.metrics import compute_metrics
 from pipefill.traces.recorder import Recorder, Tag
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pipefill.sim.bound import period_bound
 from pipefill.sim.engine import simulate
 from pipefill.sim.scenario import ScenarioError
 from pipefill.traces.metrics import compute_metrics
-
 from tests.conftest import make_scenario
 
 

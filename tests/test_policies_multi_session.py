@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pipefill.sim.bound import period_bound
 from pipefill.sim.engine import simulate
 from pipefill.sim.scenario import ScenarioError
 from pipefill.traces.metrics import compute_metrics
-
 from tests.conftest import make_scenario
 
 # a generator call over B sessions costs 4 + 6 B ms (one step): 10 alone, 16 for two

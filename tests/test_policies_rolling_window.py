@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pipefill.sim.bound import period_bound
 from pipefill.sim.engine import simulate
 from pipefill.sim.policies.rolling_window import call_plan, schedule_period
 from pipefill.sim.scenario import ScenarioError
 from pipefill.traces.metrics import compute_metrics
-
 from tests.conftest import make_scenario
 
 # one denoise step of a call over B chunks costs 4 + 6 B ms: 10 alone, 16 for two

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pipefill.sim.bound import period_bound
 from pipefill.sim.engine import simulate
 from pipefill.sim.policies.stream_batch import TickPlan
 from pipefill.sim.scenario import ScenarioError
 from pipefill.traces.metrics import compute_metrics
-
 from tests.conftest import make_scenario
 
 # one latent's full-DiT step costs 10 ms; a batch of B costs 4 + 6 B (10, 16, 22 ...)

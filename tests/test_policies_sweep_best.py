@@ -6,13 +6,13 @@ import json
 from itertools import pairwise
 
 import pandas as pd
+from typer.testing import CliRunner
+
 from pipefill.cli import app
 from pipefill.sim.engine import simulate
 from pipefill.sim.sweep import best_point
 from pipefill.traces.memory import memory_in_flight
 from pipefill.traces.metrics import compute_metrics
-from typer.testing import CliRunner
-
 from tests.conftest import make_scenario
 
 runner = CliRunner()

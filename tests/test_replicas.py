@@ -6,11 +6,11 @@ import json
 import math
 
 import pytest
+from typer.testing import CliRunner
+
 from pipefill.cli import app
 from pipefill.sim.replicas import estimate, run_replicas, t975
 from pipefill.sim.scenario import ScenarioError
-from typer.testing import CliRunner
-
 from tests.conftest import make_scenario
 
 runner = CliRunner()

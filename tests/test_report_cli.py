@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner, Result
+
 from pipefill.cli import app
 from pipefill.reports import build
 from pipefill.reports.build import REPORT_FIGURES, build_report
@@ -15,8 +17,6 @@ from pipefill.sim.engine import simulate
 from pipefill.sim.sweep import Axis, run_sweep
 from pipefill.traces.io import write_table, write_trace
 from pipefill.traces.schema import Trace
-from typer.testing import CliRunner, Result
-
 from tests.conftest import make_scenario
 
 COSTS = {"build": 2.0, "denoise": {"mean": 6.0, "steps": 2}, "decode": 7.0}

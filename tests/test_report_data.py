@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from pipefill.reports.distributions import latency_data, phase_durations
 from pipefill.reports.gantt import choose_window, gantt_panels
 from pipefill.reports.inputs import ReportError, Run, Sweep, load_inputs
@@ -22,7 +23,6 @@ from pipefill.sim.sweep import Axis, run_sweep
 from pipefill.traces.io import write_table, write_trace
 from pipefill.traces.metrics import compute_metrics
 from pipefill.traces.schema import Trace
-
 from tests.conftest import make_scenario
 
 COSTS = {"build": {"dist": "lognormal", "mean": 2.0, "cv": 0.1},

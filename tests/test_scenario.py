@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pipefill.sim.costs import CostSpec, CostTable
 from pipefill.sim.scenario import ScenarioError, apply_overrides, load_raw, load_scenario
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from pipefill.traces.io import read_table, write_text
 from pipefill.traces.schema import Trace, TraceError, validate
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from pipefill.traces.metrics import SUMMARY_KEYS, compute_metrics
 from pipefill.traces.schema import Trace
 

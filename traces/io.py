@@ -19,6 +19,7 @@ from typing import IO, Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from pipefill.traces.schema import Trace, TraceError, validate
 
 META_KEY = b"pipefill"

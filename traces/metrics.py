@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from pipefill.traces.memory import memory_in_flight
 from pipefill.traces.schema import Trace
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from pipefill.exec.errors import Aborted
 from pipefill.exec.threads.runtime import Runtime
 from pipefill.sim.actions import Compute

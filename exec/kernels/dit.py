@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from pipefill.exec.kernels.nn import Linear, ModelSize
 from torch import nn
+
+from pipefill.exec.kernels.nn import Linear, ModelSize
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from pipefill.exec.kernels.dit import KV, DiT
 from pipefill.exec.kernels.nn import Linear, ModelSize, frozen
 from pipefill.exec.kernels.vae import Decoder, Encoder
 from pipefill.exec.threads.runtime import Runtime
 from pipefill.sim.actions import INFER, Compute, Message
 from pipefill.traces.recorder import Tag
-from torch import nn
 
 
 @dataclass(frozen=True)

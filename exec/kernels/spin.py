@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 import torch
+
 from pipefill.exec.errors import Aborted
 from pipefill.exec.kernels.calibrated import Calibration
 from pipefill.exec.threads.runtime import Runtime

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pipefill.exec.kernels.nn import Conv2d, ModelSize
 from torch import nn
+
+from pipefill.exec.kernels.nn import Conv2d, ModelSize
 
 #: pixel frames per latent frame and spatial upsampling of the decoder
 TIME_UP, SPACE_UP = 4, 8

@@ -23,6 +23,7 @@ from dataclasses import fields, is_dataclass
 from typing import Any, ClassVar
 
 import torch
+
 from pipefill.exec.errors import ExecConfigError
 
 

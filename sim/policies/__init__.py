@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from pipefill.sim.policies.base import Policy
 from pipefill.sim.policies.layer_pp import LayerPP
 from pipefill.sim.policies.multi_session import MultiSession
@@ -11,7 +13,6 @@ from pipefill.sim.policies.phase_pp import PhasePP
 from pipefill.sim.policies.rolling_window import RollingWindow
 from pipefill.sim.policies.serial import Serial
 from pipefill.sim.policies.stream_batch import StreamBatch
-from pydantic import ValidationError
 
 POLICIES: dict[str, type[Policy]] = {cls.name: cls for cls in (
     Serial, PhasePP, StreamBatch, LayerPP, MultiSession, RollingWindow)}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pipefill.sim.actions import QueueSpec, StageProgram
 from pydantic import BaseModel, ConfigDict
+
+from pipefill.sim.actions import QueueSpec, StageProgram
 
 if TYPE_CHECKING:
     from pipefill.sim.scenario import Scenario

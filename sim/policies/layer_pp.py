@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+
 from pipefill.sim.actions import (
     INFER,
     Compute,
@@ -32,7 +34,6 @@ from pipefill.sim.policies.base import CallIds, Policy
 from pipefill.sim.policies.layers import check_split, even_split, link
 from pipefill.sim.teg import PeriodicGraph
 from pipefill.traces.recorder import Tag
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 if TYPE_CHECKING:
     from pipefill.sim.scenario import Scenario

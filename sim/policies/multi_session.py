@@ -16,6 +16,8 @@ from dataclasses import replace
 from itertools import pairwise
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from pydantic import Field, ValidationInfo, field_validator
+
 from pipefill.sim.actions import (
     INFER,
     Compute,
@@ -37,7 +39,6 @@ from pipefill.sim.graph_model import GraphContext, GraphModel, ModelGraph, add_i
 from pipefill.sim.policies.base import CallIds, Policy
 from pipefill.sim.teg import PeriodicGraph
 from pipefill.traces.recorder import Tag
-from pydantic import Field, ValidationInfo, field_validator
 
 if TYPE_CHECKING:
     from pipefill.sim.scenario import Scenario

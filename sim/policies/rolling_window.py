@@ -22,6 +22,8 @@ from collections.abc import Generator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import Field
+
 from pipefill.sim.actions import (
     INFER,
     Action,
@@ -42,7 +44,6 @@ from pipefill.sim.policies.base import CallIds, Policy
 from pipefill.sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of
 from pipefill.sim.teg import PeriodicGraph
 from pipefill.traces.recorder import Tag
-from pydantic import Field
 
 if TYPE_CHECKING:
     from pipefill.sim.scenario import Scenario

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from pydantic import Field
+
 from pipefill.sim.actions import Program, QueueSpec, StageProgram
 from pipefill.sim.policies.base import CallIds, Policy
 from pipefill.sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of, generator_program
-from pydantic import Field
 
 if TYPE_CHECKING:
     from pipefill.sim.scenario import Scenario

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
 from pipefill.sim.actions import (
     INFER,
     Compute,
@@ -37,7 +39,6 @@ from pipefill.sim.policies.base import CallIds, Policy
 from pipefill.sim.policies.layers import balanced_split, check_split, even_split, link
 from pipefill.sim.teg import PeriodicGraph
 from pipefill.traces.recorder import Tag
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 if TYPE_CHECKING:
     from pipefill.sim.scenario import Scenario
