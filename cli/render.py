@@ -42,20 +42,31 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+#: what a metric is, shown when it has no reason or note of its own
+METRIC_NOTES = {
+    "period_ms": "mean emit gap in the window (the throughput)",
+    "period_p50_ms": "median emit gap (robust to outliers; not a rate)",
+    "overlap_score": "median per chunk of hidden / min(stage0, stage1)",
+    "overlap_window": "share of non-bottleneck work hidden over the window",
+}
+
+
 def print_summary(title: str, metrics: dict[str, Any]) -> None:
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("note")
-    missing = metrics.get("missing", {})
+    missing, notes = metrics.get("missing", {}), metrics.get("notes", {})
     for key in SUMMARY_KEYS:
-        table.add_row(key, _fmt(metrics.get(key)), missing.get(key, ""))
+        table.add_row(key, _fmt(metrics.get(key)),
+                      missing.get(key) or notes.get(key) or METRIC_NOTES.get(key, ""))
     for stage, value in sorted(metrics.get("bubble", {}).items()):
         table.add_row(f"bubble {stage}", f"{value:.1%}", "idle share in the window")
     add_fill_and_memory_rows(table, metrics)
     win = metrics.get("window", {})
-    note = (f"chunks {win.get('first_chunk')}..{win.get('last_chunk')}, "
-            f"{win.get('periods', 0)} periods after warm-up {win.get('warmup')}")
+    note = win.get("reason") or (f"chunks {win.get('first_chunk')}..{win.get('last_chunk')}, "
+                                 f"{win.get('periods', 0)} periods after warm-up "
+                                 f"{win.get('warmup')}")
     table.add_row("window", str(metrics.get("chunks")), note)
     if metrics.get("drops") or metrics.get("hard_cuts"):
         table.add_row("drops / hard cuts", f"{metrics['drops']} / {metrics['hard_cuts']}", "")
@@ -64,9 +75,6 @@ def print_summary(title: str, metrics: dict[str, Any]) -> None:
 
 def add_fill_and_memory_rows(table: Table, metrics: dict[str, Any]) -> None:
     """Rows for cyclic schedules, finite batches, several sessions and memory by stage."""
-    if metrics.get("mean_period_ms") is not None:
-        table.add_row("mean_period_ms", _fmt(metrics["mean_period_ms"]),
-                      "mean gap between emits in the window (cyclic schedules)")
     for stage, value in sorted(metrics.get("bubble_run", {}).items()):
         table.add_row(f"bubble_run {stage}", f"{value:.1%}", "idle share, first input to last emit")
     if metrics.get("aggregate_fps") is not None:

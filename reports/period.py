@@ -67,7 +67,7 @@ def _period_panel(ax: Axes, data: list[PeriodData], bound_ms: float | None) -> N
         style = role_style(d.role)
         ax.plot(d.series["chunk"], d.series["period_ms"], color=style["color"], linewidth=1.0,
                 marker=_marker(d), markersize=3, label=f"{d.label}: period_k "
-                f"(median {_ms(d.period_ms)})")
+                f"(mean {_ms(d.period_ms)})")
         for key, value, text in (("max_stage", d.max_stage_ms, "max(stage0, stage1)"),
                                  ("serial_sum", d.serial_sum_ms, "stage0 + stage1")):
             if value is not None:

@@ -1,9 +1,9 @@
 """Per-chunk series behind the report's figures, by the metric definitions of DESIGN.md.
 
 :func:`chunk_series` is the per-chunk view of what :func:`pipefill.traces.metrics.compute_metrics`
-summarises: the median of ``period_ms`` over the window rows is the trace's
-``period_ms``, the median of the defined ``overlap`` values its ``overlap_score``, and
-so on (the tests hold the two to each other).
+summarises: the mean of ``period_ms`` over the window rows is the trace's ``period_ms``
+(the throughput; their median is ``period_p50_ms``), the median of the defined
+``overlap`` values its ``overlap_score``, and so on (the tests hold the two to each other).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipefill.traces.metrics import per_chunk_busy
 from pipefill.traces.schema import Trace
 
 #: the two stages the overlap metric is defined on (DESIGN: stage0_k, stage1_k)
@@ -27,10 +28,9 @@ def first_session(trace: Trace) -> int:
 
 
 def busy_per_chunk(trace: Trace, stage: str, session: int) -> pd.Series:
-    """Compute-lane busy time of ``stage`` per chunk (ms)."""
+    """Compute-lane busy time of ``stage`` per chunk (ms), as the metrics count it."""
     sp = trace.spans
-    sel = sp[(sp["stage"] == stage) & (sp["lane"] == "compute") & (sp["session"] == session)]
-    return (sel["end_ms"] - sel["start_ms"]).groupby(sel["chunk"]).sum()
+    return per_chunk_busy(sp[sp["session"] == session], stage)
 
 
 def chunk_series(trace: Trace) -> pd.DataFrame:

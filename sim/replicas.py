@@ -22,7 +22,7 @@ from pipefill.sim.scenario import ScenarioError, apply_overrides, build_scenario
 from pipefill.traces.metrics import compute_metrics
 
 #: metrics summarised across replicas
-REPLICA_KEYS = ("period_ms", "mean_period_ms", "fps", "overlap_score", "ttff_ms",
+REPLICA_KEYS = ("period_ms", "period_p50_ms", "fps", "overlap_score", "overlap_window", "ttff_ms",
                 "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "deadline_misses",
                 "peak_bytes_in_flight")
 

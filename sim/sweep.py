@@ -67,7 +67,7 @@ def flatten(metrics: dict[str, Any]) -> dict[str, Any]:
         row[f"{q}_mean"] = stats.get("mean")
     row["chunks"] = metrics.get("chunks")
     row["warmup"] = metrics.get("warmup")
-    row["mean_period_ms"] = metrics.get("mean_period_ms")
+    row["bursty"] = metrics.get("bursty")
     row["aggregate_fps"] = metrics.get("aggregate_fps")
     # memory in flight per stage: the memory side of the memory-period trade-off
     for stage, peak in sorted(metrics.get("memory", {}).get("stages", {}).items()):

@@ -29,8 +29,11 @@ def _trace(periods=(10.0, 10.0, 14.0), target_fps=None):
 
 def test_hand_computed_metrics():
     m = compute_metrics(_trace())
-    # emits at 20, 30, 40, 54; window = chunks 1..3, periods 10, 10, 14
-    assert m["period_ms"] == 10.0 and m["fps"] == 1200.0
+    # emits at 20, 30, 40, 54; window = chunks 1..3, periods 10, 10, 14: mean 34/3
+    assert m["period_ms"] == pytest.approx(34 / 3) and m["period_p50_ms"] == 10.0
+    assert m["fps"] == pytest.approx(12 * 1000 / (34 / 3))
+    # median 10 vs mean 11.33: 12% apart, so the summary says the emits are bursty
+    assert m["bursty"] is True and "bursty" in m["notes"]["period_ms"]
     assert m["stage0_ms"] == 6.0 and m["stage1_ms"] == 8.0
     # hidden = 6 + 8 - period = 4, 4, 0 over min(6, 8) = 6 -> median 4/6
     assert m["overlap_score"] == pytest.approx(4 / 6)
@@ -41,6 +44,9 @@ def test_hand_computed_metrics():
     assert m["mesh_idle_ms"] == 2.0
     # window [20, 54] = 34 ms; stage1 busy [20,22]+8+8 = 18 -> bubble 16/34
     assert m["bubble"]["stage1"] == pytest.approx(16 / 34)
+    # stage0 in [20, 54]: build 2+2, decode 4+4+4 = 16; stage1 18: (16 + 18 - 34) / 16 = 0
+    assert m["bubble"]["stage0"] == pytest.approx(18 / 34)
+    assert m["overlap_window"] == 0.0 and "overlap_window" not in m["notes"]
     assert m["q_in_max"] == 2
     # depth 1 until t=25, then 2: time-weighted over [20, 54] = (5*1 + 29*2) / 34
     assert m["queues"]["q_in"]["mean"] == pytest.approx(63 / 34)
@@ -59,5 +65,7 @@ def test_deadline_misses_against_target_fps():
 def test_too_few_chunks_is_missing_not_zero():
     m = compute_metrics(_trace(periods=()))
     assert m["period_ms"] is None and m["overlap_score"] is None
-    assert "1 chunks emitted, need > 1" in m["missing"]["period_ms"]
+    assert m["missing"]["period_ms"] == ("no steady-state window: 1 chunks emitted, need "
+                                         "more than 1 (warm-up 1)")
+    assert m["window"]["reason"] == m["missing"]["period_ms"]
     assert m["ttff_ms"] == 20.0

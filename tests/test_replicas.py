@@ -48,7 +48,8 @@ def test_deterministic_replicas_agree_exactly():
     summary = run_replicas(raw(0.0), "t", replicas=3)
     period = summary.estimates["period_ms"]
     assert summary.seeds == (3, 4, 5)
-    assert period.low == period.mean == period.high
+    assert period.low == pytest.approx(period.mean, abs=1e-12) == period.high
+    assert len({r["period_ms"] for r in summary.runs}) == 1
 
 
 def test_stochastic_replicas_differ_and_parallel_equals_serial():

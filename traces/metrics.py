@@ -1,8 +1,13 @@
-"""Metrics of DESIGN.md computed from a trace alone (shared by sim and exec).
+"""Metrics of DESIGN.md computed from a trace alone (shared by sim, exec, diff, sweeps, reports).
 
 Steady state: the emits of one session in emission order, skipping the first
-``warmup``; ``period_k`` is the gap to the previous emit. A metric that cannot be
-computed is ``None`` in the result and its reason is under ``missing``, never 0.
+``warmup``; ``period_k`` is the gap to the previous emit. ``period_ms`` is the *mean*
+gap over the window, (t_emit[last] - t_emit[first]) / (n - 1): the throughput, and
+``fps`` derives from it; ``period_p50_ms`` (the median gap) is reported beside it and the
+summary says when emits are bursty (the two differ by more than
+:data:`BURSTY_TOLERANCE`). A metric that cannot be computed is ``None`` in the result and
+its reason is under ``missing``, never 0; a value shown outside its natural range carries
+its reason under ``notes``.
 """
 
 from __future__ import annotations
@@ -18,20 +23,35 @@ from pipefill.traces.schema import Trace
 
 #: keys every summary carries (None when missing), in display order
 SUMMARY_KEYS = (
-    "period_ms", "fps", "stage0_ms", "stage1_ms", "overlap_score", "ttff_ms",
-    "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "mesh_idle_ms",
-    "q_in_max", "q_out_max", "peak_bytes_in_flight", "deadline_misses",
+    "period_ms", "fps", "period_p50_ms", "stage0_ms", "stage1_ms", "overlap_score",
+    "overlap_window", "ttff_ms", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
+    "mesh_idle_ms", "q_in_max", "q_out_max", "peak_bytes_in_flight", "deadline_misses",
 )
+#: relative gap between the median and the mean emit gap above which emits are bursty
+BURSTY_TOLERANCE = 0.05
+#: keys that need a steady-state window (at least two emits after the warm-up)
+WINDOW_KEYS = ("period_ms", "fps", "period_p50_ms", "stage0_ms", "stage1_ms",
+               "overlap_score", "overlap_window", "latency_p50_ms", "latency_p95_ms",
+               "latency_p99_ms", "mesh_idle_ms")
 
 
 @dataclass(frozen=True)
 class Window:
-    """The steady-state window: emit positions [first, last] of one session."""
+    """The steady-state window of one session: emits ``first`` (the warm-up's last emit,
+    where the first counted gap starts) to the last; ``chunks`` are the chunks whose gap
+    is counted (emit positions first+1 .. last)."""
 
     warmup: int
-    chunks: pd.Series  # chunk index per emit position in the window
-    t_start: float
-    t_end: float
+    first: int
+    chunks: np.ndarray
+    periods: np.ndarray
+    t0: float
+    t1: float
+
+    def describe(self) -> dict[str, Any]:
+        return {"warmup": self.warmup, "first_chunk": int(self.chunks[0]),
+                "last_chunk": int(self.chunks[-1]), "periods": len(self.periods),
+                "t_start_ms": self.t0, "t_end_ms": self.t1}
 
 
 def _median(values: np.ndarray) -> float:
@@ -44,9 +64,12 @@ def _on_stage(spans: pd.DataFrame, stage: str) -> pd.Series:
     return (names == stage) | names.str.startswith(stage + ".")
 
 
-def _per_chunk_busy(spans: pd.DataFrame, stage: str) -> pd.Series:
+def per_chunk_busy(spans: pd.DataFrame, stage: str) -> pd.Series:
+    """Compute-lane busy time of ``stage`` per chunk (ms), ``stage_k`` of DESIGN.md.
+
+    A batched call is one span per item: each item is charged its share of the call.
+    """
     sel = spans[_on_stage(spans, stage) & (spans["lane"] == "compute")]
-    # a batched call is one span per item: each item is charged its share of the call
     call = [sel["stage"], sel["name"], sel["start_ms"], sel["end_ms"]]
     items = sel.groupby(call)["chunk"].transform("size") if len(sel) else sel["chunk"]
     return ((sel["end_ms"] - sel["start_ms"]) / items).groupby(sel["chunk"]).sum()
@@ -86,70 +109,125 @@ def _queue_stats(trace: Trace, t0: float, t1: float) -> dict[str, dict[str, floa
     return out
 
 
+def steady_window(t_emit: np.ndarray, chunk_ids: np.ndarray, warmup: int) -> Window | str:
+    """The window after ``warmup`` emits, or the reason there is none."""
+    first = max(warmup, 1)
+    if len(t_emit) < first + 1:
+        return (f"no steady-state window: {len(t_emit)} chunks emitted, need more than "
+                f"{first} (warm-up {warmup})")
+    return Window(warmup, first, chunk_ids[first:], np.diff(t_emit)[first - 1:],
+                  float(t_emit[first - 1]), float(t_emit[-1]))
+
+
+def _rate(res: dict[str, Any], missing: dict[str, str], notes: dict[str, str],
+          win: Window, fpc: int) -> None:
+    """period (mean gap), fps, the median gap, and whether emits are bursty."""
+    res["period_p50_ms"] = _median(win.periods)
+    span = win.t1 - win.t0
+    if span <= 0:
+        reason = (f"all {len(win.periods) + 1} emits of the window fall at one instant "
+                  f"(t = {win.t1:.3f} ms): a zero period is not a rate")
+        missing["period_ms"] = missing["fps"] = reason
+        return
+    res["period_ms"] = span / len(win.periods)
+    res["fps"] = fpc * 1000.0 / res["period_ms"]
+    gap = abs(res["period_p50_ms"] - res["period_ms"]) / res["period_ms"]
+    res["bursty"] = bool(gap > BURSTY_TOLERANCE)
+    if res["bursty"]:
+        notes["period_ms"] = (f"emits are bursty: the median gap ({res['period_p50_ms']:.3f} ms)"
+                              f" is {gap:.0%} off the mean ({res['period_ms']:.3f} ms); "
+                              "period_ms and fps use the mean (the throughput)")
+
+
+def _overlap(res: dict[str, Any], missing: dict[str, str], notes: dict[str, str],
+             spans: pd.DataFrame, win: Window) -> None:
+    """OverlapScore (per chunk, DESIGN.md) with the reason when it leaves [0, 1]."""
+    s0 = per_chunk_busy(spans, "stage0").reindex(win.chunks, fill_value=0.0).to_numpy()
+    s1 = per_chunk_busy(spans, "stage1").reindex(win.chunks, fill_value=0.0).to_numpy()
+    res["stage0_ms"], res["stage1_ms"] = _median(s0), _median(s1)
+    low = np.minimum(s0, s1)
+    ok = low > 0
+    if not ok.any():
+        missing["overlap_score"] = "a stage does no work per chunk in the window"
+        return
+    hidden = np.maximum(0.0, s0 + s1 - win.periods)
+    res["overlap_score"] = score = _median(hidden[ok] / low[ok])
+    if score > 1.0 + 1e-9:
+        notes["overlap_score"] = (
+            f"{score:.2f} > 1: per-chunk gaps are shorter than a chunk's own work on the "
+            "lesser stage, so the stages do not work one chunk at a time in order "
+            "(batched, stream-batched or bursty emits); overlap_window is the share for "
+            "this policy")
+
+
+def overlap_window(busy: dict[str, float], span: float) -> tuple[float | None, str]:
+    """(sum B - T) / (sum B - max B) over the window, clipped at 0, with a note or reason."""
+    total = sum(busy.values())
+    hideable = total - max(busy.values(), default=0.0)
+    if len(busy) < 2 or hideable <= 0:
+        return None, "needs two stages that both work in the window"
+    value = (total - span) / hideable
+    if value < 0:
+        return 0.0, (f"stages idle together for {span - total:.1f} ms of the "
+                     f"{span:.1f} ms window (source- or transport-limited): no work hidden")
+    return value, ""
+
+
+def _window_fill(res: dict[str, Any], missing: dict[str, str], notes: dict[str, str],
+                 every: pd.DataFrame, stages: list[str], win: Window) -> None:
+    """Per-stage bubbles and overlap_window over the window's wall time."""
+    span = win.t1 - win.t0
+    if span <= 0:
+        missing["overlap_window"] = "the window holds no time"
+        return
+    # a stage's idle time does not depend on whose work it ran (shared stages)
+    busy = {s: _busy_in(every, s, win.t0, win.t1) for s in stages}
+    res["bubble"] = {s: 1.0 - b / span for s, b in busy.items()}
+    value, text = overlap_window(busy, span)
+    res["overlap_window"] = value
+    if value is None:
+        missing["overlap_window"] = text
+    elif text:
+        notes["overlap_window"] = text
+
+
 def _session_metrics(trace: Trace, session: int, warmup: int, fpc: int,
                      target_fps: float | None) -> dict[str, Any]:
     ev = trace.events
     res: dict[str, Any] = dict.fromkeys(SUMMARY_KEYS)
     missing: dict[str, str] = {}
+    notes: dict[str, str] = {}
     emits = trace.marks("emit")
     emits = emits[emits["session"] == session].sort_values("start_ms", kind="stable")
     inputs = trace.marks("input")
     inputs = inputs[inputs["session"] == session]
     spans = ev[(ev["kind"] == "span") & (ev["session"] == session)]
-    res["chunks"] = len(emits)
-    res["warmup"] = warmup
-    res["drops"] = int(((ev["kind"] == "mark") & (ev["name"] == "drop")
-                        & (ev["session"] == session)).sum())
-    res["hard_cuts"] = len(trace.marks("hard_cut"))
-
+    res.update(chunks=len(emits), warmup=warmup, bursty=None, bubble={},
+               hard_cuts=len(trace.marks("hard_cut")),
+               drops=int(((ev["kind"] == "mark") & (ev["name"] == "drop")
+                          & (ev["session"] == session)).sum()))
     t_emit = emits["start_ms"].to_numpy()
-    chunk_ids = emits["chunk"].to_numpy()
     if len(emits) and len(inputs):
         res["ttff_ms"] = float(t_emit[0] - inputs["start_ms"].min())
     else:
         missing["ttff_ms"] = "no emit" if not len(emits) else "no input marks in the trace"
-
-    first = max(warmup, 1)
-    if len(emits) < first + 1:
-        reason = f"{len(emits)} chunks emitted, need > {first} (warmup {warmup})"
-        for key in ("period_ms", "fps", "stage0_ms", "stage1_ms", "overlap_score",
-                    "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "mesh_idle_ms",
-                    "mean_period_ms"):
-            missing[key] = reason
-        res["mean_period_ms"] = None
-        res["window"] = {"warmup": warmup, "periods": 0}
-        return _finish(res, missing, trace, 0.0, float(ev["end_ms"].max() if len(ev) else 0.0),
-                       target_fps, fpc, t_emit, session)
-
-    periods = np.diff(t_emit)[first - 1:]
-    win_chunks = chunk_ids[first:]
-    t0, t1 = float(t_emit[first - 1]), float(t_emit[-1])
-    res["window"] = {"warmup": warmup, "first_chunk": int(win_chunks[0]),
-                     "last_chunk": int(win_chunks[-1]), "periods": len(periods),
-                     "t_start_ms": t0, "t_end_ms": t1}
-    res["period_ms"] = _median(periods)
-    # a schedule that repeats every c > 1 chunks has a median that is not its rate
-    res["mean_period_ms"] = (t1 - t0) / len(periods)
-    res["fps"] = fpc * 1000.0 / res["period_ms"] if res["period_ms"] > 0 else None
-    s0 = _per_chunk_busy(spans, "stage0").reindex(win_chunks, fill_value=0.0).to_numpy()
-    s1 = _per_chunk_busy(spans, "stage1").reindex(win_chunks, fill_value=0.0).to_numpy()
-    res["stage0_ms"], res["stage1_ms"] = _median(s0), _median(s1)
-    low = np.minimum(s0, s1)
-    ok = low > 0
-    if ok.any():
-        hidden = np.maximum(0.0, s0 + s1 - periods)
-        res["overlap_score"] = _median(hidden[ok] / low[ok])
-    else:
-        missing["overlap_score"] = "a stage does no work per chunk in the window"
-    _latency(res, missing, inputs, emits.iloc[first:])
-    _mesh_idle(res, missing, spans, chunk_ids, first)
-    res["bubble"] = {}
-    if t1 > t0:
-        # a stage's idle time does not depend on whose work it ran (shared stages)
-        every = ev[ev["kind"] == "span"]
-        for stage in sorted(spans["stage"].unique()):
-            res["bubble"][str(stage)] = 1.0 - _busy_in(every, str(stage), t0, t1) / (t1 - t0)
-    return _finish(res, missing, trace, t0, t1, target_fps, fpc, t_emit, session)
+    win = steady_window(t_emit, emits["chunk"].to_numpy(), warmup)
+    if isinstance(win, str):
+        missing.update(dict.fromkeys(WINDOW_KEYS, win))
+        res["window"] = {"warmup": warmup, "periods": 0, "reason": win}
+        return _finish(res, missing, notes, trace, 0.0,
+                       float(ev["end_ms"].max() if len(ev) else 0.0), target_fps, fpc,
+                       t_emit, session)
+    res["window"] = win.describe()
+    _rate(res, missing, notes, win, fpc)
+    _overlap(res, missing, notes, spans, win)
+    _latency(res, missing, inputs, emits.iloc[win.first:])
+    _mesh_idle(res, missing, spans, emits["chunk"].to_numpy(), win.first)
+    every = ev[ev["kind"] == "span"]
+    _window_fill(res, missing, notes, every, sorted(str(s) for s in spans["stage"].unique()),
+                 win)
+    return _finish(res, missing, notes, trace, win.t0, win.t1, target_fps, fpc, t_emit,
+                   session)
 
 
 def _latency(res: dict[str, Any], missing: dict[str, str], inputs: pd.DataFrame,
@@ -183,8 +261,8 @@ def _mesh_idle(res: dict[str, Any], missing: dict[str, str], spans: pd.DataFrame
         missing["mesh_idle_ms"] = "stage1 spans do not cover the window"
 
 
-def _finish(res: dict[str, Any], missing: dict[str, str], trace: Trace, t0: float, t1: float,
-            target_fps: float | None, fpc: int, t_emit: np.ndarray,
+def _finish(res: dict[str, Any], missing: dict[str, str], notes: dict[str, str], trace: Trace,
+            t0: float, t1: float, target_fps: float | None, fpc: int, t_emit: np.ndarray,
             session: int = 0) -> dict[str, Any]:
     queues = _queue_stats(trace, t0, t1)
     res["queues"] = {k: v for k, v in queues.items() if k != "bytes_in_flight"}
@@ -206,8 +284,8 @@ def _finish(res: dict[str, Any], missing: dict[str, str], trace: Trace, t0: floa
         res["deadline_misses"] = int((t_emit > due + 1e-9).sum())
     else:
         missing["deadline_misses"] = "no emit"
-    res.setdefault("bubble", {})
     res["missing"] = missing
+    res["notes"] = notes
     return res
 
 
