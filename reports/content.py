@@ -47,7 +47,8 @@ def _metric_rows(runs: list[Run]) -> list[list[Any]]:
     keys = [*SUMMARY_KEYS, *(f"bubble {s}" for s in stages), "chunks", "drops", "hard_cuts"]
     for key in keys:
         values = [_metric(r.metrics, key) for r in runs]
-        notes = sorted({r.metrics.get("missing", {}).get(key, "") for r in runs} - {""})
+        notes = sorted({r.metrics.get("missing", {}).get(key) or r.metrics.get("notes", {}).get(key)
+                        or "" for r in runs} - {""})
         row: list[Any] = [key, *values]
         if len(runs) == 2:
             a, b = values

@@ -86,6 +86,8 @@ def _overlap_panel(ax: Axes, data: list[PeriodData]) -> None:
         style = role_style(d.role)
         win = d.series[d.series["in_window"]]
         score = "missing" if d.overlap_score is None else f"{d.overlap_score:.2f}"
+        if d.overlap_score is not None and d.overlap_score > 1:
+            score += ", > 1: not one chunk at a time"
         ax.plot(win["chunk"], win["overlap"], color=style["color"], linewidth=1.0,
                 marker=_marker(d), markersize=3,
                 label=f"{d.label}: OverlapScore_k (median {score})")
