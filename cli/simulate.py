@@ -29,12 +29,11 @@ from pipefill.cli.render import (
     print_sweep,
 )
 from pipefill.sim.bound import compute_bound
-from pipefill.sim.engine import simulate
 from pipefill.sim.replicas import ReplicaSummary, run_replicas
 from pipefill.sim.scenario import load_raw
+from pipefill.sim.stream import simulate_summary
 from pipefill.sim.sweep import best_point, parse_axis, run_sweep
-from pipefill.traces.io import write_table, write_trace
-from pipefill.traces.metrics import compute_metrics
+from pipefill.traces.io import write_table
 
 
 @app.command("simulate")
@@ -51,13 +50,11 @@ def simulate_cmd(
     reps: ReplicaSummary | None = None
     with handled():
         sc = load(scenario, set_)
-        trace = simulate(sc)
-        metrics = compute_metrics(trace)
+        # the trace streams to --out as it is recorded; metrics are computed online
+        metrics = simulate_summary(sc, out).metrics
         if replicas > 1:
             with progress_bar("replicas", enabled=not json_ and sys.stderr.isatty()) as update:
                 reps = run_replicas(sc.raw, sc.name, replicas, workers, update)
-        if out is not None:
-            write_trace(trace, out)
     if json_:
         extra = {"replicas": reps.to_json()} if reps is not None else {}
         print_json({"scenario": sc.name, "policy": sc.policy.params(), **metrics, **extra})

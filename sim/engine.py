@@ -55,11 +55,11 @@ def _same(msg: Message) -> Message:
 class SimEngine:
     """One simulated run of ``scenario``'s policy. Use :func:`simulate`."""
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, rec: Recorder | None = None) -> None:
         self.sc = scenario
         run = scenario.run
         self.env = simpy.Environment()
-        self.rec = Recorder()
+        self.rec = Recorder() if rec is None else rec
         self.costs = CostTable(scenario.costs, run.sessions, run.chunks, run.seed)
         self.stage_res = {s: simpy.Resource(self.env, 1) for s in scenario.policy.stages(scenario)}
         specs = scenario.policy.queues(scenario)
@@ -137,6 +137,10 @@ class SimEngine:
         return describe(self.queues)
 
     def run(self) -> Trace:
+        return self.rec.trace(self.execute())
+
+    def execute(self) -> dict[str, Any]:
+        """Run to the end (every row to the recorder); returns the run's metadata."""
         if self.sc.run.source == "realtime":
             self.env.process(self._feed_inputs())
         for sp in self.sc.policy.programs(self.sc):
@@ -145,7 +149,10 @@ class SimEngine:
         if self.current:
             blocked = ", ".join(f"{s} blocked at '{a}'" for s, a in sorted(self.current.items()))
             raise StallError(f"stall at t={self.env.now:.3f} ms: {blocked}; {self._queue_state()}")
-        return self.rec.trace(run_metadata(self.sc, source="sim", backend="simpy"))
+        return self.metadata()
+
+    def metadata(self) -> dict[str, Any]:
+        return run_metadata(self.sc, source="sim", backend="simpy")
 
 
 class _StageBackend:

@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from pipefill.sim.engine import simulate
 from pipefill.sim.scenario import ScenarioError, apply_overrides, build_scenario
-from pipefill.traces.metrics import compute_metrics
+from pipefill.sim.stream import simulate_summary
 
 #: metrics summarised across replicas
 REPLICA_KEYS = ("period_ms", "period_p50_ms", "fps", "overlap_score", "overlap_window", "ttff_ms",
@@ -84,7 +83,7 @@ class ReplicaSummary:
 def _run_one(job: tuple[dict[str, Any], str, int]) -> dict[str, Any]:
     raw, name, seed = job
     sc = build_scenario(apply_overrides(raw, [f"run.seed={seed}"]), name=name)
-    m = compute_metrics(simulate(sc))
+    m = simulate_summary(sc).metrics
     return {"seed": seed, **{k: m.get(k) for k in REPLICA_KEYS}}
 
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from pipefill.sim.engine import StallError, simulate
+from pipefill.sim.engine import StallError
 from pipefill.sim.scenario import ScenarioError, apply_overrides, build_scenario, parse_value
-from pipefill.traces.metrics import SUMMARY_KEYS, compute_metrics
+from pipefill.sim.stream import simulate_summary
+from pipefill.traces.metrics import SUMMARY_KEYS
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def _run_point(args: tuple[dict[str, Any], str]) -> dict[str, Any]:
     raw, name = args
     sc = build_scenario(raw, name=name)
     try:
-        return flatten(compute_metrics(simulate(sc)))
+        return flatten(simulate_summary(sc).metrics)
     except StallError as exc:
         return {"error": str(exc)}
 

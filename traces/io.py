@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipefill.traces.schema import Trace, TraceError, validate
+from pipefill.traces.schema import COLUMNS, Trace, TraceError, validate
 
 META_KEY = b"pipefill"
 CSV_META_PREFIX = "# pipefill-meta: "
@@ -128,6 +128,62 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         else:
             body = io.StringIO(first + fh.read())
         return pd.read_csv(body), meta
+
+
+#: Arrow types of the trace columns (the streamed Parquet schema)
+_ARROW = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64()}
+
+
+class TraceWriter:
+    """Writes a trace as its rows arrive, in blocks (Parquet row groups or CSV lines).
+
+    A context manager: the file appears, atomically, only when the block exits without
+    an error; until then it is a temporary beside the target, deleted on failure. The
+    rows are in recording order; :func:`read_trace` returns them in time order.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], meta: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.meta = meta
+        self.rows = 0
+        self._fmt = _fmt(self.path)
+        self._atomic: contextlib.AbstractContextManager[Path] | None = None
+        self._pq: pq.ParquetWriter | None = None
+        self._csv: IO[str] | None = None
+
+    def __enter__(self) -> TraceWriter:
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        if self._fmt == "parquet":
+            schema = pa.schema([(c, _ARROW[t]) for c, t in COLUMNS.items()],
+                               metadata={META_KEY: _meta_json(self.meta).encode()})
+            self._pq = pq.ParquetWriter(tmp, schema)
+        else:
+            self._csv = open(tmp, "w", encoding="utf-8", newline="")
+            self._csv.write(CSV_META_PREFIX + _meta_json(self.meta) + "\n")
+            self._csv.write(",".join(COLUMNS) + "\n")
+        return self
+
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        self.rows += len(rows)
+        cols = list(zip(*rows, strict=True))
+        if self._pq is not None:
+            arrays = [pa.array(v, type=_ARROW[t]) for v, t in zip(cols, COLUMNS.values(),
+                                                                   strict=True)]
+            self._pq.write_table(pa.Table.from_arrays(arrays, names=list(COLUMNS)))
+        elif self._csv is not None:
+            df = pd.DataFrame(dict(zip(COLUMNS, cols, strict=True))).astype(COLUMNS)
+            df.to_csv(self._csv, index=False, header=False)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._pq is not None:
+            self._pq.close()
+        if self._csv is not None:
+            self._csv.close()
+        assert self._atomic is not None
+        self._atomic.__exit__(*exc)
 
 
 def write_trace(trace: Trace, path: str | os.PathLike[str]) -> Path:

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipefill.traces.memory import memory_in_flight
+from pipefill.traces.memory import memory_of
+from pipefill.traces.reduce import TOTAL, SessionState, TraceReducer, record_order
 from pipefill.traces.schema import Trace
 
 #: keys every summary carries (None when missing), in display order
@@ -37,9 +38,9 @@ WINDOW_KEYS = ("period_ms", "fps", "period_p50_ms", "stage0_ms", "stage1_ms",
 
 @dataclass(frozen=True)
 class Window:
-    """The steady-state window of one session: emits ``first`` (the warm-up's last emit,
-    where the first counted gap starts) to the last; ``chunks`` are the chunks whose gap
-    is counted (emit positions first+1 .. last)."""
+    """The steady-state window of one session: emits ``first - 1`` (the warm-up's last
+    emit, where the first counted gap starts) to the last; ``chunks`` are the chunks whose
+    gap is counted (emit positions first .. last)."""
 
     warmup: int
     first: int
@@ -58,55 +59,18 @@ def _median(values: np.ndarray) -> float:
     return float(np.median(values))
 
 
-def _on_stage(spans: pd.DataFrame, stage: str) -> pd.Series:
-    """``stage`` itself or one of its per-session copies (``stage0.<s>`` front ends)."""
-    names = spans["stage"].astype(str)
-    return (names == stage) | names.str.startswith(stage + ".")
-
-
 def per_chunk_busy(spans: pd.DataFrame, stage: str) -> pd.Series:
-    """Compute-lane busy time of ``stage`` per chunk (ms), ``stage_k`` of DESIGN.md.
-
-    A batched call is one span per item: each item is charged its share of the call.
-    """
-    sel = spans[_on_stage(spans, stage) & (spans["lane"] == "compute")]
-    call = [sel["stage"], sel["name"], sel["start_ms"], sel["end_ms"]]
-    items = sel.groupby(call)["chunk"].transform("size") if len(sel) else sel["chunk"]
-    return ((sel["end_ms"] - sel["start_ms"]) / items).groupby(sel["chunk"]).sum()
-
-
-def _busy_in(spans: pd.DataFrame, stage: str, t0: float, t1: float) -> float:
-    """Union of a stage's compute spans clipped to [t0, t1]."""
-    sel = spans[(spans["stage"] == stage) & (spans["lane"] == "compute")]
-    iv = np.clip(sel[["start_ms", "end_ms"]].to_numpy(), t0, t1)
-    iv = iv[np.argsort(iv[:, 0], kind="stable")] if len(iv) else iv
-    busy, cur_s, cur_e = 0.0, None, None
-    for s, e in iv:
-        if cur_e is None or s > cur_e:
-            busy += 0.0 if cur_e is None else cur_e - cur_s
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    if cur_e is not None:
-        busy += cur_e - cur_s
-    return busy
-
-
-def _queue_stats(trace: Trace, t0: float, t1: float) -> dict[str, dict[str, float]]:
-    counters = trace.events[trace.events["kind"] == "counter"]
-    out: dict[str, dict[str, float]] = {}
-    for name, grp in counters.groupby("name", sort=True):
-        grp = grp.sort_values("start_ms", kind="stable")
-        times = grp["start_ms"].to_numpy()
-        vals = grp["value"].to_numpy()
-        stats = {"max": float(vals.max())}
-        # time-weighted mean over the window: the value holds until the next sample
-        edges = np.clip(np.append(times, t1), t0, t1)
-        widths = np.diff(edges)
-        if t1 > t0 and widths.sum() > 0:
-            stats["mean"] = float((vals * widths).sum() / widths.sum())
-        out[str(name)] = stats
-    return out
+    """Compute-lane busy time of ``stage`` (or its ``stage.<s>`` copies) per chunk (ms),
+    ``stage_k`` of DESIGN.md; the items of a batched call share its time."""
+    red = TraceReducer(1).feed(record_order(spans)).finish()
+    out: dict[int, float] = {}
+    for sess in red.sessions.values():
+        arr = sess.busy0 if stage == "stage0" else sess.busy1 if stage == "stage1" else None
+        if arr is None:
+            raise ValueError(f"per-chunk busy time is defined for stage0 and stage1, not {stage}")
+        for k in np.flatnonzero(arr.a[: arr.n]):
+            out[int(k)] = out.get(int(k), 0.0) + float(arr.a[k])
+    return pd.Series(out, dtype=float).sort_index()
 
 
 def steady_window(t_emit: np.ndarray, chunk_ids: np.ndarray, warmup: int) -> Window | str:
@@ -140,10 +104,9 @@ def _rate(res: dict[str, Any], missing: dict[str, str], notes: dict[str, str],
 
 
 def _overlap(res: dict[str, Any], missing: dict[str, str], notes: dict[str, str],
-             spans: pd.DataFrame, win: Window) -> None:
+             sess: SessionState, win: Window) -> None:
     """OverlapScore (per chunk, DESIGN.md) with the reason when it leaves [0, 1]."""
-    s0 = per_chunk_busy(spans, "stage0").reindex(win.chunks, fill_value=0.0).to_numpy()
-    s1 = per_chunk_busy(spans, "stage1").reindex(win.chunks, fill_value=0.0).to_numpy()
+    s0, s1 = sess.busy0.take(win.chunks), sess.busy1.take(win.chunks)
     res["stage0_ms"], res["stage1_ms"] = _median(s0), _median(s1)
     low = np.minimum(s0, s1)
     ok = low > 0
@@ -174,14 +137,16 @@ def overlap_window(busy: dict[str, float], span: float) -> tuple[float | None, s
 
 
 def _window_fill(res: dict[str, Any], missing: dict[str, str], notes: dict[str, str],
-                 every: pd.DataFrame, stages: list[str], win: Window) -> None:
+                 red: TraceReducer, session: int, win: Window) -> None:
     """Per-stage bubbles and overlap_window over the window's wall time."""
     span = win.t1 - win.t0
     if span <= 0:
         missing["overlap_window"] = "the window holds no time"
         return
     # a stage's idle time does not depend on whose work it ran (shared stages)
-    busy = {s: _busy_in(every, s, win.t0, win.t1) for s in stages}
+    stages = sorted(red.session(session).stages)
+    busy = {s: red.stages[s].between(("t0", session), ("last", session)) if s in red.stages
+            else 0.0 for s in stages}
     res["bubble"] = {s: 1.0 - b / span for s, b in busy.items()}
     value, text = overlap_window(busy, span)
     res["overlap_window"] = value
@@ -191,50 +156,11 @@ def _window_fill(res: dict[str, Any], missing: dict[str, str], notes: dict[str, 
         notes["overlap_window"] = text
 
 
-def _session_metrics(trace: Trace, session: int, warmup: int, fpc: int,
-                     target_fps: float | None) -> dict[str, Any]:
-    ev = trace.events
-    res: dict[str, Any] = dict.fromkeys(SUMMARY_KEYS)
-    missing: dict[str, str] = {}
-    notes: dict[str, str] = {}
-    emits = trace.marks("emit")
-    emits = emits[emits["session"] == session].sort_values("start_ms", kind="stable")
-    inputs = trace.marks("input")
-    inputs = inputs[inputs["session"] == session]
-    spans = ev[(ev["kind"] == "span") & (ev["session"] == session)]
-    res.update(chunks=len(emits), warmup=warmup, bursty=None, bubble={},
-               hard_cuts=len(trace.marks("hard_cut")),
-               drops=int(((ev["kind"] == "mark") & (ev["name"] == "drop")
-                          & (ev["session"] == session)).sum()))
-    t_emit = emits["start_ms"].to_numpy()
-    if len(emits) and len(inputs):
-        res["ttff_ms"] = float(t_emit[0] - inputs["start_ms"].min())
-    else:
-        missing["ttff_ms"] = "no emit" if not len(emits) else "no input marks in the trace"
-    win = steady_window(t_emit, emits["chunk"].to_numpy(), warmup)
-    if isinstance(win, str):
-        missing.update(dict.fromkeys(WINDOW_KEYS, win))
-        res["window"] = {"warmup": warmup, "periods": 0, "reason": win}
-        return _finish(res, missing, notes, trace, 0.0,
-                       float(ev["end_ms"].max() if len(ev) else 0.0), target_fps, fpc,
-                       t_emit, session)
-    res["window"] = win.describe()
-    _rate(res, missing, notes, win, fpc)
-    _overlap(res, missing, notes, spans, win)
-    _latency(res, missing, inputs, emits.iloc[win.first:])
-    _mesh_idle(res, missing, spans, emits["chunk"].to_numpy(), win.first)
-    every = ev[ev["kind"] == "span"]
-    _window_fill(res, missing, notes, every, sorted(str(s) for s in spans["stage"].unique()),
-                 win)
-    return _finish(res, missing, notes, trace, win.t0, win.t1, target_fps, fpc, t_emit,
-                   session)
-
-
-def _latency(res: dict[str, Any], missing: dict[str, str], inputs: pd.DataFrame,
-             win_emits: pd.DataFrame) -> None:
-    t_in = inputs.groupby("chunk")["start_ms"].min()
-    joined = win_emits.set_index("chunk")["start_ms"] - t_in.reindex(win_emits["chunk"]).values
-    lat = joined.dropna().to_numpy()
+def _latency(res: dict[str, Any], missing: dict[str, str], sess: SessionState,
+             first: int) -> None:
+    t_emit, chunks = sess.emits()
+    lat = t_emit[first:] - sess.t_input.take(chunks[first:])
+    lat = lat[~np.isnan(lat)]
     if not len(lat):
         for q in (50, 95, 99):
             missing[f"latency_p{q}_ms"] = "no input marks for the window's chunks"
@@ -243,17 +169,14 @@ def _latency(res: dict[str, Any], missing: dict[str, str], inputs: pd.DataFrame,
         res[f"latency_p{q}_ms"] = float(np.percentile(lat, q))
 
 
-def _mesh_idle(res: dict[str, Any], missing: dict[str, str], spans: pd.DataFrame,
-               chunk_ids: np.ndarray, first: int) -> None:
-    s1 = spans[(spans["stage"] == "stage1") & (spans["lane"] == "compute")]
-    if s1.empty:
+def _mesh_idle(res: dict[str, Any], missing: dict[str, str], sess: SessionState,
+               first: int) -> None:
+    if sess.mesh_start.n == 0:
         missing["mesh_idle_ms"] = "no stage1 spans"
         return
-    g = s1.groupby("chunk")
-    tb0, tb1 = g["start_ms"].min(), g["end_ms"].max()
-    cur = tb0.reindex(chunk_ids[first:]).to_numpy()
-    prev = tb1.reindex(chunk_ids[first - 1:-1]).to_numpy()
-    gaps = np.maximum(0.0, cur - prev)
+    _, chunks = sess.emits()
+    gaps = np.maximum(0.0, sess.mesh_start.take(chunks[first:])
+                      - sess.mesh_end.take(chunks[first - 1:-1]))
     gaps = gaps[~np.isnan(gaps)]
     if len(gaps):
         res["mesh_idle_ms"] = _median(gaps)
@@ -261,21 +184,62 @@ def _mesh_idle(res: dict[str, Any], missing: dict[str, str], spans: pd.DataFrame
         missing["mesh_idle_ms"] = "stage1 spans do not cover the window"
 
 
-def _finish(res: dict[str, Any], missing: dict[str, str], notes: dict[str, str], trace: Trace,
-            t0: float, t1: float, target_fps: float | None, fpc: int, t_emit: np.ndarray,
-            session: int = 0) -> dict[str, Any]:
-    queues = _queue_stats(trace, t0, t1)
-    res["queues"] = {k: v for k, v in queues.items() if k != "bytes_in_flight"}
+def _session_metrics(red: TraceReducer, session: int, warmup: int, fpc: int,
+                     target_fps: float | None) -> dict[str, Any]:
+    res: dict[str, Any] = dict.fromkeys(SUMMARY_KEYS)
+    missing: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    sess = red.session(session)
+    t_emit, chunks = sess.emits()
+    res.update(chunks=len(t_emit), warmup=warmup, bursty=None, bubble={},
+               hard_cuts=red.hard_cuts, drops=sess.drops)
+    if len(t_emit) and np.isfinite(sess.first_input):
+        res["ttff_ms"] = float(t_emit[0] - sess.first_input)
+    else:
+        missing["ttff_ms"] = "no emit" if not len(t_emit) else "no input marks in the trace"
+    win = steady_window(t_emit, chunks, warmup)
+    if isinstance(win, str):
+        missing.update(dict.fromkeys(WINDOW_KEYS, win))
+        res["window"] = {"warmup": warmup, "periods": 0, "reason": win}
+    else:
+        res["window"] = win.describe()
+        _rate(res, missing, notes, win, fpc)
+        _overlap(res, missing, notes, sess, win)
+        _latency(res, missing, sess, win.first)
+        _mesh_idle(res, missing, sess, win.first)
+        _window_fill(res, missing, notes, red, session, win)
+    _queues(res, missing, red, session)
+    _deadlines(res, missing, t_emit, target_fps, fpc)
+    res["missing"], res["notes"] = missing, notes
+    return res
+
+
+def _queues(res: dict[str, Any], missing: dict[str, str], red: TraceReducer,
+            session: int) -> None:
+    window = (("t0", session), ("last", session))
+    res["queues"] = {}
+    for name, c in sorted(red.counters.items()):
+        if name == TOTAL:
+            continue
+        stats = {"max": c.peak}
+        mean = c.mean(*window)
+        if mean is not None:
+            stats["mean"] = mean
+        res["queues"][name] = stats
     for q in ("q_in", "q_out"):
-        name = q if q in queues else f"{q}.{session}"  # per-session queues
-        if name in queues:
-            res[f"{q}_max"] = int(queues[name]["max"])
+        name = q if q in red.counters else f"{q}.{session}"  # per-session queues
+        if name in red.counters:
+            res[f"{q}_max"] = int(red.counters[name].peak)
         else:
             missing[f"{q}_max"] = f"no {q} counter in the trace"
-    if "bytes_in_flight" in queues:
-        res["peak_bytes_in_flight"] = int(queues["bytes_in_flight"]["max"])
+    if TOTAL in red.counters:
+        res["peak_bytes_in_flight"] = int(red.counters[TOTAL].peak)
     else:
         missing["peak_bytes_in_flight"] = "no bytes_in_flight counter in the trace"
+
+
+def _deadlines(res: dict[str, Any], missing: dict[str, str], t_emit: np.ndarray,
+               target_fps: float | None, fpc: int) -> None:
     if target_fps is None:
         missing["deadline_misses"] = "no run.target_fps given"
     elif len(t_emit):
@@ -284,9 +248,6 @@ def _finish(res: dict[str, Any], missing: dict[str, str], notes: dict[str, str],
         res["deadline_misses"] = int((t_emit > due + 1e-9).sum())
     else:
         missing["deadline_misses"] = "no emit"
-    res["missing"] = missing
-    res["notes"] = notes
-    return res
 
 
 def compute_metrics(trace: Trace, warmup: int | None = None) -> dict[str, Any]:
@@ -294,50 +255,54 @@ def compute_metrics(trace: Trace, warmup: int | None = None) -> dict[str, Any]:
 
     ``warmup`` defaults to the run's (trace metadata), else 10.
     """
-    run = trace.meta.get("run", {})
-    wu = int(warmup if warmup is not None else run.get("warmup", 10))
+    wu = _warmup(trace.meta, warmup)
+    red = TraceReducer(wu).feed(record_order(trace.events)).finish()
+    return summarize(red, trace.meta, wu)
+
+
+def _warmup(meta: dict[str, Any], warmup: int | None) -> int:
+    return int(warmup if warmup is not None else meta.get("run", {}).get("warmup", 10))
+
+
+def summarize(red: TraceReducer, meta: dict[str, Any], warmup: int | None = None) -> dict[str, Any]:
+    """The summary of what ``red`` consumed (a whole trace, or rows as they were recorded)."""
+    run = meta.get("run", {})
+    wu = _warmup(meta, warmup)
     fpc = int(run.get("frames_per_chunk", 12))
     target = run.get("target_fps")
-    sessions = sorted(int(s) for s in trace.marks("emit")["session"].unique()) or [0]
-    per = {s: _session_metrics(trace, s, wu, fpc, target) for s in sessions}
+    sessions = sorted(s for s, st in red.sessions.items() if len(st.t_emit)) or [0]
+    per = {s: _session_metrics(red, s, wu, fpc, target) for s in sessions}
     out = dict(per[sessions[0]])
     if len(sessions) > 1:
         out["sessions"] = {str(s): m for s, m in per.items()}
         fps = [m["fps"] for m in per.values() if m["fps"] is not None]
         out["aggregate_fps"] = float(sum(fps)) if fps else None
-        out.update(_pooled_latency(trace, sessions, wu))
-    out["bubble_run"] = _run_bubbles(trace)
-    mem = memory_in_flight(trace)
-    out["memory"] = mem
+        out.update(_pooled_latency(red, sessions, wu))
+    out["bubble_run"] = _run_bubbles(red)
+    out["memory"] = mem = memory_of(red)
     if not mem:
         out["missing"] = {**out["missing"], "memory": "no bytes_in_flight counter in the trace"}
-    out["source"] = trace.source
+    out["source"] = str(meta.get("source", "unknown"))
     return out
 
 
-def _run_bubbles(trace: Trace) -> dict[str, float]:
+def _run_bubbles(red: TraceReducer) -> dict[str, float]:
     """Idle share of each stage over the whole run, first input to last emit (a finite
     batch's fill and drain included, e.g. GPipe's (P-1)/(M+P-1))."""
-    emits, inputs = trace.marks("emit"), trace.marks("input")
-    if emits.empty:
+    x = red._marks
+    if "run1" not in x or x["run1"] <= x["run0"]:
         return {}
-    t0 = float(inputs["start_ms"].min()) if len(inputs) else 0.0
-    t1 = float(emits["start_ms"].max())
-    spans = trace.spans
-    if t1 <= t0:
-        return {}
-    return {str(s): 1.0 - _busy_in(spans, str(s), t0, t1) / (t1 - t0)
-            for s in sorted(spans.loc[spans["lane"] == "compute", "stage"].unique())}
+    span = x["run1"] - x["run0"]
+    return {s: 1.0 - b.between("run0", "run1") / span for s, b in sorted(red.stages.items())}
 
 
-def _pooled_latency(trace: Trace, sessions: list[int], warmup: int) -> dict[str, Any]:
+def _pooled_latency(red: TraceReducer, sessions: list[int], warmup: int) -> dict[str, Any]:
     """p50/p95/p99 of every session's steady-state latencies pooled together."""
-    emits, inputs = trace.marks("emit"), trace.marks("input")
     lats = []
     for s in sessions:
-        e = emits[emits["session"] == s].sort_values("start_ms", kind="stable").iloc[warmup:]
-        t_in = inputs[inputs["session"] == s].groupby("chunk")["start_ms"].min()
-        lats.append((e["start_ms"] - t_in.reindex(e["chunk"]).to_numpy()).dropna().to_numpy())
+        t_emit, chunks = red.session(s).emits()
+        lat = t_emit[warmup:] - red.session(s).t_input.take(chunks[warmup:])
+        lats.append(lat[~np.isnan(lat)])
     pooled = np.concatenate(lats) if lats else np.array([])
     return {f"aggregate_latency_p{q}_ms": float(np.percentile(pooled, q)) if len(pooled)
             else None for q in (50, 95, 99)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +24,27 @@ class Tag:
 NO_TAG = Tag()
 
 
-class Recorder:
-    """Append-only, thread-safe list of trace rows; :meth:`trace` freezes it into a Trace."""
+Row = tuple[Any, ...]
+#: rows a streaming recorder holds before it hands them to its sink
+BLOCK_ROWS = 65_536
 
-    def __init__(self) -> None:
-        self._rows: list[tuple[Any, ...]] = []
+
+class Recorder:
+    """Append-only, thread-safe list of trace rows; :meth:`trace` freezes it into a Trace.
+
+    With a ``sink`` the recorder streams instead: every ``block_rows`` rows (and at
+    :meth:`flush`) it hands the rows so far, in recording order, to ``sink`` and forgets
+    them, so a long run's memory does not grow with its length. Such a recorder has no
+    :meth:`trace`: its rows went to the sink (a trace file, the metrics' reducer).
+    """
+
+    def __init__(self, sink: Callable[[list[Row]], None] | None = None,
+                 block_rows: int = BLOCK_ROWS) -> None:
+        self._rows: list[Row] = []
         self._lock = threading.Lock()
+        self._sink = sink
+        self._block = block_rows
+        self._count = 0
 
     def _add(self, kind: str, name: str, stage: str, lane: str, tag: Tag,
              start: float, end: float, value: float) -> None:
@@ -36,6 +52,19 @@ class Recorder:
                tag.step, float(start), float(end), float(value))
         with self._lock:
             self._rows.append(row)
+            full = self._sink is not None and len(self._rows) >= self._block
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the rows held so far to the sink (streaming recorders only)."""
+        if self._sink is None:
+            return
+        with self._lock:
+            rows, self._rows = self._rows, []
+            self._count += len(rows)
+            # under the lock: blocks reach the sink in recording order
+            self._sink(rows)
 
     def span(self, name: str, stage: str, lane: str, tag: Tag, start: float, end: float,
              value: float = float("nan")) -> None:
@@ -49,9 +78,11 @@ class Recorder:
         self._add("counter", name, stage, "queue", NO_TAG, at, at, value)
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return self._count + len(self._rows)
 
     def trace(self, meta: dict[str, Any]) -> Trace:
+        if self._sink is not None:
+            raise RuntimeError("a streaming recorder hands its rows to its sink, not a trace")
         with self._lock:
             rows = list(self._rows)
         return Trace(from_rows(rows), dict(meta))

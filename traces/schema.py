@@ -83,9 +83,7 @@ def from_rows(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
     if not rows:
         return empty_events()
     df = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
-    df = df.astype(COLUMNS)
-    order = np.lexsort((np.arange(len(df)), df["start_ms"].to_numpy()))
-    return df.iloc[order].reset_index(drop=True)
+    return time_ordered(df.astype(COLUMNS))
 
 
 def validate(df: pd.DataFrame) -> pd.DataFrame:
@@ -115,4 +113,13 @@ def validate(df: pd.DataFrame) -> pd.DataFrame:
     instant = df["kind"] != "span"
     if (df.loc[instant, "end_ms"] != df.loc[instant, "start_ms"]).any():
         raise TraceError("end_ms", "marks and counters must have end_ms == start_ms")
+    return time_ordered(df)
+
+
+def time_ordered(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows stably by ``start_ms``: the order of a trace in memory (a streamed trace file
+    is in recording order; sorted stably it is the same table as the run's in-memory one)."""
+    start = df["start_ms"].to_numpy()
+    if len(start) > 1 and not (start[1:] >= start[:-1]).all():
+        df = df.iloc[np.argsort(start, kind="stable")]
     return df.reset_index(drop=True)
