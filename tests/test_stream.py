@@ -60,8 +60,8 @@ def test_reducer_fed_in_any_blocks_gives_the_same_summary():
             red.feed(rows[i:i + size])
         red.finish()
         assert red.stages.keys() == whole.stages.keys()
-        for s, busy in whole.stages.items():
-            assert red.stages[s].total == busy.total
+        for stage, busy in whole.stages.items():
+            assert red.stages[stage].total == busy.total
         for s, sess in whole.sessions.items():
             assert (red.sessions[s].busy0.a[:sess.busy0.n] == sess.busy0.a[:sess.busy0.n]).all()
 
