@@ -123,6 +123,10 @@ def from_env(env: Mapping[str, str] | None = None, save_at_exit: bool = True,
     rec = Recorder(**kwargs)
     rec.path = path.replace("{rank}", str(rank))
     if save_at_exit:
+        # the writers register exit hooks of their own when first imported, which is
+        # refused during interpreter shutdown: load them now, while the probe is set up
+        import pipefill.traces.io  # noqa: F401
+
         atexit.register(_save_quietly, rec)
     return rec
 

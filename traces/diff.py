@@ -195,9 +195,14 @@ def _flatten(obj: Any, prefix: str) -> dict[str, Any]:
 
 
 def meta_differences(meta_p: dict[str, Any], meta_m: dict[str, Any]) -> list[str]:
-    """Dotted scenario/policy fields whose values differ, as ``field: a != b``."""
-    fp = _flatten({k: meta_p.get(k) for k in META_SECTIONS}, "")
-    fm = _flatten({k: meta_m.get(k) for k in META_SECTIONS}, "")
+    """Dotted scenario/policy fields whose values differ, as ``field: a != b``.
+
+    Only sections both traces carry are compared: a measured trace recorded with the
+    probe or imported from a profiler has no cost model (or maybe no policy) to differ.
+    """
+    both = [k for k in META_SECTIONS if k in meta_p and k in meta_m]
+    fp = _flatten({k: meta_p.get(k) for k in both}, "")
+    fm = _flatten({k: meta_m.get(k) for k in both}, "")
     return [f"{k}: {fp.get(k)!r} != {fm.get(k)!r}" for k in sorted(set(fp) | set(fm))
             if fp.get(k) != fm.get(k)]
 
