@@ -77,18 +77,22 @@ class Pipeline:
     @contextlib.contextmanager
     def phase(self, stage: probe.Stage, name: str, chunk: int, step: int = -1) -> Iterator[None]:
         label = f"{stage.name}/{name}/{chunk}" + (f"/{step}" if step >= 0 else "")
-        with stage.span(name, chunk=chunk, call_id=chunk, step=step):
-            if not self.profile:
+        span = stage.span(name, chunk=chunk, call_id=chunk, step=step)
+        # the probe inside the profiler's range: both clocks are read back to back (the
+        # other way round, the GIL may pass to the other stage in between)
+        if not self.profile:
+            with span:
                 yield
-                return
-            with torch.profiler.record_function(label):
-                yield
+            return
+        with torch.profiler.record_function(label), span:
+            yield
 
     def mark(self, name: str, chunk: int) -> None:
-        self.s0.mark(name, chunk=chunk, call_id=chunk)
-        if self.profile:
-            with torch.profiler.record_function(f"stage0/{name}/{chunk}"):
-                pass
+        if not self.profile:
+            self.s0.mark(name, chunk=chunk, call_id=chunk)
+            return
+        with torch.profiler.record_function(f"stage0/{name}/{chunk}"):
+            self.s0.mark(name, chunk=chunk, call_id=chunk)
 
     # -- stage0 --------------------------------------------------------------------------
     def build(self, k: int) -> dict[str, Any]:
@@ -102,12 +106,16 @@ class Pipeline:
         with self.phase(self.s0, "decode", result["chunk"]):
             return self.decoder(result["latents"])
 
+    def can_send(self, sent: int) -> bool:
+        """Another envelope is due and a D_in slot is free (call under ``links.cv``)."""
+        return sent < self.chunks and self.links.in_held < self.links.d_in
+
     def stage0(self) -> None:
         ln, sent, emitted = self.links, 0, 0
         while emitted < self.chunks:
             with ln.cv:
-                ln.wait(lambda: (sent < self.chunks and ln.in_held < ln.d_in) or ln.results)
-                produce = sent < self.chunks and ln.in_held < ln.d_in
+                ln.wait(lambda n=sent: self.can_send(n) or bool(ln.results))
+                produce = self.can_send(sent)
                 if produce:
                     ln.in_held += 1
                     self.s1.counter("q_in", ln.in_held)
@@ -166,8 +174,11 @@ class Pipeline:
     def run(self) -> None:
         def guard(fn: Any) -> None:
             try:
+                if self.profile:  # a thread's first range registers it with the profiler
+                    with torch.profiler.record_function("thread_start"):
+                        pass
                 fn()
-            except BaseException as exc:  # noqa: BLE001 (re-raised by run)
+            except BaseException as exc:
                 self.error = exc
                 with self.links.cv:
                     self.links.cv.notify_all()
@@ -194,23 +205,33 @@ def record(chunks: int = 24, warmup: int = 4, d_in: int = 2, d_out: int = 2, ste
            size: str = "tiny", profile_path: str | None = None) -> probe.Recorder:
     """Run the pipeline once and return the recorder (``profile_path``: also write a
     torch.profiler Chrome trace of the same run there)."""
-    torch.set_num_threads(1)
     rec = probe.Recorder(
         policy={"name": "phase_pp", "d_in": d_in, "d_out": d_out, "recompute": "r1"},
         run={"chunks": chunks, "warmup": warmup, "frames_per_chunk": 12},
         name="instrumented", meta={"device": "cpu"})
     pipe = Pipeline(MODEL_SIZES[size], steps, chunks, Links(d_in, d_out), rec,
                     profile=profile_path is not None)
-    with torch.inference_mode():
-        warm_up(pipe)
-        if profile_path is None:
-            pipe.run()
-        else:
-            acts = [torch.profiler.ProfilerActivity.CPU]
-            with torch.profiler.profile(activities=acts) as prof:
-                pipe.run()
-            prof.export_chrome_trace(profile_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core per stage thread: they run side by side
+    try:
+        with torch.inference_mode():
+            _run(pipe, profile_path)
+    finally:
+        torch.set_num_threads(threads)
     return rec
+
+
+def _run(pipe: Pipeline, profile_path: str | None) -> None:
+    warm_up(pipe)
+    if profile_path is None:
+        pipe.run()
+        return
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    # by default the profiler sees only the thread that started it
+    every_thread = torch._C._profiler._ExperimentalConfig(profile_all_threads=True)
+    with torch.profiler.profile(activities=acts, experimental_config=every_thread) as prof:
+        pipe.run()
+    prof.export_chrome_trace(profile_path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -136,7 +136,7 @@ def _save_quietly(rec: Recorder) -> None:
     try:
         if rec.path is not None:
             rec.save(rec.path)
-    except Exception as exc:  # noqa: BLE001 (report and carry on exiting)
+    except Exception as exc:
         logging.getLogger("pipefill.probe").error("could not save %s: %s", rec.path, exc)
     finally:
         rec.close()

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipefill.traces.clock import SyncPoint, handshake
 from pipefill.probe.cuda import CudaTimer
 from pipefill.probe.rows import DEFAULT_LIMIT, RowStore
+from pipefill.traces.clock import SyncPoint, handshake
 
 NAN = float("nan")
 #: format of the ``probe`` metadata section

@@ -68,7 +68,7 @@ class RowStore:
             out: list[Row] = []
             for path in self._spills:
                 with open(path, "rb") as fh:
-                    out.extend(pickle.load(fh))  # noqa: S301 (our own spill file)
+                    out.extend(pickle.load(fh))
             out.extend(self._held)
             return out
 

@@ -141,7 +141,7 @@ def fit_phases(trace: Trace, costs: dict[str, Any], warmup: int, dist: str) -> l
         x = (runs["end_ms"] - runs["start_ms"]).to_numpy(dtype=float)
         spec = fit_samples(x, dist)
         if phase == "denoise":
-            spec["steps"] = int(runs["step"].max()) + 1
+            spec["steps"] = max(1, int(runs["step"].max()) + 1)  # step -1: not recorded
         kept = x if dist == "empirical" else trim_outliers(x)
         cv = float(kept.std(ddof=1) / kept.mean()) if len(kept) > 1 and kept.mean() > 0 else 0.0
         fits.append(PhaseFit(phase, spec, len(x), float(kept.mean()), cv, len(x) - len(kept)))

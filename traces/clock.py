@@ -10,6 +10,7 @@ to the reference clock linearly, so a constant offset *and* a drift are correcte
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -88,7 +89,7 @@ def fit_clock(points: Sequence[SyncPoint], field: str = "probe.sync") -> ClockMa
     """
     if not points:
         return IDENTITY
-    for a, b in zip(points, points[1:], strict=False):
+    for a, b in itertools.pairwise(points):
         if b.local_ms <= a.local_ms or b.ref_ms <= a.ref_ms:
             raise ClockError(field, f"clocks out of order: sync at local {b.local_ms:.3f} ms "
                              f"(reference {b.ref_ms:.3f} ms) does not follow local "

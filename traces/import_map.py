@@ -88,7 +88,7 @@ class ImportMap(BaseModel):
 
 def _field_of(exc: ValidationError) -> tuple[str, str]:
     err = exc.errors()[0]
-    loc = []
+    loc: list[str] = []
     for part in err["loc"]:
         if isinstance(part, int) and loc:
             loc[-1] += f"[{part}]"

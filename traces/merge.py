@@ -10,6 +10,7 @@ The result passes :func:`pipefill.traces.measured.check_measured`.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -71,7 +72,7 @@ def merge_ranks(traces: list[Trace], labels: list[str] | None = None) -> Trace:
     ranked = sorted(((_rank_of(t, lb), lb, t) for t, lb in zip(traces, labels, strict=True)),
                     key=lambda x: x[0])
     ranks = [r for r, _, _ in ranked]
-    dup = next((r for r, n in zip(ranks, ranks[1:], strict=False) if r == n), None)
+    dup = next((r for r, n in itertools.pairwise(ranks) if r == n), None)
     if dup is not None:
         names = [lb for r, lb, _ in ranked if r == dup]
         raise TraceError("meta.probe.rank", f"rank {dup} appears twice ({', '.join(names)})")
