@@ -171,34 +171,44 @@ class Pipeline:
                 self.s1.send("q_out", chunk=env["chunk"], call_id=env["chunk"], nbytes=nbytes)
                 ln.cv.notify_all()
 
+    def warm(self, stage: str) -> None:
+        """Run this stage's networks once in its own thread: first calls allocate and
+        pick kernels (per thread), which belongs to setup, not to chunk 0."""
+        size = self.size
+        if stage == "stage0":
+            self.decoder(torch.zeros(size.latent_shape))
+            self.cond(torch.zeros(1, size.cond_dim))
+            return
+        x, t, c = torch.zeros(size.latent_shape), torch.ones(1), torch.zeros(1, size.cond_dim)
+        _, own = self.dit(x, t, c, None)
+        self.dit(x, t, c, own)  # with a cache, as every chunk after the first
+
     def run(self) -> None:
-        def guard(fn: Any) -> None:
+        """Both stages in their own threads; each warms up, then they start together."""
+        start = threading.Barrier(2, timeout=WAIT_S)
+
+        def guard(stage: str, fn: Any) -> None:
             try:
+                self.warm(stage)
                 if self.profile:  # a thread's first range registers it with the profiler
                     with torch.profiler.record_function("thread_start"):
                         pass
+                start.wait()
                 fn()
-            except BaseException as exc:
+            except BaseException as exc:  # re-raised below, in the caller's thread
                 self.error = exc
+                start.abort()
                 with self.links.cv:
                     self.links.cv.notify_all()
 
-        workers = [threading.Thread(target=guard, args=(f,), name=f.__name__)
-                   for f in (self.stage0, self.stage1)]
+        workers = [threading.Thread(target=guard, args=(name, fn), name=name)
+                   for name, fn in (("stage0", self.stage0), ("stage1", self.stage1))]
         for w in workers:
             w.start()
         for w in workers:
             w.join(timeout=WAIT_S * 4)
         if self.error is not None:
             raise self.error
-
-
-def warm_up(pipe: Pipeline) -> None:
-    """First calls allocate and pick kernels: that belongs to setup, not to chunk 0."""
-    rec = probe.Recorder()
-    scratch = Pipeline(pipe.size, 1, 1, Links(1, 1), rec, profile=False)
-    scratch.dit, scratch.decoder, scratch.cond = pipe.dit, pipe.decoder, pipe.cond
-    scratch.decode(scratch.denoise(scratch.build(0)))
 
 
 def record(chunks: int = 24, warmup: int = 4, d_in: int = 2, d_out: int = 2, steps: int = 2,
@@ -222,7 +232,6 @@ def record(chunks: int = 24, warmup: int = 4, d_in: int = 2, d_out: int = 2, ste
 
 
 def _run(pipe: Pipeline, profile_path: str | None) -> None:
-    warm_up(pipe)
     if profile_path is None:
         pipe.run()
         return
