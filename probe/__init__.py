@@ -13,9 +13,10 @@ Importing this package imports only the standard library: pandas and pyarrow loa
 a trace is saved, torch when a span is timed on a CUDA stream.
 """
 
+from pipefill.probe.dist import sync_clocks
 from pipefill.probe.env import NullRecorder, ProbeEnvError, from_env
 from pipefill.probe.recorder import Recorder, Span, Stage
 from pipefill.traces.clock import ClockError, ClockMap, SyncPoint, fit_clock
 
 __all__ = ["ClockError", "ClockMap", "NullRecorder", "ProbeEnvError", "Recorder", "Span",
-           "Stage", "SyncPoint", "fit_clock", "from_env"]
+           "Stage", "SyncPoint", "fit_clock", "from_env", "sync_clocks"]
