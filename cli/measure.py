@@ -42,7 +42,8 @@ def merge_cmd(
 def import_cmd(
     profile: Annotated[Path, typer.Argument(
         help="torch.profiler / Chrome trace-event JSON file.")],
-    map_file: Annotated[Path, typer.Option("--map", help="Map TOML: [[phase]] rules.")],
+    map_file: Annotated[Path, typer.Option(
+        "--map", help="Map TOML of phase rules (see examples/instrument_map.toml).")],
     out: Annotated[Path, typer.Option(help="Trace to write (.parquet or .csv).")],
     json_: JsonOpt = False,
 ) -> None:
