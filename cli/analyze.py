@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipefill.cli.app import JsonOpt, app, err_console, handled, out_console
+from pipefill.cli.app import JsonOpt, SetOpt, app, err_console, handled, out_console
 from pipefill.cli.render import print_calibration, print_diff, print_json
 from pipefill.sim.bound import compute_bound
 from pipefill.sim.scenario import build_scenario
@@ -44,6 +44,10 @@ def calibrate_cmd(
         help="Family: auto, constant, normal, lognormal or empirical.")] = "auto",
     warmup: Annotated[int | None, typer.Option(
         min=0, help="Chunks left out of the fit (default: the run's warm-up).")] = None,
+    policy: Annotated[str | None, typer.Option(
+        help="Policy of the scenario (replaces the trace's; needed if it names none).")
+    ] = None,
+    sets: SetOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Fit per-phase cost distributions and transport to a trace; write a scenario."""
@@ -52,7 +56,7 @@ def calibrate_cmd(
 
     with handled():
         trace = read_trace(measured)
-        cal = calibrate_trace(trace, dist=dist, warmup=warmup)
+        cal = calibrate_trace(trace, dist=dist, warmup=warmup, policy=policy, sets=sets)
         write_text(out, cal.toml(header=f"pipefill calibrate {measured.name} "
                                  f"(source {trace.source}, {trace.meta.get('device', '?')})"))
     if json_:

@@ -196,3 +196,10 @@ def print_calibration(source: str, cal: Any, out: Any) -> None:
     out_console.print(f"transport: latency {tr.get('latency_ms')} ms, "
                       f"bandwidth {tr.get('bandwidth_gbps')} GB/s")
     out_console.print(f"scenario: {out}")
+
+
+def print_measured(headline: str, lines: list[str]) -> None:
+    """A measure command's summary: one headline, then one line per item."""
+    out_console.print(headline)
+    for line in lines:
+        out_console.print(f"  {line}")

@@ -13,12 +13,14 @@ from typing import Any
 
 import pandas as pd
 
-from pipefill.traces.io import read_table
+from pipefill.traces.io import MEASURED_SOURCES, read_table
+from pipefill.traces.measured import check_measured
 from pipefill.traces.metrics import compute_metrics
 from pipefill.traces.schema import COLUMNS, Trace, TraceError, validate
 
 #: trace source -> its role in a report (a simulated trace predicts, an executed one measures)
-SOURCE_ROLES: dict[str, str] = {"sim": "predicted", "exec": "measured"}
+SOURCE_ROLES: dict[str, str] = {"sim": "predicted", "exec": "measured", "probe": "measured",
+                                "import": "measured"}
 #: roles of a pair in order when the sources do not decide it
 PAIR_ROLES = ("predicted", "measured")
 
@@ -87,6 +89,8 @@ def load_one(path: Path) -> Run | Sweep:
         raise ReportError(str(path), "neither a trace (columns " + ", ".join(COLUMNS)
                           + ") nor a sweep table (metadata kind = 'sweep')")
     trace = Trace(validate(df), meta)
+    if trace.source in MEASURED_SOURCES:
+        check_measured(trace)
     if trace.spans.empty:
         raise ReportError(str(path), "the trace has no spans: nothing to report")
     return Run(path, trace, SOURCE_ROLES.get(trace.source, "predicted"))

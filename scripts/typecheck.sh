@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 view=.typecheck/pipefill
 rm -rf .typecheck && mkdir -p "$view"
-for pkg in sim exec traces reports cli; do cp -as "$PWD/$pkg" "$view/$pkg"; done
+for pkg in sim exec traces reports cli probe; do cp -as "$PWD/$pkg" "$view/$pkg"; done
 find "$view" -name __pycache__ -prune -exec rm -rf {} +
 MYPYPATH=.typecheck "${MYPY:-mypy}" -p pipefill.sim -p pipefill.exec -p pipefill.traces \
-    -p pipefill.reports -p pipefill.cli "$@"
+    -p pipefill.reports -p pipefill.cli -p pipefill.probe "$@"
 MYPYPATH=.typecheck "${MYPY:-mypy}" tests bench "$@"

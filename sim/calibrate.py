@@ -18,7 +18,15 @@ import pandas as pd
 from pydantic import ValidationError
 
 from pipefill.sim.costs import PHASES
-from pipefill.sim.scenario import Scenario, ScenarioError, Transport, _error_from, build_scenario
+from pipefill.sim.scenario import (
+    RunConfig,
+    Scenario,
+    ScenarioError,
+    Transport,
+    _error_from,
+    apply_overrides,
+    build_scenario,
+)
 from pipefill.sim.toml_writer import to_toml
 from pipefill.traces.schema import Trace, TraceError
 
@@ -31,6 +39,8 @@ MIN_SAMPLES = 3
 OUTLIER_MADS = 5.0
 #: ...unless it is within this fraction of the median (near-constant phases)
 OUTLIER_FLOOR = 0.05
+#: warm-up chunks of a run table calibrate makes up (RunConfig's default)
+DEFAULT_WARMUP = int(RunConfig.model_fields["warmup"].default)
 #: bandwidth standing for "free" (a message of any size arrives in about no time)
 FREE_LINK_GBPS = 1e6
 
@@ -131,7 +141,7 @@ def fit_phases(trace: Trace, costs: dict[str, Any], warmup: int, dist: str) -> l
         x = (runs["end_ms"] - runs["start_ms"]).to_numpy(dtype=float)
         spec = fit_samples(x, dist)
         if phase == "denoise":
-            spec["steps"] = int(runs["step"].max()) + 1
+            spec["steps"] = max(1, int(runs["step"].max()) + 1)  # step -1: not recorded
         kept = x if dist == "empirical" else trim_outliers(x)
         cv = float(kept.std(ddof=1) / kept.mean()) if len(kept) > 1 and kept.mean() > 0 else 0.0
         fits.append(PhaseFit(phase, spec, len(x), float(kept.mean()), cv, len(x) - len(kept)))
@@ -186,16 +196,37 @@ def _clean(table: Any) -> dict[str, Any]:
     return {k: v for k, v in dict(table or {}).items() if v is not None}
 
 
-def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None) -> Calibrated:
-    """The trace's scenario with its cost model and transport fitted to the trace."""
+def _run_of(trace: Trace) -> dict[str, Any]:
+    """The trace's ``run`` table, or one made from the trace (a probe trace may have none):
+    as many chunks as it emitted, the default warm-up unless that leaves too few."""
+    if isinstance(trace.meta.get("run"), dict):
+        return _clean(trace.meta["run"])
+    chunks = max(1, int(trace.marks("emit")["chunk"].nunique()))
+    return {"chunks": chunks} if chunks > 2 * DEFAULT_WARMUP else \
+        {"chunks": chunks, "warmup": chunks // 4}
+
+
+def _policy_of(trace: Trace, name: str | None) -> dict[str, Any]:
+    """The trace's policy; ``name`` replaces it (keeping its fields if it is the same)."""
+    given = _clean(trace.meta.get("policy")) if isinstance(trace.meta.get("policy"), dict) \
+        else {}
+    if name is None:
+        return given
+    return {**given, "name": name} if given.get("name") == name else {"name": name}
+
+
+def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
+                    policy: str | None = None, sets: list[str] | None = None) -> Calibrated:
+    """The trace's scenario with its cost model and transport fitted to the trace.
+
+    ``policy`` names the policy to use instead of the trace's (a probe or imported trace
+    may name none); ``sets`` are ``table.field=value`` overrides applied to the result
+    before it is validated (``policy.d_in=2``, ``run.frames_per_chunk=4``).
+    """
     if dist not in DISTS:
         raise ScenarioError("--dist", f"unknown family {dist!r} (allowed: {', '.join(DISTS)})")
     meta = trace.meta
-    for key in ("run", "policy"):
-        if not isinstance(meta.get(key), dict):
-            raise TraceError(f"meta.{key}", "missing: calibrate needs the scenario metadata "
-                             "that pipefill simulate/replay write into a trace")
-    run = _clean(meta["run"])
+    run = _run_of(trace)
     wu = int(warmup if warmup is not None else run.get("warmup", 0))
     fits = fit_phases(trace, meta.get("costs") or {}, wu, dist)
     transport = fit_transport(trace, meta.get("transport") or {})
@@ -203,9 +234,14 @@ def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None)
     raw: dict[str, Any] = {
         "name": name,
         "run": run,
-        "policy": _clean(meta["policy"]),
+        "policy": _policy_of(trace, policy),
         "costs": {f.phase: f.spec for f in fits},
         "transport": transport,
     }
+    raw = apply_overrides(raw, list(sets or []))
+    pol = raw.get("policy")
+    if isinstance(pol, dict) and not pol.get("name"):
+        raise TraceError("meta.policy", "missing: the trace names no policy; pass "
+                         "--policy NAME (e.g. phase_pp) or --set policy.name=NAME")
     scenario = build_scenario(raw, name=name)
     return Calibrated(raw, scenario, fits, transport)

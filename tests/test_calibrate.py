@@ -133,7 +133,8 @@ def test_calibrate_cli_bad_input_exits_2_without_output(tmp_path):
     lines = bare.read_text().splitlines()
     bare.write_text("\n".join(lines[1:]) + "\n")  # drop the metadata line
     res = runner.invoke(app, ["calibrate", str(bare), "--out", str(out)])
-    assert res.exit_code == 2 and res.stderr.startswith("error: meta.run: missing")
+    # no metadata at all: the run table is made from the trace, the policy must be named
+    assert res.exit_code == 2 and res.stderr.startswith("error: meta.policy: missing")
     assert not out.exists()
     res = runner.invoke(app, ["calibrate", str(bare), "--out", str(out), "--dist", "gamma"])
     assert res.exit_code == 2 and "--dist" in res.stderr and not out.exists()

@@ -23,6 +23,8 @@ from pipefill.traces.schema import Trace
 PERIOD_TARGET, OVERLAP_TARGET = 0.05, 0.05
 #: metadata sections whose differences are warned about
 META_SECTIONS = ("scenario_name", "policy", "run", "costs", "transport")
+#: ...of which those a user's own recorded trace can state (its schedule, not its name)
+MEASURED_SECTIONS = ("policy", "run")
 KIND_RANK = {"outcome": 0, "order": 1, "timing": 2}
 
 
@@ -195,10 +197,18 @@ def _flatten(obj: Any, prefix: str) -> dict[str, Any]:
 
 
 def meta_differences(meta_p: dict[str, Any], meta_m: dict[str, Any]) -> list[str]:
-    """Dotted scenario/policy fields whose values differ, as ``field: a != b``."""
-    fp = _flatten({k: meta_p.get(k) for k in META_SECTIONS}, "")
-    fm = _flatten({k: meta_m.get(k) for k in META_SECTIONS}, "")
-    return [f"{k}: {fp.get(k)!r} != {fm.get(k)!r}" for k in sorted(set(fp) | set(fm))
+    """Dotted scenario/policy fields whose values differ, as ``field: a != b``.
+
+    A trace recorded with the probe or imported from a profiler names only what its
+    author gave (maybe a policy's name and queue depths, no cost model): against one,
+    only the policy and run fields both traces carry are compared.
+    """
+    measured = {meta_p.get("source"), meta_m.get("source")} & {"probe", "import"}
+    sections = MEASURED_SECTIONS if measured else META_SECTIONS
+    fp = _flatten({k: meta_p.get(k) for k in sections}, "")
+    fm = _flatten({k: meta_m.get(k) for k in sections}, "")
+    keys = set(fp) & set(fm) if measured else set(fp) | set(fm)
+    return [f"{k}: {fp.get(k)!r} != {fm.get(k)!r}" for k in sorted(keys)
             if fp.get(k) != fm.get(k)]
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipefill.traces.measured import check_measured
 from pipefill.traces.schema import COLUMNS, Trace, TraceError, validate
 
 META_KEY = b"pipefill"
@@ -190,6 +191,13 @@ def write_trace(trace: Trace, path: str | os.PathLike[str]) -> Path:
     return write_table(trace.events, path, trace.meta)
 
 
+#: sources of traces recorded outside pipefill's engines, checked on read
+MEASURED_SOURCES = ("probe", "import")
+
+
 def read_trace(path: str | os.PathLike[str]) -> Trace:
     df, meta = read_table(path)
-    return Trace(validate(df), meta)
+    trace = Trace(validate(df), meta)
+    if meta.get("source") in MEASURED_SOURCES:
+        check_measured(trace)
+    return trace
