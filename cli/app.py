@@ -18,8 +18,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from pipefill.sim.engine import StallError
-from pipefill.sim.scenario import Scenario, ScenarioError, apply_overrides, build_scenario, load_raw
+from pipefill.sim.errors import ScenarioError, StallError
+from pipefill.sim.scenario import Scenario, apply_overrides, build_scenario, load_raw
 from pipefill.traces.schema import TraceError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,

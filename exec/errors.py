@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipefill.sim.scenario import ScenarioError
+from pipefill.sim.errors import ScenarioError
 from pipefill.traces.schema import Trace
 
 

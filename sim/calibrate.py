@@ -18,12 +18,11 @@ import pandas as pd
 from pydantic import ValidationError
 
 from pipefill.sim.costs import PHASES
+from pipefill.sim.errors import ScenarioError, error_from_validation
 from pipefill.sim.scenario import (
     RunConfig,
     Scenario,
-    ScenarioError,
     Transport,
-    _error_from,
     apply_overrides,
     build_scenario,
 )
@@ -165,7 +164,7 @@ def fit_transport(trace: Trace, given: dict[str, Any]) -> dict[str, Any]:
     try:
         link = Transport.model_validate(out)
     except ValidationError as exc:
-        raise _error_from(exc, "meta.transport") from None
+        raise error_from_validation(exc, "meta.transport") from None
     guess = np.where(sends["stage"] == "stage0", link.envelope_size, link.result_size)
     nbytes = sends["value"].to_numpy(dtype=float)
     nbytes = np.where(np.isnan(nbytes), guess, nbytes)

@@ -30,6 +30,7 @@ from pipefill.sim.actions import (
     WaitInput,
 )
 from pipefill.sim.costs import CostTable
+from pipefill.sim.errors import StallError
 from pipefill.sim.queues import SlotQueue, describe, make_queues, record_depth, snapshot
 from pipefill.sim.scenario import Scenario
 from pipefill.traces.meta import run_metadata
@@ -39,10 +40,6 @@ from pipefill.traces.schema import Trace
 SimGen = Generator[simpy.Event, Any, Any]
 #: actions a program may take at one instant before we call it a livelock
 SPIN_LIMIT = 100_000
-
-
-class StallError(RuntimeError):
-    """A schedule cannot make progress (deadlock or livelock); the message says where."""
 
 
 _Queue = SlotQueue[Message]
@@ -159,92 +156,92 @@ class _StageBackend:
     """Interprets actions for one stage's program; each handler is a SimPy generator."""
 
     def __init__(self, engine: SimEngine, stage: str) -> None:
-        self.e = engine
+        self.engine = engine
         self.stage = stage
 
     def on_compute(self, a: Compute) -> SimGen:
-        e = self.e
-        dur = e.costs.duration(a)
-        with e.stage_res[self.stage].request() as req:
+        engine = self.engine
+        dur = engine.costs.duration(a)
+        with engine.stage_res[self.stage].request() as req:
             yield req
-            start = float(e.env.now)
-            yield e.env.timeout(dur)
+            start = float(engine.env.now)
+            yield engine.env.timeout(dur)
             for tag in a.items:
-                e.rec.span(a.phase, self.stage, "compute", tag, start, float(e.env.now))
+                engine.rec.span(a.phase, self.stage, "compute", tag, start, float(engine.env.now))
         return None
 
     def on_reserve(self, a: Reserve) -> SimGen:
-        q = self.e.queues[a.queue]
+        q = self.engine.queues[a.queue]
         while q.free <= 0:
-            yield self.e.changed
+            yield self.engine.changed
         q.take_slot()
-        self.e.count(q)
-        self.e.bump()
+        self.engine.count(q)
+        self.engine.bump()
 
     def on_put(self, a: Put) -> SimGen:
-        q = self.e.queues[a.queue]
+        q = self.engine.queues[a.queue]
         q.send(a.message)
-        self.e.count(q)
-        lane = self.e.lanes[a.queue]
+        self.engine.count(q)
+        lane = self.engine.lanes[a.queue]
         if not q.spec.transport:
-            self.e.arrive(q, a.message)
-        elif self.e.sc.transport.time_ms(a.message.nbytes) > 0 or lane.count or lane.queue:
+            self.engine.arrive(q, a.message)
+        elif self.engine.sc.transport.time_ms(a.message.nbytes) > 0 or lane.count or lane.queue:
             # a link is FIFO: a free message still waits behind one in transit
-            self.e.env.process(self.e.transport(q, a.message))
+            self.engine.env.process(self.engine.transport(q, a.message))
         else:
             # a free link delivers within the same instant, before anyone can react to
             # the producer's other state changes (ties would otherwise hinge on event order)
-            self.e.deliver(q, a.message, float(self.e.env.now))
+            self.engine.deliver(q, a.message, float(self.engine.env.now))
         return None
         yield  # makes this a generator
 
     def on_get(self, a: Get) -> SimGen:
-        q = self.e.queues[a.queue]
+        q = self.engine.queues[a.queue]
         while not q.items:
-            yield self.e.changed
+            yield self.engine.changed
         msg = q.take()
-        self.e.bump()
+        self.engine.bump()
         return msg
 
     def on_release(self, a: Release) -> SimGen:
-        q = self.e.queues[a.queue]
+        q = self.engine.queues[a.queue]
         if not q.release():
             raise StallError(f"{self.stage}: release of empty queue {q.describe()}")
-        self.e.count(q)
-        self.e.bump()
+        self.engine.count(q)
+        self.engine.bump()
         return None
         yield
 
     def on_flush(self, a: Flush) -> SimGen:
-        q = self.e.queues[a.queue]
+        q = self.engine.queues[a.queue]
         flushed = q.flush()
-        self.e.count(q)
-        self.e.bump()
+        self.engine.count(q)
+        self.engine.bump()
         return flushed
         yield
 
     def on_poll(self, a: Poll) -> SimGen:
-        return self.e.view()
+        return self.engine.view()
         yield
 
     def on_wait_change(self, a: WaitChange) -> SimGen:
-        if self.e.version == a.version:
+        if self.engine.version == a.version:
             if a.timeout_ms is None:
-                yield self.e.changed
+                yield self.engine.changed
             else:
-                yield self.e.changed | self.e.env.timeout(max(0.0, a.timeout_ms))
+                yield self.engine.changed | self.engine.env.timeout(max(0.0, a.timeout_ms))
         return None
 
     def on_wait_input(self, a: WaitInput) -> SimGen:
-        e = self.e
-        while e.inputs[a.tag.session] <= a.tag.chunk:
-            yield e.changed
-        if e.sc.run.source == "saturated":
-            e.rec.mark("input", self.stage, a.tag, float(e.env.now))
+        engine = self.engine
+        while engine.inputs[a.tag.session] <= a.tag.chunk:
+            yield engine.changed
+        if engine.sc.run.source == "saturated":
+            engine.rec.mark("input", self.stage, a.tag, float(engine.env.now))
         return None
 
     def on_mark(self, a: Mark) -> SimGen:
-        self.e.rec.mark(a.name, self.stage, a.tag, float(self.e.env.now))
+        self.engine.rec.mark(a.name, self.stage, a.tag, float(self.engine.env.now))
         return None
         yield
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from pipefill.sim.scenario import ScenarioError, apply_overrides, build_scenario
+from pipefill.sim.errors import ScenarioError
+from pipefill.sim.scenario import apply_overrides, build_scenario
 from pipefill.sim.stream import simulate_summary
 
 #: metrics summarised across replicas

@@ -17,16 +17,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipefill.sim.costs import PHASES, CostSpec
+from pipefill.sim.errors import ScenarioError, error_from_validation
+from pipefill.sim.policies import make_policy
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
-
-
-class ScenarioError(ValueError):
-    """Bad scenario input; ``field`` is the dotted path (``policy.d_in``)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 class RunConfig(BaseModel):
@@ -163,20 +157,8 @@ def apply_overrides(raw: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     return out
 
 
-def _error_from(exc: ValidationError, prefix: str = "") -> ScenarioError:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
-    field = ".".join(p for p in (prefix, loc) if p) or prefix or "scenario"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
-        msg += f" (got {err['input']!r})"
-    return ScenarioError(field, msg)
-
-
 def build_scenario(raw: dict[str, Any], name: str = "scenario") -> Scenario:
     """Validate raw tables into a Scenario (policy resolved through the registry)."""
-    from pipefill.sim.policies import make_policy  # the registry imports scenario types
-
     raw = _normalize(copy.deepcopy(raw))
     unknown = set(raw) - {"run", "policy", "costs", "transport", "name"}
     if unknown:
@@ -193,7 +175,7 @@ def build_scenario(raw: dict[str, Any], name: str = "scenario") -> Scenario:
         transport = Transport.model_validate(raw.get("transport", {}))
     except ValidationError as exc:
         table = _which_table(exc, raw)
-        raise _error_from(exc, table) from None
+        raise error_from_validation(exc, table) from None
     policy = make_policy(raw.get("policy", {}))
     sc = Scenario(name=str(raw.get("name", name)), run=run, policy=policy, costs=costs,
                   transport=transport, raw=raw)

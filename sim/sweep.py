@@ -10,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from pipefill.sim.engine import StallError
-from pipefill.sim.scenario import ScenarioError, apply_overrides, build_scenario, parse_value
+from pipefill.sim.errors import ScenarioError, StallError
+from pipefill.sim.scenario import apply_overrides, build_scenario, parse_value
 from pipefill.sim.stream import simulate_summary
 from pipefill.traces.metrics import SUMMARY_KEYS
 

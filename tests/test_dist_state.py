@@ -12,13 +12,13 @@ from collections import deque
 import pytest
 import torch
 
-from pipefill.exec.dist.comms import Comms, CommsConfig, Staging
+from pipefill.exec.dist.comms_thread import Comms, CommsConfig, DeviceHandoff
 from pipefill.exec.dist.link import noop
 from pipefill.exec.dist.state import DistState, RankWiring
 from pipefill.exec.dist.trace import DrainRecorder
 from pipefill.exec.dist.wire import Frame, parse_body, parse_prefix, seal
 from pipefill.exec.threads.runtime import CpuRuntime
-from pipefill.exec.threads.state import Parcel, StallDetected
+from pipefill.exec.threads.state import QueuedMessage, StallDetected
 from pipefill.sim.actions import INFER, Message, QueueSpec
 from pipefill.traces.recorder import Tag
 
@@ -35,7 +35,7 @@ class _Rank:
         mine = frozenset(s.name for s in SPECS if s.src == stage)
         theirs = frozenset(s.name for s in SPECS if s.dst == stage)
         cfg = CommsConfig(rank, 1 - rank, mine, theirs, frozenset(), 0.001, 1.0)
-        self.comms = Comms(cfg, self.rec, Staging(runtime), None, None, threading.Event())
+        self.comms = Comms(cfg, self.rec, DeviceHandoff(runtime), None, None, threading.Event())
         wiring = RankWiring(lambda f, ready: self.sent.append(f), None,
                             lambda n: torch.zeros(n, dtype=torch.uint8), runtime.now_ms,
                             bytes_counter=rank == 0)
@@ -55,8 +55,8 @@ class _Rank:
         return n
 
 
-def _msg(chunk: int) -> Parcel:
-    return Parcel(Message(INFER, Tag(0, chunk, chunk, 0), 100))
+def _msg(chunk: int) -> QueuedMessage:
+    return QueuedMessage(Message(INFER, Tag(0, chunk, chunk, 0), 100))
 
 
 @pytest.fixture

@@ -224,7 +224,7 @@ def test_a_failing_warm_up_ends_the_run_naming_the_stage(opts, monkeypatch):
 
 
 def test_warm_up_reaches_kernels_through_their_wrappers():
-    from pipefill.exec.dist.rank_kernels import Tracked
+    from pipefill.exec.dist.rank_kernels import CallTrackingKernels
     from pipefill.exec.kernels.registry import Fault, FaultyKernels, prepare
 
     calls: list[str] = []
@@ -236,6 +236,6 @@ def test_warm_up_reaches_kernels_through_their_wrappers():
         def run(self, action):
             return None
 
-    prepare(Tracked(FaultyKernels(Inner(), Fault("denoise", 1))))
+    prepare(CallTrackingKernels(FaultyKernels(Inner(), Fault("denoise", 1))))
     assert calls == ["warm"]
     prepare(object())  # kernels without a warm-up are fine

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipefill.exec.errors import Aborted
-from pipefill.exec.threads.state import Parcel, SharedState, StallDetected
+from pipefill.exec.threads.state import QueuedMessage, SharedState, StallDetected
 from pipefill.sim.actions import INFER, Message, QueueSpec
 from pipefill.traces.recorder import Recorder, Tag
 
@@ -23,8 +23,8 @@ def _state(timeout_s: float = 2.0, specs: list[QueueSpec] = SPECS) -> SharedStat
                        timeout_s)
 
 
-def _msg(chunk: int, nbytes: int = 10) -> Parcel:
-    return Parcel(Message(INFER, Tag(0, chunk, chunk, 0), nbytes))
+def _msg(chunk: int, nbytes: int = 10) -> QueuedMessage:
+    return QueuedMessage(Message(INFER, Tag(0, chunk, chunk, 0), nbytes))
 
 
 OPS = st.lists(st.sampled_from(["reserve", "put", "get", "release", "flush"]), max_size=60)

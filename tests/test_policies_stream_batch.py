@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from pipefill.sim.bound import period_bound
 from pipefill.sim.engine import simulate
+from pipefill.sim.errors import ScenarioError
 from pipefill.sim.policies.stream_batch import TickPlan
-from pipefill.sim.scenario import ScenarioError
 from pipefill.traces.metrics import compute_metrics
 from tests.conftest import make_scenario
 

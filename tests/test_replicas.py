@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipefill.cli import app
+from pipefill.sim.errors import ScenarioError
 from pipefill.sim.replicas import estimate, run_replicas, t975
-from pipefill.sim.scenario import ScenarioError
 from tests.conftest import make_scenario
 
 runner = CliRunner()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pipefill.sim.costs import CostSpec, CostTable
-from pipefill.sim.scenario import ScenarioError, apply_overrides, load_raw, load_scenario
+from pipefill.sim.errors import ScenarioError
+from pipefill.sim.scenario import apply_overrides, load_raw, load_scenario
 
 
 def test_default_scenario_is_valid_and_documented():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipefill.sim.engine import StallError, simulate
+from pipefill.sim.engine import simulate
+from pipefill.sim.errors import StallError
 from tests.broken_policies import Deadlock, Spin, scenario_with
 
 COSTS = {"build": 1, "denoise": 1, "decode": 1}

@@ -17,7 +17,7 @@ from pipefill.exec.dist.config import RankEnv
 from pipefill.exec.dist.rank import run_rank
 from pipefill.exec.dist.spawn import LaunchSpec, RankReport
 from pipefill.exec.errors import ExecConfigError
-from pipefill.sim.scenario import ScenarioError
+from pipefill.sim.errors import ScenarioError
 from pipefill.traces.io import write_trace
 from pipefill.traces.schema import TraceError
 

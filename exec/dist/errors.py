@@ -1,4 +1,4 @@
-"""Typed errors of the dist backend and the one-line gist of a transport error.
+"""Typed errors of the dist backend and the one-line error_line of a transport error.
 
 Wire-format errors (:class:`pipefill.exec.dist.wire.WireError`) carry the frame's header; the
 ones here are about the world around the frames: a collective aimed at the wrong
@@ -25,7 +25,7 @@ class RendezvousError(RuntimeError):
     """Setup could not complete (a peer never came, or the store went away)."""
 
 
-def gist(exc: BaseException) -> str:
+def error_line(exc: BaseException) -> str:
     """``Type: first line`` without source locations or gloo's boilerplate advice."""
     text = str(exc).strip().splitlines()
     first = _LOCATION.sub("", text[0] if text else "")

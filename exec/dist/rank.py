@@ -24,10 +24,10 @@ from typing import Any
 import torch
 
 from pipefill.exec.threads.backend import RunContext, drive
-from pipefill.exec.threads.comm import feed_inputs
-from pipefill.exec.dist.comms import Comms, CommsConfig, Staging
+from pipefill.exec.threads.comm_lane import feed_inputs
+from pipefill.exec.dist.comms_thread import Comms, CommsConfig, DeviceHandoff
 from pipefill.exec.dist.config import DistOptions, RankEnv, RankPlan
-from pipefill.exec.dist.errors import RendezvousError, gist
+from pipefill.exec.dist.errors import RendezvousError, error_line
 from pipefill.exec.dist.faults import DistFault, check_fault, wire_corruptor
 from pipefill.exec.dist.link import MeshCast, PeerLink
 from pipefill.exec.dist.rendezvous import (
@@ -135,13 +135,13 @@ def _open_store(env: RankEnv, plan: RankPlan, timeout_s: float) -> Any:
         raise
     except Exception as exc:
         return RankResult(plan.rank, None, f"rank{plan.rank} {plan.stage}: rendezvous at "
-                          f"{env.master_addr}:{env.master_port} failed: {gist(exc)}")
+                          f"{env.master_addr}:{env.master_port} failed: {error_line(exc)}")
 
 
 def _setup_failed(store: Any, plan: RankPlan, exc: Exception) -> RankResult:
     """Setup raised: publish it (the other ranks stop waiting) and end this rank."""
     line = (str(exc) if isinstance(exc, RendezvousError) else
-            f"rank{plan.rank} {plan.stage}: setup failed: {gist(exc)}")
+            f"rank{plan.rank} {plan.stage}: setup failed: {error_line(exc)}")
     with contextlib.suppress(Exception):  # the store is gone too: this line stands
         line = publish_failure(store, line)
     return RankResult(plan.rank, None, line[:500])
@@ -195,7 +195,7 @@ class _Rank:
         cast = None
         if self.groups.cast is not None and plan.rank >= 1:
             cast = MeshCast(self.groups.cast, 1, device)
-        return Comms(cfg, self.rec, Staging(self.runtime), link, cast, self.cancel)
+        return Comms(cfg, self.rec, DeviceHandoff(self.runtime), link, cast, self.cancel)
 
     def _state(self) -> DistState | FollowerState:
         sc, plan, comms = self.sc, self.plan, self.comms

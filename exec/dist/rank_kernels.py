@@ -28,7 +28,7 @@ from pipefill.sim.costs import CostTable
 from pipefill.sim.scenario import Scenario
 
 
-class Tracked:
+class CallTrackingKernels:
     """Kernels that remember the call in progress (for hang reports)."""
 
     def __init__(self, inner: Any) -> None:
@@ -69,7 +69,7 @@ def mesh_collectives(groups: Groups) -> Collectives | None:
 def build_kernels(sc: Scenario, opts: ReplayOptions, plan: RankPlan, groups: Groups,
                   runtime: Runtime, cancel: threading.Event,
                   fault: DistFault | None) -> tuple[Any, dict[str, Any]]:
-    """(Tracked kernels of this rank's stage, the family's info for the metadata)."""
+    """(CallTrackingKernels kernels of this rank's stage, the family's info for the metadata)."""
     run = sc.run
     costs = CostTable(sc.costs, run.sessions, run.chunks, run.seed)
     setup = KernelSetup(sc, costs, runtime, opts.model_size, opts.calibration_path,
@@ -86,4 +86,4 @@ def build_kernels(sc: Scenario, opts: ReplayOptions, plan: RankPlan, groups: Gro
     info = dict(family.info)
     if coll is not None:
         info["tensor_parallel"] = len(plan.mesh)
-    return Tracked(wrap_kernels(kernels, fault, plan, coll)), info
+    return CallTrackingKernels(wrap_kernels(kernels, fault, plan, coll)), info

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipefill.exec.dist.wire import Frame, Header, message_frame
-from pipefill.exec.threads.state import ExecQueue, Parcel, SharedState, StallDetected
+from pipefill.exec.threads.state import ExecQueue, QueuedMessage, SharedState, StallDetected
 from pipefill.sim.actions import Message, QueueSpec, StateView
 from pipefill.sim.queues import bytes_in_flight
 from pipefill.traces.recorder import Recorder, Tag
@@ -91,25 +91,25 @@ class DistState(SharedState):
         self._require(name, (LOCAL, PRODUCER), "reserve")
         super().reserve(who, name)
 
-    def put(self, name: str, parcel: Parcel, in_transit: bool) -> None:
+    def put(self, name: str, item: QueuedMessage, in_transit: bool) -> None:
         if self._require(name, (LOCAL, PRODUCER), "put") == LOCAL:
-            super().put(name, parcel, in_transit)
+            super().put(name, item, in_transit)
             return
-        msg = parcel.msg
+        msg = item.msg
         frame = message_frame(name, msg, -1, self.wire.stamp(),
                               None if _has_tensors(msg) else self.wire.filler(msg.nbytes))
         q = self.queues[name]
         with self.cond:
             q.unreleased.append(msg)
             self.count(q)
-            self.wire.submit(frame, parcel.ready)
+            self.wire.submit(frame, item.ready)
 
-    def get(self, who: str, name: str) -> Parcel:
+    def get(self, who: str, name: str) -> QueuedMessage:
         self._require(name, (LOCAL, CONSUMER), "get")
-        parcel = super().get(who, name)
+        item = super().get(who, name)
         if self.wire.cast is not None:
-            self.wire.cast(message_frame(name, parcel.msg, -1, 0.0, None), parcel.ready)
-        return parcel
+            self.wire.cast(message_frame(name, item.msg, -1, 0.0, None), item.ready)
+        return item
 
     def view(self) -> StateView:
         v = super().view()
@@ -193,16 +193,16 @@ class DistState(SharedState):
         self.wire.cast(Frame(Header("dropped", -1), {"queue": name, "items": tags}), None)
 
     # -- called by the comms thread ----------------------------------------------------
-    def arrive_remote(self, name: str, parcel: Parcel, sent_at: float) -> None:
+    def arrive_remote(self, name: str, item: QueuedMessage, sent_at: float) -> None:
         """A message from the producer's rank arrived (``sent_at`` in this rank's clock)."""
         q = self.queues[name]
         with self.cond:
             now = self.clock()
-            self.rec.span("send", q.spec.src, "comm", parcel.msg.tag, min(sent_at, now), now,
-                          value=float(parcel.msg.nbytes))
+            self.rec.span("send", q.spec.src, "comm", item.msg.tag, min(sent_at, now), now,
+                          value=float(item.msg.nbytes))
             q.held += 1
-            q.unreleased.append(parcel.msg)
-            q.items.append(parcel)
+            q.unreleased.append(item.msg)
+            q.items.append(item)
             self.count(q)
             self.bump()
 
@@ -266,15 +266,15 @@ class FollowerState(SharedState):
     def reserve(self, who: str, name: str) -> None:
         return None
 
-    def put(self, name: str, parcel: Parcel, in_transit: bool) -> None:
+    def put(self, name: str, item: QueuedMessage, in_transit: bool) -> None:
         return None
 
     def release(self, name: str) -> None:
         return None
 
-    def get(self, who: str, name: str) -> Parcel:
-        parcel: Parcel = self._next(who, "get", name)
-        return parcel
+    def get(self, who: str, name: str) -> QueuedMessage:
+        item: QueuedMessage = self._next(who, "get", name)
+        return item
 
     def view(self) -> StateView:
         view: StateView = self._next("poll", "view", "")

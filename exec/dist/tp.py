@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipefill.exec.dist.errors import MeshCollectiveError, WrongGroupError, gist
+from pipefill.exec.dist.errors import MeshCollectiveError, WrongGroupError, error_line
 from pipefill.exec.kernels.dit import KV, Block, DiT
 from pipefill.sim.actions import Compute
 
@@ -59,7 +59,7 @@ class Collectives:
             self.reduce(t, group)
         except RuntimeError as exc:
             raise MeshCollectiveError(f"all_reduce on the mesh group failed, a mesh rank is "
-                                      f"gone or stuck ({gist(exc)})") from None
+                                      f"gone or stuck ({error_line(exc)})") from None
         return t
 
 

@@ -18,9 +18,9 @@ from typing import Any
 
 from pipefill.exec.errors import Aborted
 from pipefill.exec.kernels.registry import Kernels, prepare
-from pipefill.exec.threads.comm import CommLane
+from pipefill.exec.threads.comm_lane import CommLane
 from pipefill.exec.threads.runtime import Runtime
-from pipefill.exec.threads.state import Parcel, SharedState, StallDetected
+from pipefill.exec.threads.state import QueuedMessage, SharedState, StallDetected
 from pipefill.sim.actions import (
     Action,
     Compute,
@@ -112,20 +112,20 @@ class StageBackend:
 
     def on_put(self, a: Put) -> None:
         run = self.run
-        parcel = Parcel(a.message, run.runtime.send(self.stage, a.message.payload))
+        item = QueuedMessage(a.message, run.runtime.send(self.stage, a.message.payload))
         spec = self.state.queues[a.queue].spec
         lane = run.lanes.get(spec.src) if spec.transport else None
         # a link is FIFO: even a free message waits behind one still in transit
         in_transit = lane is not None and (run.transport.time_ms(a.message.nbytes) > 0
                                            or lane.busy())
-        self.state.put(a.queue, parcel, in_transit)
+        self.state.put(a.queue, item, in_transit)
         if lane is not None and in_transit:
-            lane.submit(a.queue, parcel)
+            lane.submit(a.queue, item)
 
     def on_get(self, a: Get) -> Message:
-        parcel = self.state.get(self.who, a.queue)
-        self.run.runtime.receive(self.stage, parcel.msg.payload, parcel.ready)
-        return parcel.msg
+        item = self.state.get(self.who, a.queue)
+        self.run.runtime.receive(self.stage, item.msg.payload, item.ready)
+        return item.msg
 
     def on_release(self, a: Release) -> None:
         self.state.release(a.queue)

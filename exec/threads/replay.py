@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pipefill.exec.errors import ExecConfigError, ExecError
 from pipefill.exec.kernels.registry import Fault, FaultyKernels, Kernels, KernelSetup, make_family
 from pipefill.exec.threads.backend import Progress, RunContext, drive
-from pipefill.exec.threads.comm import CommLane, feed_inputs
+from pipefill.exec.threads.comm_lane import CommLane, feed_inputs
 from pipefill.exec.threads.runtime import Runtime, open_runtime
 from pipefill.exec.threads.state import SharedState
 from pipefill.sim.costs import CostTable

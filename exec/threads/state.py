@@ -28,19 +28,19 @@ class StallDetected(RuntimeError):
 
 
 @dataclass
-class Parcel:
+class QueuedMessage:
     """A message on a queue plus the device handoff token (CUDA: its ready event)."""
 
     msg: Message
     ready: Any = None
 
 
-def _message(parcel: Parcel) -> Message:
-    return parcel.msg
+def _message(item: QueuedMessage) -> Message:
+    return item.msg
 
 
-#: the executor's queues hold parcels (message + handoff token); semantics in sim.queues
-ExecQueue = SlotQueue[Parcel]
+#: the executor's queues hold queued messages (message + handoff token); semantics in sim.queues
+ExecQueue = SlotQueue[QueuedMessage]
 
 
 class SharedState:
@@ -148,43 +148,43 @@ class SharedState:
             self.count(q)
             self.bump()
 
-    def put(self, name: str, parcel: Parcel, in_transit: bool) -> None:
+    def put(self, name: str, item: QueuedMessage, in_transit: bool) -> None:
         """Send into a reserved slot; without transit it arrives now (a free link, or a
         local buffer, which records no ``send`` span), else a comm lane delivers it."""
         q = self.queues[name]
         with self.cond:
-            q.send(parcel.msg)
+            q.send(item.msg)
             self.pending += in_transit
             self.count(q)
             if in_transit:
                 return
             if q.spec.transport:
-                self._send_span(q, parcel.msg, self.clock())
-            self._arrive(q, parcel)
+                self._send_span(q, item.msg, self.clock())
+            self._arrive(q, item)
 
-    def arrive(self, name: str, parcel: Parcel, sent_at: float) -> None:
+    def arrive(self, name: str, item: QueuedMessage, sent_at: float) -> None:
         """A transfer finished on its comm lane: the message becomes visible to Get."""
         q = self.queues[name]
         with self.cond:
             self.pending -= 1
-            self._send_span(q, parcel.msg, sent_at)
-            self._arrive(q, parcel)
+            self._send_span(q, item.msg, sent_at)
+            self._arrive(q, item)
 
     def _send_span(self, q: ExecQueue, msg: Message, sent_at: float) -> None:
         self.rec.span("send", q.spec.src, "comm", msg.tag, sent_at, self.clock(),
                       value=float(msg.nbytes))
 
-    def _arrive(self, q: ExecQueue, parcel: Parcel) -> None:
-        q.arrive(parcel)
+    def _arrive(self, q: ExecQueue, item: QueuedMessage) -> None:
+        q.arrive(item)
         self.bump()
 
-    def get(self, who: str, name: str) -> Parcel:
+    def get(self, who: str, name: str) -> QueuedMessage:
         q = self.queues[name]
         with self.cond:
             self.wait_until(who, lambda: bool(q.items))
-            parcel = q.take()
+            item = q.take()
             self.bump()
-            return parcel
+            return item
 
     def release(self, name: str) -> None:
         q = self.queues[name]

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from pipefill.sim.errors import ScenarioError, error_from_validation
 from pipefill.sim.policies.base import Policy
 from pipefill.sim.policies.layer_pp import LayerPP
 from pipefill.sim.policies.multi_session import MultiSession
@@ -20,8 +21,6 @@ POLICIES: dict[str, type[Policy]] = {cls.name: cls for cls in (
 
 def make_policy(raw: dict[str, Any]) -> Policy:
     """Validate a ``[policy]`` table into a policy object; errors name ``policy.<field>``."""
-    from pipefill.sim.scenario import ScenarioError, _error_from
-
     if not isinstance(raw, dict):
         raise ScenarioError("policy", "must be a table with a name")
     fields = dict(raw)
@@ -40,7 +39,7 @@ def make_policy(raw: dict[str, Any]) -> Policy:
     try:
         return cls.model_validate(fields)
     except ValidationError as exc:
-        raise _error_from(exc, "policy") from None
+        raise error_from_validation(exc, "policy") from None
 
 
 __all__ = ["POLICIES", "Policy", "make_policy"]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from pipefill.sim.actions import QueueSpec, StageProgram
+from pipefill.sim.errors import ScenarioError
 
 if TYPE_CHECKING:
     from pipefill.sim.scenario import Scenario
@@ -50,8 +51,6 @@ class Policy(BaseModel):
         return ("build", "denoise", "decode")
 
     def check(self, sc: Scenario) -> None:
-        from pipefill.sim.scenario import ScenarioError
-
         for phase in self.required_phases(sc):
             if sc.cost(phase) is None:
                 raise ScenarioError(f"costs.{phase}", f"missing: policy {self.name} runs {phase}")

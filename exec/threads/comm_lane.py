@@ -12,14 +12,14 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from pipefill.exec.threads.state import Parcel, SharedState
+from pipefill.exec.threads.state import QueuedMessage, SharedState
 from pipefill.sim.scenario import RunConfig, Transport
 
 
 class CommLane:
     """Transfers of one stage, one at a time, in submission order.
 
-    Contract: every submitted parcel is delivered exactly once unless the run aborts;
+    Contract: every submitted item is delivered exactly once unless the run aborts;
     ``close`` lets the lane finish what was submitted and then stop.
     """
 
@@ -27,15 +27,15 @@ class CommLane:
                  on_error: Callable[[str], None]) -> None:
         self.stage, self.state, self.transport = stage, state, transport
         self.on_error = on_error
-        self.fifo: deque[tuple[str, Parcel]] = deque()
+        self.fifo: deque[tuple[str, QueuedMessage]] = deque()
         self.active = 0  # submitted, not yet delivered (queued or on the wire)
         self.closing = False
         self.thread = threading.Thread(target=self._loop, name=f"pipefill-comm-{stage}",
                                        daemon=True)
 
-    def submit(self, queue: str, parcel: Parcel) -> None:
+    def submit(self, queue: str, item: QueuedMessage) -> None:
         with self.state.cond:
-            self.fifo.append((queue, parcel))
+            self.fifo.append((queue, item))
             self.active += 1
             self.state.cond.notify_all()
 
@@ -49,7 +49,7 @@ class CommLane:
             self.closing = True
             self.state.cond.notify_all()
 
-    def _next(self) -> tuple[str, Parcel] | None:
+    def _next(self) -> tuple[str, QueuedMessage] | None:
         st = self.state
         with st.cond:
             while not self.fifo:
@@ -61,14 +61,14 @@ class CommLane:
     def _loop(self) -> None:
         try:
             while (job := self._next()) is not None:
-                queue, parcel = job
+                queue, item = job
                 sent_at = self.state.clock()
-                delay_ms = self.transport.time_ms(parcel.msg.nbytes)
+                delay_ms = self.transport.time_ms(item.msg.nbytes)
                 if self.state.aborted.wait(delay_ms / 1e3):
                     return
                 with self.state.cond:
                     self.active -= 1
-                    self.state.arrive(queue, parcel, sent_at)
+                    self.state.arrive(queue, item, sent_at)
         except Exception as exc:  # crash-only: report and stop the run
             self.on_error(f"{self.stage} comm lane failed: {type(exc).__name__}: {exc}")
 

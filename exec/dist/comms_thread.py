@@ -25,13 +25,13 @@ from typing import Any
 
 import torch
 
-from pipefill.exec.dist.errors import gist
+from pipefill.exec.dist.errors import error_line
 from pipefill.exec.dist.link import MeshCast, PeerLink, noop
 from pipefill.exec.dist.state import DistState, FollowerState, dropped_from_body, view_from_body
 from pipefill.exec.dist.trace import DrainRecorder, rows_from_json
 from pipefill.exec.dist.wire import Checker, Frame, Header, WireError, frame_message
 from pipefill.exec.threads.runtime import Runtime
-from pipefill.exec.threads.state import Parcel
+from pipefill.exec.threads.state import QueuedMessage
 
 Item = tuple[Frame, Any]  # a frame and the CUDA event its tensors are ready at (or None)
 #: frame actions that carry queue messages (the work an error line names)
@@ -71,7 +71,7 @@ class Outbox:
             return items
 
 
-class Staging:
+class DeviceHandoff:
     """Device handoff around transport: CUDA waits on ready events and records done
     events on the comms thread's own stream; CPU does nothing."""
 
@@ -127,9 +127,9 @@ class Comms:
     programs are done. ``corrupt`` lets a test fault tamper with a frame after its
     pre-send validation (a malformed message on the wire)."""
 
-    def __init__(self, cfg: CommsConfig, rec: DrainRecorder, staging: Staging,
+    def __init__(self, cfg: CommsConfig, rec: DrainRecorder, handoff: DeviceHandoff,
                  link: PeerLink | None, cast: MeshCast | None, aborted: threading.Event) -> None:
-        self.cfg, self.rec, self.staging = cfg, rec, staging
+        self.cfg, self.rec, self.handoff = cfg, rec, handoff
         self.link, self.cast, self.aborted = link, cast, aborted
         carrier = link or cast
         self.device = carrier.device if carrier is not None else torch.device("cpu")
@@ -165,7 +165,7 @@ class Comms:
         torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            with self.staging.context():
+            with self.handoff.context():
                 if self.link is not None:
                     self._link_loop()
                 elif self.cast is not None:
@@ -174,7 +174,7 @@ class Comms:
             where = exc.header.where() if exc.header else self._where(self.last_in)
             self.fail(f"comms: malformed frame from {self.channel} ({where}): {exc}")
         except Exception as exc:
-            self.fail(f"comms: lost {self.channel} ({gist(exc)}); last message "
+            self.fail(f"comms: lost {self.channel} ({error_line(exc)}); last message "
                       f"sent: {self._where(self.last_out)}; last received: "
                       f"{self._where(self.last_in)}")
         finally:
@@ -228,7 +228,7 @@ class Comms:
 
         Its tensors are read from here on: the comms stream first waits until they are
         ready (CUDA)."""
-        self.staging.before_send(ready)
+        self.handoff.before_send(ready)
         body = frame.body
         if link and self.cfg.ship_rows:
             rows = self.rec.drain(self.cfg.offset_ms)
@@ -259,7 +259,7 @@ class Comms:
     def _receive(self, frame: Frame) -> None:
         self.recv_check.check(frame)
         self.last_in = frame.header if frame.action in MESSAGES else self.last_in
-        frame, ready = self.staging.after_receive(frame)
+        frame, ready = self.handoff.after_receive(frame)
         try:
             rows = frame.body.get("rows")
             if rows:
@@ -277,7 +277,7 @@ class Comms:
     def _on_message(self, frame: Frame, ready: Any) -> None:
         assert isinstance(self.state, DistState)
         queue, msg, sent_at = frame_message(frame)
-        self.state.arrive_remote(queue, Parcel(msg, ready), sent_at - self.cfg.offset_ms)
+        self.state.arrive_remote(queue, QueuedMessage(msg, ready), sent_at - self.cfg.offset_ms)
 
     def _on_flush(self, frame: Frame, ready: Any) -> None:
         assert isinstance(self.state, DistState)
@@ -303,7 +303,7 @@ class Comms:
     def _on_got(self, frame: Frame, ready: Any) -> None:
         assert isinstance(self.state, FollowerState)
         queue, msg, _ = frame_message(frame)
-        self.state.push("get", queue, Parcel(msg, ready))
+        self.state.push("get", queue, QueuedMessage(msg, ready))
 
     def _on_view(self, frame: Frame, ready: Any) -> None:
         assert isinstance(self.state, FollowerState)
