@@ -9,8 +9,7 @@ import typer
 
 from pipefill.cli.app import JsonOpt, SetOpt, app, err_console, handled, out_console
 from pipefill.cli.render import print_calibration, print_diff, print_json
-from pipefill.sim.bound import compute_bound
-from pipefill.sim.scenario import build_scenario
+from pipefill.sim.trace_bound import bound_of_simulated
 
 
 @app.command("diff")
@@ -85,7 +84,7 @@ def report_cmd(
 
     with handled():
         if bound is None:
-            bound = _bound_of_simulated(inputs)
+            bound = bound_of_simulated(inputs)
         res = build_report(inputs, out, ReportOptions(bound_ms=bound, window=window))
     if json_:
         print_json({"out": str(res.out), "kind": res.kind, "index": str(res.index),
@@ -95,24 +94,6 @@ def report_cmd(
     for note in res.notices:
         out_console.print(f"note: {note}")
     out_console.print("figures: " + ", ".join(res.figures))
-
-
-def _bound_of_simulated(inputs: list[Path]) -> float | None:
-    """The analytic period of the first simulated trace's scenario, if it has one.
-
-    Best effort: a sweep table, a measured trace or a scenario the bound cannot model
-    just means no bound line on the figure.
-    """
-    from pipefill.traces.io import read_trace
-
-    for path in inputs:
-        try:
-            meta = read_trace(path).meta
-            if meta.get("source") == "sim" and isinstance(meta.get("scenario"), dict):
-                return compute_bound(build_scenario(meta["scenario"])).period_ms
-        except (ValueError, KeyError):
-            continue
-    return None
 
 
 @app.command("export")

@@ -19,7 +19,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from pipefill.sim.errors import ScenarioError, StallError
-from pipefill.sim.scenario import Scenario, apply_overrides, build_scenario, load_raw
 from pipefill.traces.schema import TraceError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -60,11 +59,6 @@ def handled() -> Iterator[None]:
         fail(str(exc), 2)
     except StallError as exc:
         fail(str(exc), 3)
-
-
-def load(scenario: Path | None, sets: list[str] | None) -> Scenario:
-    raw, name = load_raw(scenario)
-    return build_scenario(apply_overrides(raw, list(sets or [])), name=name)
 
 
 @contextmanager

@@ -15,7 +15,6 @@ from pipefill.cli.app import (
     app,
     fail,
     handled,
-    load,
     out_console,
     progress_bar,
 )
@@ -30,9 +29,9 @@ from pipefill.cli.render import (
 )
 from pipefill.sim.bound import compute_bound
 from pipefill.sim.replicas import ReplicaSummary, run_replicas
-from pipefill.sim.scenario import load_raw
+from pipefill.sim.scenario import load_raw, load_scenario
 from pipefill.sim.stream import simulate_summary
-from pipefill.sim.sweep import best_point, parse_axis, run_sweep
+from pipefill.sim.sweep import best_point, parse_axis, run_sweep, sweep_meta
 from pipefill.traces.io import write_table
 
 
@@ -49,7 +48,7 @@ def simulate_cmd(
     """Predict period, FPS, OverlapScore, bubbles and TTFF of one scenario."""
     reps: ReplicaSummary | None = None
     with handled():
-        sc = load(scenario, set_)
+        sc = load_scenario(scenario, set_)
         # the trace streams to --out as it is recorded; metrics are computed online
         metrics = simulate_summary(sc, out).metrics
         if replicas > 1:
@@ -93,9 +92,7 @@ def sweep_cmd(
             table = run_sweep(raw, list(set_ or []), axes, name=name, workers=workers,
                               progress=update)
         if out is not None:
-            meta = {"kind": "sweep", "scenario_name": name, "scenario": raw,
-                    "sets": list(set_ or []), "grid": {a.field: list(a.values) for a in axes}}
-            write_table(table, out, meta)
+            write_table(table, out, sweep_meta(raw, name, list(set_ or []), axes))
     pick = best_point(table, max_latency_ms, min_fps) \
         if best or max_latency_ms is not None or min_fps is not None else None
     if json_:
@@ -117,7 +114,7 @@ def sweep_cmd(
 def bound_cmd(scenario: ScenarioArg = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
     """Analytic steady-state period, its critical cycle and what would move it."""
     with handled():
-        sc = load(scenario, set_)
+        sc = load_scenario(scenario, set_)
         res = compute_bound(sc)
     if json_:
         print_json({"scenario": sc.name, "policy": sc.policy.params(), **res.to_json()})

@@ -161,6 +161,14 @@ def run_sweep(raw: dict[str, Any], base_sets: list[str], axes: list[Axis], name:
     return table
 
 
+def sweep_meta(raw: dict[str, Any], name: str, sets: list[str],
+               axes: list[Axis]) -> dict[str, Any]:
+    """The metadata a sweep table is written with: ``kind = "sweep"`` (how reports tell a
+    table from a trace) plus the scenario, overrides and grid that re-create it."""
+    return {"kind": "sweep", "scenario_name": name, "scenario": raw, "sets": list(sets),
+            "grid": {a.field: list(a.values) for a in axes}}
+
+
 def _cell(value: Any) -> Any:
     return value if isinstance(value, int | float | str | bool) else str(value)
 

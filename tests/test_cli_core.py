@@ -86,14 +86,14 @@ def test_sweep_bad_axis_exits_2_without_output(tmp_path):
 
 
 def test_report_takes_the_bound_from_a_simulated_trace(tmp_path):
-    from pipefill.cli.analyze import _bound_of_simulated
     from pipefill.sim.bound import compute_bound
     from pipefill.sim.scenario import load_scenario
+    from pipefill.sim.trace_bound import bound_of_simulated
 
     trace, table = tmp_path / "t.parquet", tmp_path / "sw.parquet"
     assert runner.invoke(app, ["simulate", *SMALL, "--out", str(trace)]).exit_code == 0
     assert runner.invoke(app, ["sweep", *SMALL, "--grid", "policy.d_in=1,2",
                                "--out", str(table)]).exit_code == 0
     expected = compute_bound(load_scenario(None, ["run.chunks=30"])).period_ms
-    assert _bound_of_simulated([trace]) == expected
-    assert _bound_of_simulated([table]) is None
+    assert bound_of_simulated([trace]) == expected
+    assert bound_of_simulated([table]) is None

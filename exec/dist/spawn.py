@@ -120,12 +120,21 @@ def loopback_ifname() -> str | None:
     return None
 
 
+def _namespace_root() -> str | None:
+    """The folder holding the ``pipefill`` package when it is laid out as installed (a
+    wheel, perhaps unpacked onto sys.path), so ranks import this very copy; None for an
+    editable install, whose import hook every child interpreter already has."""
+    here = Path(__file__).resolve().parents
+    return str(here[3]) if here[2].name == "pipefill" else None
+
+
 def rank_env(rank: int, world: int, addr: str, port: int, fd: int | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC_")}
     env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                MASTER_ADDR=addr, MASTER_PORT=str(port))
-    here = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    root = _namespace_root()
+    if root is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     env.pop("PIPEFILL_STORE_FD", None)
     if fd is not None:
         env["PIPEFILL_STORE_FD"] = str(fd)
