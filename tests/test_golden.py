@@ -29,12 +29,20 @@ CASES: dict[str, dict[str, Any]] = {
                                 "anchor": "anchor_only", "hard_cuts": [5]},
     "phase_pp_consumer_first_d1": {"name": "phase_pp", "d_in": 1, "d_out": 2,
                                    "stage0_order": "consumer_first", "recompute": "r0"},
+    "layer_pp_3_stages": {"name": "layer_pp", "stages": 3, "items": 2, "blocks": 6},
+    "stream_batch_3_stages": {"name": "stream_batch", "stages": 3, "steps": 3, "blocks": 7,
+                              "max_outstanding": 2},
+    "rolling_window_cut": {"name": "rolling_window", "window": 2, "hard_cuts": [3]},
+    "multi_session_window": {"name": "multi_session", "max_batch": 2, "batch_window_ms": 1.0},
 }
+#: run fields a case needs beyond the defaults
+RUN: dict[str, dict[str, Any]] = {"multi_session_window": {"sessions": 3}}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden_trace(case):
-    trace = simulate(make_scenario(CASES[case], COSTS, chunks=9, transport=TRANSPORT))
+    trace = simulate(make_scenario(CASES[case], COSTS, chunks=9, transport=TRANSPORT,
+                                   **RUN.get(case, {})))
     path = GOLDEN / f"{case}.csv"
     if os.environ.get("PIPEFILL_UPDATE_GOLDEN"):
         write_table(trace.events, path, {"case": case})
