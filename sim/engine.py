@@ -30,16 +30,22 @@ from pipefill.sim.actions import (
     WaitInput,
 )
 from pipefill.sim.costs import CostTable
+from pipefill.sim.driver import ProgramDriver
 from pipefill.sim.errors import StallError
-from pipefill.sim.queues import SlotQueue, describe, make_queues, record_depth, snapshot
+from pipefill.sim.queues import (
+    SlotQueue,
+    describe,
+    make_queues,
+    record_depth,
+    snapshot,
+    travels_on_lane,
+)
 from pipefill.sim.scenario import Scenario
 from pipefill.traces.meta import run_metadata
 from pipefill.traces.recorder import Recorder, Tag
 from pipefill.traces.schema import Trace
 
 SimGen = Generator[simpy.Event, Any, Any]
-#: actions a program may take at one instant before we call it a livelock
-SPIN_LIMIT = 100_000
 
 
 _Queue = SlotQueue[Message]
@@ -69,7 +75,8 @@ class SimEngine:
         self.inputs = dict.fromkeys(range(run.sessions), run.chunks if saturated else 0)
         self.version = 0
         self.changed = self.env.event()
-        self.current: dict[str, str] = {}
+        #: the programs still running (what each is doing is described only for a stall)
+        self.running: list[ProgramDriver] = []
 
     # -- shared state ------------------------------------------------------------
     def bump(self) -> None:
@@ -114,21 +121,18 @@ class SimEngine:
 
     def _drive(self, sp: StageProgram) -> SimGen:
         backend = _StageBackend(self, sp.stage)
+        driver = ProgramDriver(sp, self._now, self._livelock_context)
+        self.running.append(driver)
         result: Any = None
-        spins, last_now = 0, -1.0
-        while True:
-            try:
-                action = sp.program.send(result)
-            except StopIteration:
-                self.current.pop(sp.stage, None)
-                return
-            spins = spins + 1 if self.env.now == last_now else 0
-            last_now = float(self.env.now)
-            if spins > SPIN_LIMIT:
-                raise StallError(f"{sp.stage}: livelock at {action.describe()} "
-                                 f"t={self.env.now:.3f} ms; {self._queue_state()}")
-            self.current[sp.stage] = action.describe()
+        while (action := driver.next(result)) is not None:
             result = yield from action.accept(backend)
+        self.running.remove(driver)
+
+    def _now(self) -> float:
+        return float(self.env.now)
+
+    def _livelock_context(self) -> str:
+        return f" t={self.env.now:.3f} ms; {self._queue_state()}"
 
     def _queue_state(self) -> str:
         return describe(self.queues)
@@ -143,8 +147,9 @@ class SimEngine:
         for sp in self.sc.policy.programs(self.sc):
             self.env.process(self._drive(sp))
         self.env.run()
-        if self.current:
-            blocked = ", ".join(f"{s} blocked at '{a}'" for s, a in sorted(self.current.items()))
+        if self.running:
+            blocked = ", ".join(sorted(f"{d.stage} blocked at '{d.describe()}'"
+                                       for d in self.running))
             raise StallError(f"stall at t={self.env.now:.3f} ms: {blocked}; {self._queue_state()}")
         return self.metadata()
 
@@ -183,11 +188,11 @@ class _StageBackend:
         q.send(a.message)
         self.engine.count(q)
         lane = self.engine.lanes[a.queue]
-        if not q.spec.transport:
-            self.engine.arrive(q, a.message)
-        elif self.engine.sc.transport.time_ms(a.message.nbytes) > 0 or lane.count or lane.queue:
-            # a link is FIFO: a free message still waits behind one in transit
+        transfer_ms = self.engine.sc.transport.time_ms(a.message.nbytes)
+        if travels_on_lane(q.spec, transfer_ms, bool(lane.count or lane.queue)):
             self.engine.env.process(self.engine.transport(q, a.message))
+        elif not q.spec.transport:
+            self.engine.arrive(q, a.message)
         else:
             # a free link delivers within the same instant, before anyone can react to
             # the producer's other state changes (ties would otherwise hinge on event order)

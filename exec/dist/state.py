@@ -100,7 +100,7 @@ class DistState(SharedState):
                               None if _has_tensors(msg) else self.wire.filler(msg.nbytes))
         q = self.queues[name]
         with self.cond:
-            q.unreleased.append(msg)
+            q.send_remote(msg)
             self.count(q)
             self.wire.submit(frame, item.ready)
 
@@ -125,10 +125,9 @@ class DistState(SharedState):
             return
         q = self.queues[name]
         with self.cond:
-            if q.held <= 0:
+            msg = q.release_oldest()
+            if msg is None:
                 raise StallDetected(f"release of {name} with no message held")
-            q.held -= 1
-            msg = q.unreleased.popleft()
             self._credit_frame(name, [msg.tag.call_id])
             self.count(q)
             self.bump()
@@ -161,11 +160,8 @@ class DistState(SharedState):
         """Drop every arrived, untaken item of a queue whose consumer is here."""
         q = self.queues[name]
         with self.cond:
-            flushed = [p.msg for p in q.items]
-            q.items.clear()
+            flushed = [p.msg for p in q.flush()]
             gone = {m.tag.call_id for m in flushed}
-            q.held -= len(flushed)
-            q.unreleased = deque(m for m in q.unreleased if m.tag.call_id not in gone)
             if credit and flushed:
                 self._credit_frame(name, sorted(gone))
             self.bump()
@@ -178,10 +174,7 @@ class DistState(SharedState):
             req = next(self._flush_ids)
             self.wire.submit(Frame(Header("flush", -1), {"queue": name, "req": req}), None)
             self.wait_until(f"flush {name}", lambda: req in self._flush_replies)
-            gone = set(self._flush_replies.pop(req))
-            flushed = [m for m in q.unreleased if m.tag.call_id in gone]
-            q.unreleased = deque(m for m in q.unreleased if m.tag.call_id not in gone)
-            q.held -= len(flushed)
+            flushed = q.forget(set(self._flush_replies.pop(req)))
             self.count(q)
             self.bump()
             return flushed
@@ -200,9 +193,7 @@ class DistState(SharedState):
             now = self.clock()
             self.rec.span("send", q.spec.src, "comm", item.msg.tag, min(sent_at, now), now,
                           value=float(item.msg.nbytes))
-            q.held += 1
-            q.unreleased.append(item.msg)
-            q.items.append(item)
+            q.arrive_remote(item)
             self.count(q)
             self.bump()
 
@@ -210,10 +201,7 @@ class DistState(SharedState):
         """The consumer finished (or discarded) these messages: free their slots."""
         q = self.queues[name]
         with self.cond:
-            gone = set(call_ids)
-            before = len(q.unreleased)
-            q.unreleased = deque(m for m in q.unreleased if m.tag.call_id not in gone)
-            q.held -= before - len(q.unreleased)
+            q.forget(set(call_ids))
             self.count(q)
             self.bump()
 

@@ -37,12 +37,12 @@ from pipefill.sim.actions import (
     WaitChange,
     WaitInput,
 )
+from pipefill.sim.driver import ProgramDriver
+from pipefill.sim.queues import travels_on_lane
 from pipefill.sim.scenario import Transport
 from pipefill.traces.recorder import Recorder, Tag
 
 Progress = Callable[[int, int], None]
-#: actions a program may take without changing any state or computing: a livelock
-SPIN_LIMIT = 100_000
 
 
 @dataclass
@@ -88,7 +88,7 @@ class StageBackend:
     def __init__(self, run: RunContext, stage: str, who: str) -> None:
         self.run, self.stage, self.who = run, stage, who
         self.state = run.state
-        self.computed = False  # set by each Compute: time passed, not a spin
+        self.computes = 0  # finished Computes: with the state version, this worker's progress
 
     def on_compute(self, a: Compute) -> Any:
         run, lock = self.run, self.run.lock_of(self.stage)
@@ -104,7 +104,7 @@ class StageBackend:
         # a batched call is one span per item, all with the call's start and end
         for tag in a.items:
             run.rec.span(a.phase, self.stage, "compute", tag, start, end)
-        self.computed = True
+        self.computes += 1
         return out
 
     def on_reserve(self, a: Reserve) -> None:
@@ -114,10 +114,9 @@ class StageBackend:
         run = self.run
         item = QueuedMessage(a.message, run.runtime.send(self.stage, a.message.payload))
         spec = self.state.queues[a.queue].spec
-        lane = run.lanes.get(spec.src) if spec.transport else None
-        # a link is FIFO: even a free message waits behind one still in transit
-        in_transit = lane is not None and (run.transport.time_ms(a.message.nbytes) > 0
-                                           or lane.busy())
+        lane = run.lanes.get(spec.src)  # None: transport is the real handoff, not modelled
+        in_transit = lane is not None and travels_on_lane(
+            spec, run.transport.time_ms(a.message.nbytes), lane.busy())
         self.state.put(a.queue, item, in_transit)
         if lane is not None and in_transit:
             lane.submit(a.queue, item)
@@ -191,34 +190,31 @@ def _warm_up_then_wait(run: RunContext, stage: str) -> None:
 
 
 def drive(run: RunContext, sp: StageProgram, who: str) -> None:
-    """Worker thread body: run ``sp``'s program to its end, an abort, or a failure."""
+    """Worker thread body: run ``sp``'s program to its end, an abort, or a failure.
+
+    Progress, for the livelock rule, is a change of the shared state or a finished
+    compute (the clock of a real run always moves)."""
     state = run.state
-    action: Action | None = None
+    driver: ProgramDriver | None = None
     tag: Tag | None = None
     try:
         with run.runtime.stage_context(sp.stage):
             _warm_up_then_wait(run, sp.stage)
             backend = StageBackend(run, sp.stage, who)
+            driver = ProgramDriver(sp, lambda: (state.version, backend.computes))
+            state.doing[who] = driver  # described only when a report asks
             result: Any = None
-            spins, seen = 0, -1
             while not state.aborted.is_set():
-                try:
-                    action = sp.program.send(result)
-                except StopIteration:
+                action = driver.next(result)
+                if action is None:
                     return
-                state.doing[who] = action.describe()
                 tag = tag_of(action, tag)
                 result = action.accept(backend)
                 tag = tag_of(result, tag)
                 state.progress_at = time.monotonic()
-                spins = 0 if backend.computed or state.version != seen else spins + 1
-                seen, backend.computed = state.version, False
-                if spins > SPIN_LIMIT:
-                    raise StallDetected(f"livelock: {SPIN_LIMIT} actions without a state "
-                                        "change or any compute")
     except Aborted:
         return
     except Exception as exc:
-        run.fail(failure_report(run, who, action, tag, exc))
+        run.fail(failure_report(run, who, driver.action if driver else None, tag, exc))
     finally:
         state.leave(who)

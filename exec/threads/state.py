@@ -60,7 +60,7 @@ class SharedState:
         self.live = 0
         self.pending = 0  # transfers in flight plus a feeder still to deliver inputs
         self.waiters: dict[str, Callable[[], bool]] = {}
-        self.doing: dict[str, str] = {}
+        self.doing: dict[str, object] = {}  # a worker's driver (str() describes its action)
         self.aborted = threading.Event()
         self.progress_at = time.monotonic()
 
