@@ -46,6 +46,14 @@ class Message:
     def is_shutdown(self) -> bool:
         return self.kind == SHUTDOWN
 
+    def carrying(self, payload: Any) -> Message:
+        """This message with ``payload`` (itself when the payload is the same object, as
+        in the simulator, where payloads are None)."""
+        if payload is self.payload:
+            return self
+        return Message(self.kind, self.tag, self.nbytes, self.init_cache, self.recompute,
+                       payload)
+
 
 @dataclass(frozen=True)
 class StateView:

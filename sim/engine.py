@@ -1,18 +1,30 @@
 """The SimPy engine: interprets policy programs against a cost model and records a trace.
 
 The event loop only advances time. Each action type is handled by its own ``on_*``
-method of :class:`_StageBackend` (a SimPy generator); the driver just hands each
-action's result back to its program. When the loop runs out of events before every
-program has finished, the run has stalled: :class:`StallError` names each blocked
-stage, the action it is blocked on and the state of every queue.
+method of :class:`_StageBackend` (a SimPy generator); a :class:`ProgramDriver` hands
+each action's result back to its program. When the loop runs out of events before
+every program has finished, the run has stalled: :class:`StallError` names each
+blocked stage, the action it is blocked on and the state of every queue.
+
+Waiting is targeted: a blocked action registers a *waiter* (its own event and the
+condition it waits for). A state change (:meth:`SimEngine.bump`) hands the waiters
+registered so far to one dispatch at the current instant, which resumes those whose
+condition now holds, in the order they started waiting, and keeps the others waiting
+without running them. That is the order in which one broadcast "changed" event would
+have resumed them, so traces do not depend on this optimisation (tests/golden).
+Likewise a stage that runs one program needs no SimPy resource, and a comm lane is a
+FIFO of transfers: both keep the instants at which a resource would have granted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections import deque
+from collections.abc import Callable, Generator
 from typing import Any
 
 import simpy
+from simpy.core import NORMAL, URGENT
+from simpy.events import Event
 
 from pipefill.sim.actions import (
     Compute,
@@ -46,13 +58,43 @@ from pipefill.traces.recorder import Recorder, Tag
 from pipefill.traces.schema import Trace
 
 SimGen = Generator[simpy.Event, Any, Any]
-
-
 _Queue = SlotQueue[Message]
+#: a waiter: the condition it waits for (None: any change) and the event resuming it
+_Waiter = tuple[Callable[[], bool] | None, Event]
+
+__all__ = ["SimEngine", "StallError", "simulate"]
 
 
 def _same(msg: Message) -> Message:
     return msg
+
+
+def _fire(ev: Event) -> None:
+    """Resume ``ev``'s waiting process now, inside the current dispatch (as processing
+    a shared event would have, at this waiter's place in its callback list)."""
+    ev._ok, ev._value = True, None
+    callbacks, ev.callbacks = ev.callbacks, None  # type: ignore[assignment]
+    for callback in callbacks:
+        callback(ev)
+
+
+def _succeed_once(ev: Event) -> None:
+    if not ev.triggered:
+        ev.succeed()
+
+
+class _Lane:
+    """One sending stage's comm lane: transfers one at a time, in request order."""
+
+    __slots__ = ("queue", "user")
+
+    def __init__(self) -> None:
+        self.user: tuple[_Queue, Message] | None = None
+        self.queue: deque[tuple[_Queue, Message]] = deque()
+
+    @property
+    def busy(self) -> bool:
+        return self.user is not None or bool(self.queue)
 
 
 class SimEngine:
@@ -64,26 +106,53 @@ class SimEngine:
         self.env = simpy.Environment()
         self.rec = Recorder() if rec is None else rec
         self.costs = CostTable(scenario.costs, run.sessions, run.chunks, run.seed)
-        self.stage_res = {s: simpy.Resource(self.env, 1) for s in scenario.policy.stages(scenario)}
         specs = scenario.policy.queues(scenario)
         self.queues: dict[str, _Queue] = make_queues(specs, _same)
-        by_src: dict[str, simpy.Resource] = {}
+        by_src: dict[str, _Lane] = {}
         #: one comm lane per sending stage: its messages travel one at a time, in order
-        self.lanes = {s.name: by_src.setdefault(s.src, simpy.Resource(self.env, 1))
-                      for s in specs}
+        self.lanes = {s.name: by_src.setdefault(s.src, _Lane()) for s in specs}
         saturated = run.source == "saturated"
         self.inputs = dict.fromkeys(range(run.sessions), run.chunks if saturated else 0)
         self.version = 0
-        self.changed = self.env.event()
+        self.waiters: list[_Waiter] = []
+        #: a resource only for a stage that several programs share
+        self.shared: dict[str, simpy.Resource] = {}
         #: the programs still running (what each is doing is described only for a stall)
         self.running: list[ProgramDriver] = []
 
+    # -- scheduling primitives -----------------------------------------------------
+    def soon(self, then: Callable[[Event], None] | None = None, urgent: bool = False) -> Event:
+        """An event processed at this instant after those already due (a resource grant,
+        a process start when ``urgent``); ``then`` runs when it is processed."""
+        ev = Event(self.env)
+        ev._ok, ev._value = True, None
+        if then is not None:
+            ev.callbacks.append(then)
+        self.env.schedule(ev, URGENT if urgent else NORMAL)
+        return ev
+
+    def wait(self, until: Callable[[], bool] | None = None) -> Event:
+        """An event that fires at the first state change after which ``until()`` holds."""
+        ev = Event(self.env)
+        self.waiters.append((until, ev))
+        return ev
+
     # -- shared state ------------------------------------------------------------
     def bump(self) -> None:
-        """Publish a state change: wakes every WaitChange and blocked Reserve/Get."""
+        """Publish a state change: the waiters so far are dispatched at this instant."""
         self.version += 1
-        old, self.changed = self.changed, self.env.event()
-        old.succeed()
+        if self.waiters:
+            batch, self.waiters = self.waiters, []
+            self.soon(lambda _: self._dispatch(batch))
+
+    def _dispatch(self, batch: list[_Waiter]) -> None:
+        for until, ev in batch:
+            if ev.callbacks is None or ev.triggered:
+                continue  # its timeout came first
+            if until is None or until():
+                _fire(ev)
+            else:
+                self.waiters.append((until, ev))
 
     def view(self) -> StateView:
         return snapshot(self.queues, self.version, float(self.env.now), self.inputs)
@@ -102,12 +171,29 @@ class SimEngine:
                 self.rec.mark("input", "stage0", Tag(s, k), float(self.env.now))
             self.bump()
 
-    def transport(self, q: _Queue, msg: Message) -> SimGen:
-        with self.lanes[q.spec.name].request() as req:
-            yield req
-            start = float(self.env.now)
-            yield self.env.timeout(self.sc.transport.time_ms(msg.nbytes))
-            self.deliver(q, msg, start)
+    def transport(self, q: _Queue, msg: Message) -> None:
+        """Queue a transfer on the sender's lane (as a process starting now would)."""
+        lane = self.lanes[q.spec.name]
+        self.soon(lambda _: self._request(lane, (q, msg)), urgent=True)
+
+    def _request(self, lane: _Lane, job: tuple[_Queue, Message]) -> None:
+        lane.queue.append(job)
+        self._grant(lane)
+
+    def _grant(self, lane: _Lane) -> None:
+        if lane.user is None and lane.queue:
+            job = lane.user = lane.queue.popleft()
+            self.soon(lambda _: self._start(lane, job))
+
+    def _start(self, lane: _Lane, job: tuple[_Queue, Message]) -> None:
+        start = float(self.env.now)
+        ev = self.env.timeout(self.sc.transport.time_ms(job[1].nbytes))
+        ev.callbacks.append(lambda _: self._finish(lane, job, start))
+
+    def _finish(self, lane: _Lane, job: tuple[_Queue, Message], start: float) -> None:
+        self.deliver(job[0], job[1], start)
+        lane.user = None
+        self.soon(lambda _: self._grant(lane))
 
     def deliver(self, q: _Queue, msg: Message, sent_at: float) -> None:
         self.rec.span("send", q.spec.src, "comm", msg.tag, sent_at, float(self.env.now),
@@ -144,7 +230,10 @@ class SimEngine:
         """Run to the end (every row to the recorder); returns the run's metadata."""
         if self.sc.run.source == "realtime":
             self.env.process(self._feed_inputs())
-        for sp in self.sc.policy.programs(self.sc):
+        programs = self.sc.policy.programs(self.sc)
+        stages = [sp.stage for sp in programs]
+        self.shared = {s: simpy.Resource(self.env, 1) for s in stages if stages.count(s) > 1}
+        for sp in programs:
             self.env.process(self._drive(sp))
         self.env.run()
         if self.running:
@@ -167,61 +256,72 @@ class _StageBackend:
     def on_compute(self, a: Compute) -> SimGen:
         engine = self.engine
         dur = engine.costs.duration(a)
-        with engine.stage_res[self.stage].request() as req:
-            yield req
+        shared = engine.shared.get(self.stage)
+        if shared is None:
+            yield engine.soon()  # the instant a free resource would have granted
             start = float(engine.env.now)
             yield engine.env.timeout(dur)
-            for tag in a.items:
-                engine.rec.span(a.phase, self.stage, "compute", tag, start, float(engine.env.now))
+        else:
+            with shared.request() as req:
+                yield req
+                start = float(engine.env.now)
+                yield engine.env.timeout(dur)
+        end = float(engine.env.now)
+        for tag in a.items:
+            engine.rec.span(a.phase, self.stage, "compute", tag, start, end)
         return None
 
     def on_reserve(self, a: Reserve) -> SimGen:
-        q = self.engine.queues[a.queue]
-        while q.free <= 0:
-            yield self.engine.changed
+        engine = self.engine
+        q = engine.queues[a.queue]
+        if q.free <= 0:
+            yield engine.wait(lambda: q.free > 0)
         q.take_slot()
-        self.engine.count(q)
-        self.engine.bump()
+        engine.count(q)
+        engine.bump()
 
     def on_put(self, a: Put) -> SimGen:
-        q = self.engine.queues[a.queue]
+        engine = self.engine
+        q = engine.queues[a.queue]
         q.send(a.message)
-        self.engine.count(q)
-        lane = self.engine.lanes[a.queue]
-        transfer_ms = self.engine.sc.transport.time_ms(a.message.nbytes)
-        if travels_on_lane(q.spec, transfer_ms, bool(lane.count or lane.queue)):
-            self.engine.env.process(self.engine.transport(q, a.message))
+        engine.count(q)
+        transfer_ms = engine.sc.transport.time_ms(a.message.nbytes)
+        if travels_on_lane(q.spec, transfer_ms, engine.lanes[a.queue].busy):
+            engine.transport(q, a.message)
         elif not q.spec.transport:
-            self.engine.arrive(q, a.message)
+            engine.arrive(q, a.message)
         else:
             # a free link delivers within the same instant, before anyone can react to
             # the producer's other state changes (ties would otherwise hinge on event order)
-            self.engine.deliver(q, a.message, float(self.engine.env.now))
+            engine.deliver(q, a.message, float(engine.env.now))
         return None
         yield  # makes this a generator
 
     def on_get(self, a: Get) -> SimGen:
-        q = self.engine.queues[a.queue]
-        while not q.items:
-            yield self.engine.changed
+        engine = self.engine
+        q = engine.queues[a.queue]
+        if not q.items:
+            yield engine.wait(lambda: bool(q.items))
         msg = q.take()
-        self.engine.bump()
+        engine.bump()
         return msg
 
     def on_release(self, a: Release) -> SimGen:
-        q = self.engine.queues[a.queue]
+        engine = self.engine
+        q = engine.queues[a.queue]
         if not q.release():
             raise StallError(f"{self.stage}: release of empty queue {q.describe()}")
-        self.engine.count(q)
-        self.engine.bump()
+        engine.count(q)
+        engine.bump()
         return None
         yield
 
     def on_flush(self, a: Flush) -> SimGen:
-        q = self.engine.queues[a.queue]
+        engine = self.engine
+        q = engine.queues[a.queue]
         flushed = q.flush()
-        self.engine.count(q)
-        self.engine.bump()
+        engine.count(q)
+        engine.bump()
         return flushed
         yield
 
@@ -230,23 +330,33 @@ class _StageBackend:
         yield
 
     def on_wait_change(self, a: WaitChange) -> SimGen:
-        if self.engine.version == a.version:
-            if a.timeout_ms is None:
-                yield self.engine.changed
-            else:
-                yield self.engine.changed | self.engine.env.timeout(max(0.0, a.timeout_ms))
+        engine = self.engine
+        if engine.version != a.version:
+            return None
+        if a.timeout_ms is None:
+            yield engine.wait()
+            return None
+        # whichever comes first, the change or the timeout, resumes it one grant later
+        # (as a SimPy AnyOf condition would)
+        done = engine.env.event()
+        engine.wait().callbacks.append(lambda _: _succeed_once(done))
+        timer = engine.env.timeout(max(0.0, a.timeout_ms))
+        timer.callbacks.append(lambda _: _succeed_once(done))
+        yield done
         return None
 
     def on_wait_input(self, a: WaitInput) -> SimGen:
         engine = self.engine
-        while engine.inputs[a.tag.session] <= a.tag.chunk:
-            yield engine.changed
+        inputs, tag = engine.inputs, a.tag
+        if inputs[tag.session] <= tag.chunk:
+            yield engine.wait(lambda: inputs[tag.session] > tag.chunk)
         if engine.sc.run.source == "saturated":
-            engine.rec.mark("input", self.stage, a.tag, float(engine.env.now))
+            engine.rec.mark("input", self.stage, tag, float(engine.env.now))
         return None
 
     def on_mark(self, a: Mark) -> SimGen:
-        self.engine.rec.mark(a.name, self.stage, a.tag, float(self.engine.env.now))
+        engine = self.engine
+        engine.rec.mark(a.name, self.stage, a.tag, float(engine.env.now))
         return None
         yield
 

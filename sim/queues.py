@@ -158,8 +158,8 @@ def bytes_in_flight(queues: Mapping[str, SlotQueue[T]]) -> int:
 def record_depth(rec: Recorder, queues: Mapping[str, SlotQueue[T]], q: SlotQueue[T],
                  now_ms: float) -> None:
     """Counters after a change of ``q``: its depth and the run's bytes in flight."""
-    rec.counter(q.spec.name, q.spec.dst, now_ms, q.held)
-    rec.counter("bytes_in_flight", "all", now_ms, bytes_in_flight(queues))
+    rec.counters(now_ms, ((q.spec.name, q.spec.dst, q.held),
+                          ("bytes_in_flight", "all", bytes_in_flight(queues))))
 
 
 def describe(queues: Mapping[str, SlotQueue[T]]) -> str:

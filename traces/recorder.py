@@ -20,6 +20,10 @@ class Tag:
     epoch: int = 0
     step: int = -1
 
+    def at_step(self, step: int) -> Tag:
+        """The same work at denoise step ``step`` (cheaper than ``dataclasses.replace``)."""
+        return Tag(self.session, self.chunk, self.call_id, self.epoch, step)
+
 
 NO_TAG = Tag()
 
@@ -76,6 +80,14 @@ class Recorder:
 
     def counter(self, name: str, stage: str, at: float, value: float) -> None:
         self._add("counter", name, stage, "queue", NO_TAG, at, at, value)
+
+    def counters(self, at: float, samples: tuple[tuple[str, str, float], ...]) -> None:
+        """Several ``(name, stage, value)`` counter samples taken at one instant, in order."""
+        at = float(at)
+        rows = [("counter", name, stage, "queue", 0, -1, -1, 0, -1, at, at, float(value))
+                for name, stage, value in samples]
+        with self._lock:
+            self._rows.extend(rows)
 
     def __len__(self) -> int:
         return self._count + len(self._rows)

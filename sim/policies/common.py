@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipefill.sim.actions import (
@@ -222,9 +222,9 @@ def generator_program(sc: Scenario) -> Program:
         yield Reserve(Q_OUT)
         if msg.recompute:
             out = yield Compute("recompute", msg.tag, inputs=msg)
-            msg = replace(msg, payload=out)
+            msg = msg.carrying(out)
         for s in range(steps):
-            out = yield Compute("denoise", replace(msg.tag, step=s), inputs=msg)
-            msg = replace(msg, payload=out)
+            out = yield Compute("denoise", msg.tag.at_step(s), inputs=msg)
+            msg = msg.carrying(out)
         yield Release(Q_IN)
         yield Put(Q_OUT, Message(INFER, msg.tag, result_bytes, payload=msg.payload))

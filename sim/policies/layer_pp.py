@@ -10,7 +10,6 @@ of it. Build and decode are outside the layer pipeline and not modelled.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
@@ -122,7 +121,7 @@ class LayerPP(Policy):
             if not last:
                 yield Reserve(link(p))
             for s in range(sc.steps):
-                yield Compute("denoise", replace(tag, step=s), share=share)
+                yield Compute("denoise", tag.at_step(s), share=share)
             if p > 0:
                 yield Release(link(p - 1))
             if not last:

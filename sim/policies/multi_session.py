@@ -12,7 +12,6 @@ of capacity d_in/d_out, so D_in and D_out keep their per-stream meaning.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from itertools import pairwise
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -189,7 +188,7 @@ def _generate(sc: Scenario, msgs: list[Message]) -> Program:
     if any(m.recompute for m in msgs):
         yield Compute("recompute", tags[0], batch=tags)
     for step in range(sc.steps):
-        batch = tuple(replace(t, step=step) for t in tags)
+        batch = tuple(t.at_step(step) for t in tags)
         yield Compute("denoise", batch[0], batch=batch)
     for s in sessions:
         yield Release(q_in(s))
@@ -238,7 +237,7 @@ def _price_round(p: MultiSession, ctx: GraphContext, g: PeriodicGraph,
         rec = ctx.cost("recompute", tags[0], batch=tags) if p.recompute == "r0" else 0.0
         g.node(f"recompute.{gi}", k, rec)
         for st in range(ctx.sc.steps):
-            batch = tuple(replace(t, step=st) for t in tags)
+            batch = tuple(t.at_step(st) for t in tags)
             g.node(f"denoise.{gi}.{st}", k, ctx.cost("denoise", batch[0], batch=batch))
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Generator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
@@ -159,7 +159,7 @@ def _advance(sc: Scenario, win: deque[_Slot], steps: int) -> Program:
     done = [s for s in win if s.step == steps - 1]
     for _ in done:
         yield Reserve(Q_OUT)  # the result buffer this call writes
-    batch = tuple(replace(s.tag, step=s.step) for s in win)
+    batch = tuple(s.tag.at_step(s.step) for s in win)
     yield Compute("denoise", batch[0], batch=batch)
     for s in win:
         s.step += 1
