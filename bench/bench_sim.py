@@ -3,10 +3,11 @@
 Run: .venv/bin/python bench/bench_sim.py [--chunks 2000] [--repeat 3]
 
 ``chunks/s`` is the best of ``--repeat`` timed runs in CPU seconds of this process (no
-tracing; the machine is shared: CPU time and the best run are the least disturbed); ``peak MiB`` comes from one more run
-under tracemalloc. ``tandem`` is the two-station queueing model: phase_pp without
-recompute and without decode work, lognormal build and denoise of mean 10 ms, cv 0.3,
-a free link and D_in = 2 (the engine's overhead with the least policy logic).
+tracing; the machine is shared: CPU time and the best run are the least disturbed);
+``peak MiB`` comes from one more run under tracemalloc. ``tandem`` is the two-station
+queueing model: phase_pp without recompute and without decode work, lognormal build
+and denoise of mean 10 ms, cv 0.3, a free link and D_in = 2 (the engine's overhead with
+the least policy logic).
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ from typing import Any
 
 from pipefill.reports import html as h
 from pipefill.reports.inputs import ReportInput, Run, Sweep
-from pipefill.reports.provenance import produced_by, rerun_command, sweep_command, toml_dumps
+from pipefill.reports.provenance import produced_by, rerun_command, sweep_command
 from pipefill.reports.series import dropped
 from pipefill.traces.metrics import SUMMARY_KEYS
+from pipefill.traces.toml_writer import to_toml
 
 #: cost-model fields shown per phase (others appear in the scenario TOML)
 COST_FIELDS = ("dist", "mean", "cv", "low", "high", "steps", "drift_ms")
@@ -121,7 +122,7 @@ def _scenario_toml(meta: dict[str, Any]) -> str:
     if not isinstance(raw, dict) or not raw:
         return h.para("The input carries no scenario tables.", "missing")
     return ("<details><summary>scenario.toml (from the input's metadata)</summary>"
-            + h.pre(toml_dumps(raw)) + "</details>")
+            + h.pre(to_toml(raw)) + "</details>")
 
 
 def produced_section(ri: ReportInput, report_cmd: str) -> str:

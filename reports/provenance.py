@@ -1,17 +1,17 @@
 """How an input was produced, and how to produce it again: metadata tables and commands.
 
-The scenario travels in every trace's metadata as raw tables; :func:`toml_dumps` turns
-them back into a scenario file, so the report can show the exact command to re-run.
+The scenario travels in every trace's metadata as raw tables;
+:func:`pipefill.traces.toml_writer.to_toml` turns them back into a scenario file, so the
+report can show the exact command to re-run.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 from pipefill.reports.inputs import Run, Sweep
+from pipefill.traces.toml_writer import toml_value
 
 #: metadata keys shown under "how it was produced", in order, with their labels
 PRODUCED_BY: dict[str, str] = {
@@ -21,40 +21,6 @@ PRODUCED_BY: dict[str, str] = {
 }
 #: trace source -> the command that makes such a trace from a scenario file
 RERUN: dict[str, str] = {"sim": "pipefill simulate", "exec": "pipefill replay"}
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else
-                                                  ("inf" if v > 0 else "-inf"))
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v if x is not None) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{_key(k)} = {_toml_value(x)}" for k, x in v.items()
-                               if x is not None) + "}"
-    return json.dumps(str(v))  # JSON string escapes are valid TOML basic strings
-
-
-def _key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isalnum() else json.dumps(k)
-
-
-def toml_dumps(tables: dict[str, Any], prefix: str = "") -> str:
-    """Nested dicts of scalars and lists -> TOML (None values are left out: TOML has no null)."""
-    lines = [f"{_key(k)} = {_toml_value(v)}" for k, v in tables.items()
-             if v is not None and not isinstance(v, dict)]
-    blocks = ["\n".join(lines)] if lines else []
-    for k, v in tables.items():
-        if isinstance(v, dict):
-            name = f"{prefix}.{_key(k)}" if prefix else _key(k)
-            body = toml_dumps(v, name)
-            has_scalars = any(not isinstance(x, dict) for x in v.values() if x is not None)
-            blocks.append(f"[{name}]\n{body}" if has_scalars or not v else body)
-    return "\n\n".join(b for b in blocks if b)
 
 
 def produced_by(meta: dict[str, Any]) -> list[tuple[str, str]]:
@@ -75,7 +41,7 @@ def rerun_command(run: Run) -> str | None:
 def sweep_command(sweep: Sweep) -> str:
     grid = sweep.meta.get("grid") or {a: _values(sweep, a) for a in sweep.axes}
     parts = ["pipefill sweep scenario.toml"]
-    parts += [f"--grid {k}={','.join(_toml_value(x) for x in v)}" for k, v in grid.items()]
+    parts += [f"--grid {k}={','.join(toml_value(x) for x in v)}" for k, v in grid.items()]
     parts += [f"--set '{s}'" for s in sweep.meta.get("sets", [])]
     return " ".join([*parts, f"--out {sweep.path.name}"])
 

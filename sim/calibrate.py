@@ -26,8 +26,8 @@ from pipefill.sim.scenario import (
     apply_overrides,
     build_scenario,
 )
-from pipefill.sim.toml_writer import to_toml
 from pipefill.traces.schema import Trace, TraceError
+from pipefill.traces.toml_writer import to_toml
 
 DISTS = ("auto", "constant", "normal", "lognormal", "empirical")
 #: relative spread below which a phase is fitted as a constant

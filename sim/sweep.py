@@ -14,6 +14,7 @@ from pipefill.sim.errors import ScenarioError, StallError
 from pipefill.sim.scenario import apply_overrides, build_scenario, parse_value
 from pipefill.sim.stream import simulate_summary
 from pipefill.traces.metrics import SUMMARY_KEYS
+from pipefill.traces.toml_writer import toml_value
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def run_sweep(raw: dict[str, Any], base_sets: list[str], axes: list[Axis], name:
     points = grid_points(axes)
     jobs = []
     for point in points:
-        sets = [*base_sets, *(f"{k}={_toml(v)}" for k, v in point.items())]
+        sets = [*base_sets, *(f"{k}={toml_value(v)}" for k, v in point.items())]
         point_raw = apply_overrides(raw, sets)
         build_scenario(point_raw, name=name)
         jobs.append((point_raw, name))
@@ -171,13 +172,3 @@ def sweep_meta(raw: dict[str, Any], name: str, sets: list[str],
 
 def _cell(value: Any) -> Any:
     return value if isinstance(value, int | float | str | bool) else str(value)
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, str):
-        return '"' + value.replace('"', '\\"') + '"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return str(value)

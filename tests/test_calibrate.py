@@ -22,10 +22,10 @@ from pipefill.sim.calibrate import (
 )
 from pipefill.sim.engine import simulate
 from pipefill.sim.scenario import build_scenario
-from pipefill.sim.toml_writer import to_toml
 from pipefill.traces.io import write_trace
 from pipefill.traces.metrics import compute_metrics
 from pipefill.traces.recorder import Recorder, Tag
+from pipefill.traces.toml_writer import to_toml
 from tests.conftest import make_scenario
 
 runner = CliRunner()

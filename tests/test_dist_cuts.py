@@ -10,9 +10,9 @@ from typing import Any
 from typer.testing import CliRunner
 
 from pipefill.cli import app
-from pipefill.sim.toml_writer import to_toml
 from pipefill.traces.io import read_trace
 from pipefill.traces.schema import Trace
+from pipefill.traces.toml_writer import to_toml
 from tests.test_dist_support import dist_cal, run_token
 
 __all__ = ["dist_cal", "run_token"]  # fixtures shared from test_dist_support

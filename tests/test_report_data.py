@@ -13,7 +13,6 @@ from pipefill.reports.distributions import latency_data, phase_durations
 from pipefill.reports.gantt import choose_window, gantt_panels
 from pipefill.reports.inputs import ReportError, Run, Sweep, load_inputs
 from pipefill.reports.period import draw_period, period_data
-from pipefill.reports.provenance import toml_dumps
 from pipefill.reports.queues import queue_data
 from pipefill.reports.series import chunk_series
 from pipefill.reports.sweep import curve_data, heatmap_data, pareto_data
@@ -23,6 +22,7 @@ from pipefill.sim.sweep import Axis, run_sweep
 from pipefill.traces.io import write_table, write_trace
 from pipefill.traces.metrics import compute_metrics
 from pipefill.traces.schema import Trace
+from pipefill.traces.toml_writer import to_toml
 from tests.conftest import make_scenario
 
 COSTS = {"build": {"dist": "lognormal", "mean": 2.0, "cv": 0.1},
@@ -249,4 +249,4 @@ def test_neither_trace_nor_sweep_is_rejected_naming_the_file(tmp_path):
 
 def test_scenario_toml_round_trips():
     raw, _ = load_raw(None)
-    assert tomllib.loads(toml_dumps(raw)) == raw
+    assert tomllib.loads(to_toml(raw)) == raw

@@ -1,7 +1,10 @@
-"""Write scenario tables as TOML (the subset scenarios use; ``tomllib`` reads it back).
+"""Write tables as TOML: the one writer of scenario files, report blocks and ``--set`` values.
 
-Scalars (str, bool, int, finite float), lists of scalars and nested tables. ``None``
-values are left out (TOML has no null; a missing field takes its default).
+Covers what scenarios and trace metadata hold: str, bool, int, float (``nan``, ``inf``
+and ``-inf`` are TOML floats too), lists, and tables (nested ``[a.b]`` tables at the top,
+inline ``{k = v}`` tables inside lists). ``None`` values are left out (TOML has no null;
+a missing field takes its default). Keys are bare when TOML allows, else quoted as basic
+strings; ``tomllib`` reads every output back to the same data.
 """
 
 from __future__ import annotations
@@ -27,28 +30,39 @@ def _string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _key(key: str) -> str:
+def toml_key(key: str) -> str:
     return key if _BARE.fullmatch(key) else _string(key)
 
 
-def _value(value: Any) -> str:
+def _float(value: float) -> str:
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return repr(value)
+
+
+def toml_value(value: Any) -> str:
+    """One value as TOML (what follows ``key = ``, or a ``--set``/``--grid`` value)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"TOML cannot hold {value!r}")
-        return repr(value)
+        return _float(value)
     if isinstance(value, str):
         return _string(value)
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_value(v) for v in value if v is not None) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value if v is not None) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{toml_key(str(k))} = {toml_value(v)}"
+                               for k, v in value.items() if v is not None) + "}"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 
 def to_toml(tables: dict[str, Any], header: str = "") -> str:
-    """Render nested dicts as TOML text: scalars first, then ``[a.b]`` tables."""
+    """Render nested dicts as TOML text: scalars first, then ``[a.b]`` tables; ``header``
+    lines become leading comments."""
     lines = [f"# {line}" if line else "#" for line in header.splitlines()]
     _emit(tables, (), lines)
     return "\n".join(lines).strip("\n") + "\n"
@@ -59,7 +73,7 @@ def _emit(table: dict[str, Any], path: tuple[str, ...], lines: list[str]) -> Non
     subtables = {k: v for k, v in table.items() if isinstance(v, dict)}
     if path and (scalars or not subtables):
         lines.append("")
-        lines.append("[" + ".".join(_key(p) for p in path) + "]")
-    lines.extend(f"{_key(k)} = {_value(v)}" for k, v in scalars.items())
+        lines.append("[" + ".".join(toml_key(p) for p in path) + "]")
+    lines.extend(f"{toml_key(k)} = {toml_value(v)}" for k, v in scalars.items())
     for k, v in subtables.items():
         _emit(v, (*path, k), lines)
