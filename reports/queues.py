@@ -2,7 +2,9 @@
 
 Depths are the trace's counter samples drawn as steps (a value holds until the next
 sample) over the whole run, so nothing is downsampled. A queue's capacity comes from
-the policy field that sets it (:data:`CAPACITY_FIELDS`); without one no line is drawn.
+the queue specs in the trace's metadata (every policy's queues); a trace written before
+they were recorded falls back to the policy field that sets it (:data:`CAPACITY_FIELDS`);
+without either no line is drawn.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pipefill.reports.inputs import Run
 from pipefill.reports.series import cut_times
 from pipefill.reports.style import MARK_STYLES, new_figure, no_data, role_style
 
-#: queue counter -> the policy parameter that is its capacity (DESIGN: D_in, D_out)
+#: queue counter -> the policy parameter that is its capacity (DESIGN: D_in, D_out), for
+#: traces whose metadata has no ``queues``
 CAPACITY_FIELDS: dict[str, str] = {"q_in": "d_in", "q_out": "d_out"}
 #: counters that are not queue depths, drawn in their own panel with a unit scale
 OTHER_COUNTERS: dict[str, tuple[str, float]] = {"bytes_in_flight": ("MiB in flight", 2**20)}
@@ -32,6 +35,7 @@ class CounterSeries:
     values: np.ndarray
     capacity: float | None = None
     mean: float | None = None
+    capacity_label: str = "capacity"
 
 
 @dataclass
@@ -44,10 +48,18 @@ class QueueData:
     cuts_ms: list[float] = field(default_factory=list)
 
 
-def _capacity(run: Run, name: str) -> float | None:
+def _capacity(run: Run, name: str) -> tuple[float | None, str]:
+    """(capacity, legend label) of queue ``name``: from the metadata's queue specs, else
+    from the policy field that sets it."""
+    for spec in run.trace.meta.get("queues") or []:
+        if isinstance(spec, dict) and spec.get("name") == name:
+            cap = spec.get("capacity")
+            return (float(cap), "capacity") if isinstance(cap, int | float) else (None, "")
     key = CAPACITY_FIELDS.get(name)
     value = run.trace.meta.get("policy", {}).get(key) if key else None
-    return float(value) if isinstance(value, int | float) else None
+    if isinstance(value, int | float):
+        return float(value), f"capacity {key}"
+    return None, ""
 
 
 def queue_data(runs: list[Run]) -> list[QueueData]:
@@ -58,9 +70,10 @@ def queue_data(runs: list[Run]) -> list[QueueData]:
         means = run.metrics.get("queues", {})
         for name, grp in counters.groupby("name", sort=True):
             grp = grp.sort_values("start_ms", kind="stable")
+            capacity, label = _capacity(run, str(name))
             data.counters[str(name)] = CounterSeries(
                 str(name), grp["start_ms"].to_numpy(), grp["value"].to_numpy(),
-                _capacity(run, str(name)), means.get(str(name), {}).get("mean"))
+                capacity, means.get(str(name), {}).get("mean"), label)
         out.append(data)
     return out
 
@@ -79,7 +92,7 @@ def _panel(ax: Axes, d: QueueData, c: CounterSeries) -> None:
             label=f"{d.label}{mean}")
     if c.capacity is not None:
         ax.axhline(c.capacity, color="black", linestyle="--", linewidth=1.1,
-                   label=f"capacity {CAPACITY_FIELDS[c.name]} = {c.capacity:g}")
+                   label=f"{c.capacity_label} = {c.capacity:g}")
     for i, t in enumerate(d.cuts_ms):
         ax.axvline(t, label="hard cut" if i == 0 else None, **MARK_STYLES["hard_cut"])
     ax.set_ylabel(f"{c.name}\n({unit})")

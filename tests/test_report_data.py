@@ -250,3 +250,27 @@ def test_neither_trace_nor_sweep_is_rejected_naming_the_file(tmp_path):
 def test_scenario_toml_round_trips():
     raw, _ = load_raw(None)
     assert tomllib.loads(to_toml(raw)) == raw
+
+
+@pytest.mark.parametrize("policy", [
+    {"name": "layer_pp", "stages": 3, "items": 2, "blocks": 6},
+    {"name": "stream_batch", "stages": 2, "steps": 2, "blocks": 2, "max_outstanding": 3},
+    {"name": "rolling_window", "window": 3, "d_in": 2, "d_out": 1},
+])
+def test_every_policy_s_queues_get_their_capacity_line(policy):
+    sc = make_scenario(policy, {"build": 1.0, "denoise": {"mean": 2.0, "steps": 2},
+                                "decode": 1.0, "encode": 1.0}, chunks=6)
+    trace = simulate(sc)
+    specs = {s.name: s.capacity for s in sc.policy.queues(sc)}
+    assert [q["name"] for q in trace.meta["queues"]] == list(specs)
+    (d,) = queue_data([as_run(trace)])
+    queues = {n: c for n, c in d.counters.items() if n != "bytes_in_flight"}
+    assert queues and set(queues) <= set(specs)
+    assert {n: c.capacity for n, c in queues.items()} == {n: specs[n] for n in queues}
+
+
+def test_a_trace_without_queue_specs_falls_back_to_the_policy_fields(run):
+    meta = {k: v for k, v in run.trace.meta.items() if k != "queues"}
+    (d,) = queue_data([Run(run.path, Trace(run.trace.events, meta), run.role, run.metrics)])
+    assert d.counters["q_in"].capacity == POLICY["d_in"]
+    assert d.counters["q_in"].capacity_label == "capacity d_in"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import platform
 import subprocess
@@ -38,6 +39,12 @@ def versions(*dists: str) -> dict[str, str]:
     return found
 
 
+def queue_specs(scenario: Any) -> list[dict[str, Any]]:
+    """The policy's bounded queues (name, capacity, src, dst, transport), so a reader can
+    draw each queue's capacity without knowing which policy field sets it."""
+    return [dataclasses.asdict(spec) for spec in scenario.policy.queues(scenario)]
+
+
 def run_metadata(scenario: Any, source: str, backend: str, device: str = "none",
                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Metadata for a trace of ``scenario`` produced by ``source`` (``sim`` or ``exec``)."""
@@ -52,6 +59,7 @@ def run_metadata(scenario: Any, source: str, backend: str, device: str = "none",
         "run": scenario.run.model_dump(mode="json"),
         "costs": {p: c.model_dump(mode="json") for p, c in scenario.costs.items()},
         "transport": scenario.transport.model_dump(mode="json"),
+        "queues": queue_specs(scenario),
         "seed": scenario.run.seed,
         "versions": versions(),
         "git_revision": git_revision(),
