@@ -10,9 +10,9 @@ of it. Build and decode are outside the layer pipeline and not modelled.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field
 
 from pipefill.sim.actions import (
     INFER,
@@ -29,8 +29,8 @@ from pipefill.sim.actions import (
     WaitInput,
 )
 from pipefill.sim.graph_model import GraphContext, GraphModel, ModelGraph, add_input
-from pipefill.sim.policies.base import CallIds, Policy
-from pipefill.sim.policies.layers import check_split, even_split, link
+from pipefill.sim.policies.base import CallIds
+from pipefill.sim.policies.block_split import BlockSplitPolicy, link
 from pipefill.sim.teg import PeriodicGraph
 from pipefill.traces.recorder import Tag
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 FLUSH = "flush"
 
 
-class LayerPP(Policy):
+class LayerPP(BlockSplitPolicy):
     """P stages each run a contiguous slice of the DiT's blocks; items move in batches.
 
     Invariants: every stage handles items in chunk order; at most ``items`` items of one
@@ -49,46 +49,8 @@ class LayerPP(Policy):
     """
 
     name: ClassVar[str] = "layer_pp"
-    model_config = ConfigDict(populate_by_name=True)
 
-    # ``stages`` in scenarios; the attribute name leaves Policy.stages() alone
-    n_stages: int = Field(2, ge=1, alias="stages",
-                          description="pipeline stages the DiT's blocks are split over")
     items: int = Field(4, ge=1, description="items (chunks) per batch: M micro-batches in flight")
-    blocks: int = Field(30, ge=1, description="DiT blocks to split (Wan2.1-1.3B: 30)")
-    split: list[int] | None = Field(
-        None, description="blocks per stage, covering all blocks (default: as even as possible)")
-    activation_bytes: int | None = Field(
-        None, ge=0, description="bytes sent between stages per item (default: result size)")
-
-    @field_validator("split")
-    @classmethod
-    def _split(cls, v: list[int] | None, info: ValidationInfo) -> list[int] | None:
-        stages, blocks = info.data.get("n_stages"), info.data.get("blocks")
-        if v is not None and stages is not None and blocks is not None:
-            check_split(v, stages, blocks)
-        return v
-
-    @field_validator("blocks")
-    @classmethod
-    def _blocks(cls, v: int, info: ValidationInfo) -> int:
-        stages = info.data.get("n_stages")
-        if stages is not None and v < stages:
-            raise ValueError(f"needs at least one block per stage ({stages} stages)")
-        return v
-
-    def params(self) -> dict[str, Any]:
-        return {"name": self.name, **self.model_dump(mode="json", by_alias=True)}
-
-    def shares(self) -> list[float]:
-        counts = self.split or even_split(self.blocks, self.n_stages)
-        return [n / self.blocks for n in counts]
-
-    def stages_of(self) -> tuple[str, ...]:
-        return tuple(f"stage{p}" for p in range(self.n_stages))
-
-    def stages(self, sc: Scenario) -> tuple[str, ...]:
-        return self.stages_of()
 
     def required_phases(self, sc: Scenario) -> tuple[str, ...]:
         return ("denoise",)
@@ -103,12 +65,12 @@ class LayerPP(Policy):
 
     def programs(self, sc: Scenario) -> list[StageProgram]:
         ids = CallIds()
-        shares = self.shares()
+        shares = self.shares(sc)
         return [StageProgram(name, self._stage(sc, p, shares[p], ids))
                 for p, name in enumerate(self.stages_of())]
 
     def _stage(self, sc: Scenario, p: int, share: float, ids: CallIds) -> Program:
-        last, nbytes = p == self.n_stages - 1, self._act_bytes(sc)
+        last, nbytes = p == self.n_stages - 1, self.act_bytes(sc)
         for i in range(sc.run.chunks):
             if p == 0:
                 tag = Tag(0, i, ids.next(), 0)
@@ -133,10 +95,6 @@ class LayerPP(Policy):
                 yield Reserve(FLUSH)
                 yield Put(FLUSH, Message(INFER, tag))
 
-    def _act_bytes(self, sc: Scenario) -> int:
-        return self.activation_bytes if self.activation_bytes is not None \
-            else sc.transport.result_size
-
 
 def _unroll(p: LayerPP, sc: Scenario) -> int:
     return p.items
@@ -144,9 +102,9 @@ def _unroll(p: LayerPP, sc: Scenario) -> int:
 
 def _model(p: LayerPP, ctx: GraphContext) -> ModelGraph:
     """One batch of M items per period: stage p's node for item j runs all its steps."""
-    g, shares, m = PeriodicGraph(), p.shares(), p.items
+    g, shares, m = PeriodicGraph(), p.shares(ctx.sc), p.items
     names = p.stages_of()
-    tr = ctx.transport(p._act_bytes(ctx.sc))
+    tr = ctx.transport(p.act_bytes(ctx.sc))
     for q in range(p.n_stages):
         g.family(f"L{q}", ctx.unroll, f"layers@{names[q]}", "denoise", names[q])
         g.family(f"send{q}", ctx.unroll, f"send:{link(q)}", None, names[q])

@@ -16,9 +16,9 @@ never exceed, so it never blocks and cannot deadlock.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from pipefill.sim.actions import (
     INFER,
@@ -35,8 +35,8 @@ from pipefill.sim.actions import (
     WaitInput,
 )
 from pipefill.sim.graph_model import GraphContext, GraphModel, ModelGraph, add_input
-from pipefill.sim.policies.base import CallIds, Policy
-from pipefill.sim.policies.layers import balanced_split, check_split, even_split, link
+from pipefill.sim.policies.base import CallIds
+from pipefill.sim.policies.block_split import BlockSplitPolicy, balanced_split, link
 from pipefill.sim.teg import PeriodicGraph
 from pipefill.traces.recorder import Tag
 
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 LOOP = "loop"
 
 
-class StreamBatch(Policy):
+class StreamBatch(BlockSplitPolicy):
     """W stages, n denoise steps of n different chunks batched in every tick.
 
     Invariants: every stage runs ticks in order; a latent advances exactly one step per
@@ -55,38 +55,14 @@ class StreamBatch(Policy):
     """
 
     name: ClassVar[str] = "stream_batch"
-    model_config = ConfigDict(populate_by_name=True)
 
-    # ``stages`` in scenarios; the attribute name leaves Policy.stages() alone
-    n_stages: int = Field(2, ge=1, alias="stages", description="W: stages the DiT blocks span")
     steps: int | None = Field(
         None, ge=1, description="n: denoise steps per chunk, all in flight as the batch "
         "(default: costs.denoise.steps)")
-    blocks: int = Field(30, ge=1, description="DiT blocks to split (Wan2.1-1.3B: 30)")
-    split: list[int] | None = Field(
-        None, description="blocks per stage, covering all blocks (default: even, or balance)")
     balance: bool = Field(
         False, description="reassign blocks so stages with encode/decode get fewer")
     max_outstanding: int = Field(
         2, ge=1, description="ticks a stage may have sent that the next stage has not finished")
-    activation_bytes: int | None = Field(
-        None, ge=0, description="bytes per latent sent between stages (default: result size)")
-
-    @field_validator("blocks")
-    @classmethod
-    def _blocks(cls, v: int, info: ValidationInfo) -> int:
-        stages = info.data.get("n_stages")
-        if stages is not None and v < stages:
-            raise ValueError(f"needs at least one block per stage ({stages} stages)")
-        return v
-
-    @field_validator("split")
-    @classmethod
-    def _split(cls, v: list[int] | None, info: ValidationInfo) -> list[int] | None:
-        stages, blocks = info.data.get("n_stages"), info.data.get("blocks")
-        if v is not None and stages is not None and blocks is not None:
-            check_split(v, stages, blocks)
-        return v
 
     @model_validator(mode="after")
     def _one_split(self) -> StreamBatch:
@@ -94,31 +70,16 @@ class StreamBatch(Policy):
             raise ValueError("give split or balance = true, not both")
         return self
 
-    def params(self) -> dict[str, Any]:
-        return {"name": self.name, **self.model_dump(mode="json", by_alias=True)}
-
-    def stages_of(self) -> tuple[str, ...]:
-        return tuple(f"stage{w}" for w in range(self.n_stages))
-
-    def stages(self, sc: Scenario) -> tuple[str, ...]:
-        return self.stages_of()
-
     def required_phases(self, sc: Scenario) -> tuple[str, ...]:
         return ("denoise", "decode")
 
     def n_steps(self, sc: Scenario) -> int:
         return self.steps if self.steps is not None else sc.steps
 
-    def shares(self, sc: Scenario) -> list[float]:
-        """Fraction of the DiT each stage runs (explicit, balanced or even split)."""
-        return [n / self.blocks for n in self.block_counts(sc)]
-
     def block_counts(self, sc: Scenario) -> list[int]:
         """Blocks per stage; ``balance`` prices a block at the steady batch of n latents."""
-        if self.split is not None:
-            return list(self.split)
-        if not self.balance:
-            return even_split(self.blocks, self.n_stages)
+        if self.split is not None or not self.balance:
+            return super().block_counts(sc)
         spec = sc.costs["denoise"]
         n = self.n_steps(sc)
         per_block = spec.base_mean() * spec.batch_scale(n) / self.blocks
@@ -171,9 +132,7 @@ class StreamBatch(Policy):
                 yield from _finish(plan, t, call_ids)
 
     def _bytes(self, sc: Scenario, queue: str, items: int) -> int:
-        per = self.activation_bytes if self.activation_bytes is not None \
-            else sc.transport.result_size
-        return items * (sc.transport.result_size if queue == LOOP else per)
+        return items * (sc.transport.result_size if queue == LOOP else self.act_bytes(sc))
 
 
 def _mean(sc: Scenario, phase: str) -> float:
