@@ -39,7 +39,8 @@ class ProgramDriver:
     propagate unchanged.
     """
 
-    __slots__ = ("_marker", "_spins", "action", "context", "program", "progress", "stage")
+    __slots__ = ("_marker", "_spins", "action", "context", "finished", "program", "progress",
+                 "stage")
 
     def __init__(self, sp: StageProgram, progress: Callable[[], Hashable],
                  context: Callable[[], str] = str) -> None:
@@ -48,6 +49,7 @@ class ProgramDriver:
         self.progress = progress
         self.context = context  # the backend's words after a livelock line (time, queues)
         self.action: Action | None = None
+        self.finished = False
         self._marker: Hashable = object()  # no marker equals it: the first action is progress
         self._spins = 0
 
@@ -55,7 +57,7 @@ class ProgramDriver:
         try:
             action = self.program.send(result)
         except StopIteration:
-            self.action = None
+            self.action, self.finished = None, True
             return None
         self.action = action
         marker = self.progress()
@@ -68,7 +70,9 @@ class ProgramDriver:
         return action
 
     def describe(self) -> str:
-        return self.action.describe() if self.action is not None else "start"
+        if self.action is not None:
+            return self.action.describe()
+        return "finished" if self.finished else "start"
 
     def __str__(self) -> str:
         return self.describe()
