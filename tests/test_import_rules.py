@@ -1,0 +1,105 @@
+"""The import rules of ARCHITECTURE.md: what each pipefill package may import.
+
+Static: every import statement of every module (inside functions too) is read with
+``ast``. Dynamic: a fresh interpreter imports every module of a package and looks at
+what was loaded along the way (third-party modules pulling in more count too).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("sim", "exec", "traces", "reports", "cli")
+#: package -> module prefixes its code must not import
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "traces": ("pipefill.sim", "pipefill.exec", "pipefill.reports", "pipefill.cli",
+               "simpy", "torch", "typer", "rich", "matplotlib"),
+    "sim": ("pipefill.exec", "pipefill.reports", "pipefill.cli",
+            "torch", "typer", "rich", "matplotlib"),
+    "reports": ("pipefill.sim", "pipefill.exec", "pipefill.cli", "simpy", "torch", "typer",
+                "rich"),
+    "exec": ("pipefill.reports", "pipefill.cli", "typer", "rich", "matplotlib"),
+    "cli": (),
+}
+#: the pre-namespace top-level names: nothing may import them any more
+BARE = PACKAGES
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in the file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}:{node.lineno}: relative import"
+            found.append((node.lineno, node.module or ""))
+    return sorted(found)
+
+
+def _matches(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def violations(package: str) -> list[str]:
+    bad = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for line, module in imports_of(path):
+            top = module.split(".")[0]
+            if top in BARE or any(_matches(module, p) for p in FORBIDDEN[package]):
+                bad.append(f"{path.relative_to(ROOT)}:{line}: imports {module}")
+    return bad
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_each_package_imports_only_what_it_may(package):
+    assert violations(package) == []
+
+
+def test_tests_bench_and_scripts_use_the_namespace():
+    files = [p for folder in ("tests", "bench", "scripts")
+             for p in sorted((ROOT / folder).rglob("*.py"))]
+    bad = [f"{p.relative_to(ROOT)}:{line}: {m}"
+           for p in files for line, m in imports_of(p) if m.split(".")[0] in BARE]
+    assert bad == []
+
+
+def test_the_checker_catches_a_violation(tmp_path, monkeypatch):
+    pkg = tmp_path / "traces"
+    pkg.mkdir()
+    (pkg / "bad.py").write_text("def f():\n    from pipefill.sim.engine import simulate\n"
+                                "import sim.scenario\n", encoding="utf-8")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert violations("traces") == ["traces/bad.py:2: imports pipefill.sim.engine",
+                                    "traces/bad.py:3: imports sim.scenario"]
+
+
+_LOADED = """
+import importlib, json, pkgutil, sys
+pkg = importlib.import_module(sys.argv[1])
+for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+    if not info.name.endswith("__main__"):
+        importlib.import_module(info.name)
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+@pytest.mark.parametrize(("package", "absent"), [
+    ("pipefill.sim", ("torch", "typer", "rich", "matplotlib", "pipefill.exec",
+                      "pipefill.reports", "pipefill.cli")),
+    ("pipefill.traces", ("torch", "simpy", "matplotlib", "pipefill.sim", "pipefill.exec")),
+])
+def test_importing_a_whole_package_loads_nothing_it_must_not(package, absent):
+    out = subprocess.run([sys.executable, "-c", _LOADED, package], capture_output=True,
+                         text=True, timeout=120, check=True)
+    loaded = json.loads(out.stdout)
+    assert any(m.startswith(package + ".") for m in loaded)
+    assert [m for m in loaded if any(_matches(m, a) for a in absent)] == []
