@@ -147,8 +147,6 @@ class SimEngine:
 
     def _dispatch(self, batch: list[_Waiter]) -> None:
         for until, ev in batch:
-            if ev.callbacks is None or ev.triggered:
-                continue  # its timeout came first
             if until is None or until():
                 _fire(ev)
             else:
