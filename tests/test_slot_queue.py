@@ -86,3 +86,38 @@ def test_lane_decision():
     assert travels_on_lane(SPEC, 0.1, False)
     assert travels_on_lane(SPEC, 0.0, True)  # FIFO: behind a message still in transit
     assert not travels_on_lane(SPEC, 0.0, False)
+
+
+_FIELDS = {"held", "items", "unreleased", "in_transit", "nbytes"}
+_MUTATORS = {"append", "appendleft", "pop", "popleft", "clear", "extend", "remove"}
+
+
+def _queue_edits(path) -> list[str]:
+    """Lines that assign a SlotQueue field or mutate its deques in place."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, ast.AugAssign) else []
+        found += [f"{path.name}:{node.lineno}" for t in targets
+                  if isinstance(t, ast.Attribute) and t.attr in _FIELDS
+                  and not (isinstance(t.value, ast.Name) and t.value.id == "self")]
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _MUTATORS and isinstance(node.func.value, ast.Attribute)
+                and node.func.value.attr in ("items", "unreleased")):
+            found.append(f"{path.name}:{node.lineno}")
+    return found
+
+
+def test_backends_change_queues_only_through_slot_queue_methods(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    files = [p for d in ("sim", "exec") for p in sorted((root / d).rglob("*.py"))
+             if p.name != "queues.py"]
+    assert [e for p in files for e in _queue_edits(p)] == []
+    probe = tmp_path / "probe.py"  # the checker sees edits like DistState's old ones
+    probe.write_text("q.held -= 1\nq.unreleased.popleft()\nq.items.append(x)\n"
+                     "self.held = 0\nd.items()\n", encoding="utf-8")
+    assert _queue_edits(probe) == ["probe.py:1", "probe.py:2", "probe.py:3"]
