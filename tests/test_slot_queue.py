@@ -98,9 +98,12 @@ def _queue_edits(path) -> list[str]:
 
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        targets = node.targets if isinstance(node, ast.Assign) else \
-            [node.target] if isinstance(node, ast.AugAssign) else []
-        found += [f"{path.name}:{node.lineno}" for t in targets
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AugAssign):
+            targets = [node.target]
+        found += [f"{path.name}:{t.lineno}" for t in targets
                   if isinstance(t, ast.Attribute) and t.attr in _FIELDS
                   and not (isinstance(t.value, ast.Name) and t.value.id == "self")]
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
