@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,17 @@ print(json.dumps(files))
 """
 
 
+def _setuptools_major() -> int:
+    try:
+        return int(metadata.version("setuptools").split(".")[0])
+    except (metadata.PackageNotFoundError, ValueError):
+        return 0
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    if _setuptools_major() < 68:  # pyproject's build requirement; no index to fetch it from
+        pytest.skip("building the wheel offline needs setuptools >= 68 in this environment")
     src = tmp_path_factory.mktemp("src")
     for name in SOURCES:
         path = ROOT / name
