@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("sim", "exec", "traces", "reports", "cli")
+PACKAGES = ("sim", "exec", "traces", "reports", "cli", "probe")
 #: package -> module prefixes its code must not import
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "traces": ("pipefill.sim", "pipefill.exec", "pipefill.reports", "pipefill.cli",
@@ -27,9 +27,11 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
                 "rich"),
     "exec": ("pipefill.reports", "pipefill.cli", "typer", "rich", "matplotlib"),
     "cli": (),
+    "probe": ("pipefill.sim", "pipefill.exec", "pipefill.reports", "pipefill.cli", "simpy",
+              "typer", "rich", "matplotlib"),
 }
 #: the pre-namespace top-level names: nothing may import them any more
-BARE = PACKAGES
+BARE = ("sim", "exec", "traces", "reports", "cli")
 
 
 def imports_of(path: Path) -> list[tuple[int, str]]:
@@ -65,7 +67,7 @@ def test_each_package_imports_only_what_it_may(package):
 
 
 def test_tests_bench_and_scripts_use_the_namespace():
-    files = [p for folder in ("tests", "bench", "scripts")
+    files = [p for folder in ("tests", "bench", "scripts", "examples")
              for p in sorted((ROOT / folder).rglob("*.py"))]
     bad = [f"{p.relative_to(ROOT)}:{line}: {m}"
            for p in files for line, m in imports_of(p) if m.split(".")[0] in BARE]
@@ -103,3 +105,14 @@ def test_importing_a_whole_package_loads_nothing_it_must_not(package, absent):
     loaded = json.loads(out.stdout)
     assert any(m.startswith(package + ".") for m in loaded)
     assert [m for m in loaded if any(_matches(m, a) for a in absent)] == []
+
+
+def test_importing_the_probe_loads_only_the_standard_library():
+    """What a user's pipeline pays for ``from pipefill import probe`` (its docstring's
+    promise): no pandas/pyarrow/numpy/torch until a trace is saved or a CUDA span timed."""
+    code = ("import json, sys; import pipefill.probe; "
+            "print(json.dumps(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    heavy = ("torch", "pandas", "pyarrow", "numpy", "simpy", "pipefill.sim", "pipefill.exec")
+    assert [m for m in json.loads(out.stdout) if any(_matches(m, h) for h in heavy)] == []

@@ -100,3 +100,19 @@ def test_a_streaming_recorder_has_no_trace():
     assert [r[-1] for r in got] == [1.0, 2.0, 3.0]
     with pytest.raises(RuntimeError, match="sink"):
         rec.trace({})
+
+
+def test_counter_samples_recorded_together_stream_in_blocks_in_order():
+    from pipefill.traces.recorder import Recorder
+
+    blocks: list[list] = []
+    rec = Recorder(sink=blocks.append, block_rows=3)
+    rec.counters(1.0, (("q_in", "stage1", 1), ("bytes_in_flight", "all", 10)))
+    assert blocks == []
+    rec.counters(2.0, (("q_in", "stage1", 2), ("bytes_in_flight", "all", 20)))
+    assert [len(b) for b in blocks] == [4]  # the block filled: handed on at once
+    rec.flush()
+    assert [(r[1], r[9], r[11]) for r in blocks[0]] == [
+        ("q_in", 1.0, 1.0), ("bytes_in_flight", 1.0, 10.0),
+        ("q_in", 2.0, 2.0), ("bytes_in_flight", 2.0, 20.0)]
+    assert len(rec) == 4

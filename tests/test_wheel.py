@@ -18,19 +18,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("pyproject.toml", "README.md", "sim", "exec", "traces", "reports", "cli")
+SOURCES = ("pyproject.toml", "README.md", "sim", "exec", "traces", "reports", "cli", "probe")
 
 _CHECK = """
 import importlib, json, pkgutil, sys
-import pipefill.sim, pipefill.exec, pipefill.traces, pipefill.reports, pipefill.cli
+import pipefill
 files = {}
-for name in ("pipefill.sim", "pipefill.exec", "pipefill.traces", "pipefill.reports",
-             "pipefill.cli"):
-    pkg = importlib.import_module(name)
-    files[name] = pkg.__file__
-    for info in pkgutil.walk_packages(pkg.__path__, name + "."):
-        if not info.name.endswith("__main__"):
-            files[info.name] = importlib.import_module(info.name).__file__
+for info in pkgutil.walk_packages(pipefill.__path__, "pipefill."):
+    if not info.name.endswith("__main__"):
+        files[info.name] = importlib.import_module(info.name).__file__
 from pipefill.cli import main
 sys.argv = ["pipefill", "simulate", "--json", "--set", "run.chunks=20"]
 try:

@@ -88,6 +88,9 @@ class Recorder:
                 for name, stage, value in samples]
         with self._lock:
             self._rows.extend(rows)
+            full = self._sink is not None and len(self._rows) >= self._block
+        if full:
+            self.flush()
 
     def __len__(self) -> int:
         return self._count + len(self._rows)
