@@ -7,9 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipefill.cli.app import JsonOpt, SetOpt, app, err_console, handled, out_console
-from pipefill.cli.render import print_calibration, print_diff, print_json
-from pipefill.sim.trace_bound import bound_of_simulated
+from pipefill.cli.app import JsonOpt, SetOpt, app, check_out, err_console, handled, out_console
 
 
 @app.command("diff")
@@ -19,9 +17,13 @@ def diff_cmd(
     tolerance: Annotated[float, typer.Option(
         min=0, help="Timing divergence threshold, as a fraction of the predicted period.")
     ] = 0.2,
+    check: Annotated[bool, typer.Option(
+        "--check", metavar="", help="Exit 1 unless the verdict is 'agree' (for scripts and "
+        "CI); without it diff exits 0 whatever the verdict.")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Compare two traces: metric errors, phase durations, first divergence, verdict."""
+    from pipefill.cli.render import print_diff, print_json
     from pipefill.traces.diff import diff_traces
     from pipefill.traces.io import read_trace
 
@@ -31,8 +33,10 @@ def diff_cmd(
         err_console.print(f"warning: {warning}", markup=False)
     if json_:
         print_json(res)
-        return
-    print_diff(res)
+    else:
+        print_diff(res)
+    if check and res["status"] != "agree":
+        raise typer.Exit(1)
 
 
 @app.command("calibrate")
@@ -50,9 +54,11 @@ def calibrate_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """Fit per-phase cost distributions and transport to a trace; write a scenario."""
+    from pipefill.cli.render import print_calibration, print_json
     from pipefill.sim.calibrate import calibrate_trace
     from pipefill.traces.io import read_trace, write_text
 
+    check_out(out)
     with handled():
         trace = read_trace(measured)
         cal = calibrate_trace(trace, dist=dist, warmup=warmup, policy=policy, sets=sets)
@@ -80,7 +86,9 @@ def report_cmd(
 ) -> None:
     """Write PNG figures and one self-contained index.html for a trace, a pair or a sweep."""
     # imported here: matplotlib is slow to load and only this command needs it
+    from pipefill.cli.render import print_json
     from pipefill.reports.build import ReportOptions, build_report
+    from pipefill.sim.trace_bound import bound_of_simulated
 
     with handled():
         if bound is None:
@@ -103,8 +111,10 @@ def export_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """Export a trace as Chrome trace event JSON (open it in Perfetto or chrome://tracing)."""
+    from pipefill.cli.render import print_json
     from pipefill.traces.chrome import export_chrome, read_exportable
 
+    check_out(out, (".json",))
     with handled():
         stats = export_chrome(read_exportable(trace_path), out)
     if json_:

@@ -16,13 +16,26 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from pipefill.sim.errors import ScenarioError, StallError
-from pipefill.traces.schema import TraceError
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out_console.print(f"pipefill {version('pipefill')}")
+        raise typer.Exit(0)
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Simulate and measure how streaming video-DiT pipelines fill their stages.")
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", metavar="", is_eager=True, callback=_print_version,
+        help="Print the version and exit.")] = False) -> None:
+    """Simulate and measure how streaming video-DiT pipelines fill their stages."""
 
 
 out_console = Console(highlight=False, soft_wrap=True)
@@ -39,10 +52,32 @@ SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a field: --set policy.d_in=2 (repeatable).")]
 
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+PolicyOpt = Annotated[str | None, typer.Option(
+    "--policy", help="Switch to this policy with its defaults (--set policy.name=NAME); "
+    "--set policy.* fields still apply.")]
 
 
-INPUT_ERRORS: tuple[type[Exception], ...] = (ScenarioError, TraceError)
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", metavar="", help="Print one JSON object instead of a table.")]
+
+
+#: "module:Class" -> exit code. Resolved through sys.modules, so checking an error never
+#: imports a module: an exception can only be an instance of a class already loaded.
+ERROR_CODES: dict[str, int] = {
+    "pipefill.sim.errors:ScenarioError": 2,
+    "pipefill.traces.schema:TraceError": 2,
+    "pipefill.sim.errors:StallError": 3,
+}
+
+
+def exit_code_of(exc: BaseException) -> int | None:
+    """The documented exit code of a library error, or None for anything else."""
+    for ref, code in ERROR_CODES.items():
+        module, _, name = ref.partition(":")
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and isinstance(exc, cls):
+            return code
+    return None
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -51,14 +86,35 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 @contextmanager
-def handled() -> Iterator[None]:
-    """Turn library errors into one clear line and the documented exit code."""
+def handled(interrupted: Callable[[], str] | None = None) -> Iterator[None]:
+    """Turn library errors into one clear line and the documented exit code; Ctrl-C into
+    one line ``interrupted`` (plus what ``interrupted()`` says was kept) and exit 130."""
     try:
         yield
-    except INPUT_ERRORS as exc:
-        fail(str(exc), 2)
-    except StallError as exc:
-        fail(str(exc), 3)
+    except KeyboardInterrupt:
+        kept = interrupted() if interrupted is not None else ""
+        err_console.print("interrupted" + (f": {kept}" if kept else ""), markup=False)
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        code = exit_code_of(exc)
+        if code is None:
+            raise
+        fail(str(exc), code)
+
+
+def check_out(out: Path | None, suffixes: tuple[str, ...] = ()) -> None:
+    """Fail (exit 2, naming --out) before any work when ``out`` cannot be written."""
+    if out is None:
+        return
+    from pipefill.traces.io import check_writable
+
+    with handled():
+        check_writable(out, "--out", suffixes)
+
+
+def with_policy(policy: str | None, sets: list[str] | None) -> list[str]:
+    """The ``--set`` list with ``--policy NAME`` applied first (``policy.name=NAME``)."""
+    return [*([f"policy.name={policy}"] if policy else []), *(sets or [])]
 
 
 @contextmanager
@@ -66,6 +122,8 @@ def progress_bar(label: str, enabled: bool) -> Iterator[Callable[[int, int], Non
     if not enabled:
         yield lambda done, total: None
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
                   transient=True) as bar:

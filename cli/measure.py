@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipefill.cli.app import JsonOpt, app, handled
+from pipefill.cli.app import JsonOpt, app, check_out, handled
 from pipefill.cli.render import print_json, print_measured
 
 
@@ -22,6 +22,7 @@ def merge_cmd(
     from pipefill.traces.io import read_trace, write_trace
     from pipefill.traces.merge import merge_ranks
 
+    check_out(out, (".parquet", ".pq", ".csv"))
     with handled():
         traces = [read_trace(p) for p in rank_files]
         merged = merge_ranks(traces, [p.name for p in rank_files])
@@ -52,6 +53,7 @@ def import_cmd(
     from pipefill.traces.io import write_trace
     from pipefill.traces.profile_import import import_profile, read_profile
 
+    check_out(out, (".parquet", ".pq", ".csv"))
     with handled():
         mapping = load_map(map_file)
         trace = import_profile(read_profile(profile), mapping, profile.name)

@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
 
 from pipefill.cli.app import out_console
-from pipefill.sim.bound import Bound
-from pipefill.sim.replicas import ReplicaSummary
-from pipefill.sim.scenario import Scenario
-from pipefill.sim.sweep import BestPick
-from pipefill.traces.metrics import SUMMARY_KEYS
+
+if TYPE_CHECKING:  # rendering never needs pandas or the simulator loaded
+    from pipefill.sim.bound import Bound
+    from pipefill.sim.replicas import ReplicaSummary
+    from pipefill.sim.scenario import Scenario
+    from pipefill.sim.sweep import BestPick
 
 
 def jsonable(obj: Any) -> Any:
@@ -52,6 +53,8 @@ METRIC_NOTES = {
 
 
 def print_summary(title: str, metrics: dict[str, Any]) -> None:
+    from pipefill.traces.metrics import SUMMARY_KEYS
+
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -63,14 +66,22 @@ def print_summary(title: str, metrics: dict[str, Any]) -> None:
     for stage, value in sorted(metrics.get("bubble", {}).items()):
         table.add_row(f"bubble {stage}", f"{value:.1%}", "idle share in the window")
     add_fill_and_memory_rows(table, metrics)
-    win = metrics.get("window", {})
-    note = win.get("reason") or (f"chunks {win.get('first_chunk')}..{win.get('last_chunk')}, "
-                                 f"{win.get('periods', 0)} periods after warm-up "
-                                 f"{win.get('warmup')}")
-    table.add_row("window", str(metrics.get("chunks")), note)
+    table.add_row("window", str(metrics.get("chunks")), window_note(metrics))
     if metrics.get("drops") or metrics.get("hard_cuts"):
         table.add_row("drops / hard cuts", f"{metrics['drops']} / {metrics['hard_cuts']}", "")
     out_console.print(table)
+
+
+def window_note(metrics: dict[str, Any]) -> str:
+    """Which chunks the steady-state metrics cover, or why there is no window."""
+    win = metrics.get("window", {})
+    warmup = win.get("warmup", metrics.get("warmup"))
+    if win.get("reason"):
+        return str(win["reason"])
+    if win.get("first_chunk") is None or win.get("last_chunk") is None:
+        return f"no steady-state window ({metrics.get('chunks')} chunks, warm-up {warmup})"
+    return (f"chunks {win['first_chunk']}..{win['last_chunk']}, "
+            f"{win.get('periods', 0)} periods after warm-up {warmup}")
 
 
 def add_fill_and_memory_rows(table: Table, metrics: dict[str, Any]) -> None:
@@ -170,16 +181,48 @@ def print_diff(res: dict[str, Any]) -> None:
     out_console.print(res["verdict"])
 
 
+#: sweep metrics the terminal shows (header, scale); --out and --json carry every column
+SWEEP_TERMINAL: dict[str, tuple[str, float]] = {
+    "period_ms": ("period ms", 1.0),
+    "fps": ("fps", 1.0),
+    "overlap_score": ("overlap", 1.0),
+    "latency_p95_ms": ("p95 ms", 1.0),
+    "peak_bytes_in_flight": ("peak MiB", 2.0**-20),
+}
+
+
+def sweep_columns(table: Any, axes: list[str]) -> list[tuple[str, str, float]]:
+    """(column, header, scale) for the terminal: the axes that vary (by their last name),
+    the key metrics, and ``error`` when a point stalled."""
+    cols = [(a, a.split(".")[-1], 1.0) for a in axes if table[a].nunique(dropna=False) > 1]
+    cols += [(c, h, k) for c, (h, k) in SWEEP_TERMINAL.items() if c in table.columns]
+    if "error" in table.columns and table["error"].notna().any():
+        cols.append(("error", "error", 1.0))
+    return cols
+
+
 def print_sweep(name: str, table: Any, axes: list[str]) -> None:
-    """The grid's axes and key metrics, one row per point."""
-    cols = [*axes, "period_ms", "fps", "overlap_score", "ttff_ms"]
-    cols += [c for c in table.columns if c.startswith("bubble_")] + ["peak_bytes_in_flight"]
+    """The varied axes and key metrics, one row per point (fits 80 columns)."""
+    cols = sweep_columns(table, axes)
     view = Table(title=f"sweep of {name}: {len(table)} points", header_style="bold")
-    for c in cols:
-        view.add_column(c, justify="right")
+    for _, header, _ in cols:
+        view.add_column(header, justify="left" if header == "error" else "right",
+                        overflow="fold" if header == "error" else "ellipsis")
     for rec in table.to_dict(orient="records"):
-        view.add_row(*(_fmt(None if _isnan(rec.get(c)) else rec.get(c)) for c in cols))
+        view.add_row(*(_fmt(_scaled(rec.get(c), k)) for c, _, k in cols))
     out_console.print(view)
+    out_console.print(f"{len(cols)} of {len(table.columns)} columns shown; --out or --json "
+                      "has all", markup=False)
+    fixed = [a for a in axes if table[a].nunique(dropna=False) <= 1]
+    if fixed:
+        out_console.print("same in every point: " + ", ".join(
+            f"{a}={table[a].iloc[0]}" for a in fixed), markup=False)
+
+
+def _scaled(value: Any, scale: float) -> Any:
+    if value is None or _isnan(value):
+        return None
+    return value * scale if scale != 1.0 and isinstance(value, int | float) else value
 
 
 def print_calibration(source: str, cal: Any, out: Any) -> None:

@@ -10,24 +10,25 @@ import typer
 
 from pipefill.cli.app import (
     JsonOpt,
+    PolicyOpt,
     ScenarioArg,
     SetOpt,
     app,
+    check_out,
     crash_exit,
     fail,
     handled,
     out_console,
     progress_bar,
+    with_policy,
 )
-from pipefill.cli.render import describe, print_json, print_summary
-from pipefill.sim.scenario import load_scenario
-from pipefill.traces.metrics import compute_metrics
 
 
 @app.command("replay")
 def replay_cmd(
     scenario: ScenarioArg = None,
     set_: SetOpt = None,
+    policy: PolicyOpt = None,
     *,
     out: Annotated[Path, typer.Option(help="Write the measured trace (.parquet or .csv).")],
     device: Annotated[str, typer.Option(help="cpu, or cuda (one stream per stage).")] = "cpu",
@@ -65,14 +66,17 @@ def replay_cmd(
 ) -> None:
     """Run the scenario's policy on real torch kernels and measure it (same trace format)."""
     # imported here: torch is slow to load and only the executor needs it
+    from pipefill.cli.render import describe, print_json, print_summary
     from pipefill.exec.backends import ReplayRequest, replay_to_file
     from pipefill.exec.dist.config import DistOptions
     from pipefill.exec.threads.replay import ReplayOptions
+    from pipefill.sim.scenario import load_scenario
+    from pipefill.traces.metrics import compute_metrics
 
-    if out.suffix.lower() not in (".parquet", ".pq", ".csv"):
-        fail(f"--out: {out.name}: unknown extension (use .parquet or .csv)")
+    check_out(out, (".parquet", ".pq", ".csv"))
     with handled():
-        sc = load_scenario(scenario, [*(set_ or []), *([f"run.chunks={chunks}"] if chunks else [])])
+        sets = [*(set_ or []), *([f"run.chunks={chunks}"] if chunks else [])]
+        sc = load_scenario(scenario, with_policy(policy, sets))
         opts = ReplayOptions(device=device, kernels=kernels, threads=threads,
                              model_size=model_size, calibration_path=calibration,
                              timeout_s=timeout)

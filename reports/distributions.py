@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 from pipefill.reports.inputs import Run
 from pipefill.reports.series import chunk_series
@@ -113,7 +112,11 @@ HIST_STYLES: dict[str, dict[str, Any]] = {
 }
 
 
-def _hist_panel(ax: Axes, key: str, data: PhaseDurations) -> None:
+LEGEND_LABELS = {"predicted": "predicted (filled)", "measured": "measured (outline)"}
+
+
+def _hist_panel(ax: Axes, key: str, data: PhaseDurations) -> dict[str, Any]:
+    """Draw one phase's histograms; returns one drawn patch per role (for the legend)."""
     series = [(label, role, g[key]) for label, role, g in data.runs if key in g]
     lo = min(float(v.min()) for _, _, v in series)
     hi = max(float(v.max()) for _, _, v in series)
@@ -121,14 +124,19 @@ def _hist_panel(ax: Axes, key: str, data: PhaseDurations) -> None:
         lo, hi = lo * 0.9 - 1e-6, hi * 1.1 + 1e-6
     bins = list(np.linspace(lo, hi, 30))
     medians = []
+    drawn: dict[str, Any] = {}
     for _label, role, values in series:
-        ax.hist(values, bins=bins, color=phase_colour(_base(key)), **HIST_STYLES[role])
+        _, _, patches = ax.hist(values, bins=bins, color=phase_colour(_base(key)),
+                                **HIST_STYLES[role])
+        # step histograms draw one Polygon per data set (a list when several)
+        drawn.setdefault(role, patches[0] if isinstance(patches, list) else patches)
         medians.append(f"{role} {np.median(values):,.2f}")
     ax.set_title(f"{key}: median " + " / ".join(medians) + " ms", fontsize=8.5)
     ax.set_xlabel("duration (ms)", fontsize=8)
     ax.set_ylabel("spans", fontsize=8)
     ax.tick_params(labelsize=7.5)
     ax.ticklabel_format(axis="x", useOffset=False)
+    return drawn
 
 
 def draw_phase_durations(data: PhaseDurations) -> Figure:
@@ -139,19 +147,19 @@ def draw_phase_durations(data: PhaseDurations) -> Figure:
     if not data.keys:
         no_data(axes[0], "the trace has no spans")
         return fig
+    drawn: dict[str, Any] = {}
     for ax, key in zip(axes, data.keys, strict=False):
-        _hist_panel(ax, key, data)
+        for role, patch in _hist_panel(ax, key, data).items():
+            drawn.setdefault(role, patch)
     for ax in axes[len(data.keys):]:
         ax.set_axis_off()
-    roles = {role for _, role, _ in data.runs}
-    handles = [Patch(facecolor="#999999", alpha=0.6, label="predicted (filled)")
-               ] if "predicted" in roles else []
-    if "measured" in roles:
-        handles.append(Patch(facecolor="none", edgecolor="#555555", linewidth=1.8,
-                             label="measured (outline)"))
+    # legend keys are the drawn bars themselves (first panel with that role)
+    handles = [drawn[role] for role in HIST_STYLES if role in drawn]
+    labels = [LEGEND_LABELS[role] for role in HIST_STYLES if role in drawn]
     counts = "; ".join(f"{label}: {sum(len(v) for v in g.values())} spans"
                        for label, _role, g in data.runs)
     fig.suptitle(f"Per-phase span durations ({counts}); colour = phase", fontsize=10,
                  x=0.01, ha="left")
-    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    fig.legend(handles=handles, labels=labels, loc="outside lower center", ncol=2, fontsize=8,
+               frameon=False)
     return fig

@@ -8,7 +8,7 @@ the end of the warm-up. :func:`gantt_data` returns exactly what is drawn.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -59,6 +59,9 @@ class GanttData:
     ``bars``: every span overlapping [t0, t1] (trace columns plus ``row``), unclipped;
     ``idle``: gaps between compute spans inside [t0, t1] (``row``, ``start_ms``,
     ``end_ms``); ``marks``: hard cuts, drops and emits inside [t0, t1] with ``row``.
+    ``origin_ms``: None when times are the trace's own; else every time (and t0, t1) is
+    relative to this trace time, the start of the window's first chunk (panels of a
+    predicted/measured pair, so both start their window at x = 0).
     """
 
     label: str
@@ -69,6 +72,7 @@ class GanttData:
     t0: float
     t1: float
     window: ChunkWindow
+    origin_ms: float | None = None
 
 
 def choose_window(trace: Trace, size: int) -> ChunkWindow:
@@ -139,9 +143,25 @@ def gantt_data(run: Run, win: ChunkWindow) -> GanttData:
 
 
 def gantt_panels(runs: list[Run], size: int = DEFAULT_WINDOW) -> list[GanttData]:
-    """One panel per run, all on the chunk window chosen from the first run."""
+    """One panel per run, all on the chunk window chosen from the first run; several
+    panels are aligned on the window's start (:func:`aligned`)."""
     win = choose_window(runs[0].trace, size)
-    return [gantt_data(run, win) for run in runs]
+    panels = [gantt_data(run, win) for run in runs]
+    return [aligned(p) for p in panels] if len(panels) > 1 else panels
+
+
+def aligned(data: GanttData) -> GanttData:
+    """``data`` with its times relative to its window's start (``origin_ms``)."""
+    origin = data.t0
+
+    def shift(frame: pd.DataFrame) -> pd.DataFrame:
+        out = frame.copy()
+        out["start_ms"] = out["start_ms"] - origin
+        out["end_ms"] = out["end_ms"] - origin
+        return out
+
+    return replace(data, bars=shift(data.bars), idle=shift(data.idle),
+                   marks=shift(data.marks), t0=0.0, t1=data.t1 - origin, origin_ms=origin)
 
 
 # -- drawing -------------------------------------------------------------------------
@@ -213,8 +233,9 @@ def _draw_panel(ax: Axes, data: GanttData) -> set[str]:
     ax.set_yticks(ys, [f"{s} · {lane}" for s, lane in data.rows])
     has_drops = bool((data.marks["name"] == "drop").any())
     ax.set_ylim(bottom + 0.05, -0.5 if has_drops else -0.15)  # room for drop labels
+    base = data.origin_ms or 0.0
     ax.set_title(f"{data.label}: {data.window.describe()}, "
-                 f"t = {data.t0:,.0f}-{data.t1:,.0f} ms", fontsize=10, loc="left")
+                 f"t = {base + data.t0:,.0f}-{base + data.t1:,.0f} ms", fontsize=10, loc="left")
     ax.grid(axis="x", color="#E0E0E0", linewidth=0.6)
     ax.set_axisbelow(True)
     return {str(n) for n in data.bars["name"].unique()}
@@ -243,6 +264,7 @@ def draw_gantt(panels: list[GanttData]) -> Figure:
         phases |= _draw_panel(ax, data)
         marks |= {str(n) for n in data.marks["name"].unique()}
     axes[-1].set_xlim(min(p.t0 for p in panels), max(p.t1 for p in panels))
-    axes[-1].set_xlabel("time since run start (ms)")
+    axes[-1].set_xlabel(f"time since chunk {panels[0].window.first} started (ms)"
+                        if panels[0].origin_ms is not None else "time since run start (ms)")
     _legend(fig, phases, marks)
     return fig

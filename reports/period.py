@@ -74,11 +74,29 @@ def _period_panel(ax: Axes, data: list[PeriodData], bound_ms: float | None) -> N
                 ax.axhline(value, color=style["color"], label=f"{text} = {_ms(value)}",
                            **REF_STYLES[key])
     if bound_ms is not None:
-        ax.axhline(bound_ms, label=f"analytic bound = {_ms(bound_ms)}", **REF_STYLES["bound"])
+        on = on_max_stage(data, bound_ms)
+        label = f"analytic bound = {_ms(bound_ms)}"
+        # coinciding lines: the bound is drawn as a wide band under the dashed max line
+        style = REF_STYLES["bound_under" if on else "bound"]
+        if on:
+            label += f" (on max(stage0, stage1) = {_ms(on)}: the wide band)"
+        ax.axhline(bound_ms, label=label, **style)
     _cuts(ax, data, label=True)
     ax.set_ylabel("period (ms)")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7.5, loc="lower right", ncol=2 if len(data) > 1 else 1)
+
+
+#: reference lines closer than this (relative) are drawn as coinciding
+COINCIDE = 0.01
+
+
+def on_max_stage(data: list[PeriodData], bound_ms: float) -> float | None:
+    """The max(stage0, stage1) level the bound line would hide (within COINCIDE), if any."""
+    for d in data:
+        if d.max_stage_ms is not None and abs(d.max_stage_ms - bound_ms) <= COINCIDE * bound_ms:
+            return d.max_stage_ms
+    return None
 
 
 def _overlap_panel(ax: Axes, data: list[PeriodData]) -> None:

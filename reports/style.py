@@ -48,6 +48,9 @@ REF_STYLES: dict[str, dict[str, Any]] = {
     "max_stage": {"linestyle": "--", "linewidth": 1.2},
     "serial_sum": {"linestyle": ":", "linewidth": 1.5},
     "bound": {"color": "black", "linestyle": "-.", "linewidth": 1.3},
+    # the bound when it coincides with max(stage0, stage1): a translucent band beneath it
+    "bound_under": {"color": "black", "linestyle": "-", "linewidth": 6.0, "alpha": 0.18,
+                    "zorder": 1},
     "gate": {"color": "#C00000", "linestyle": ":", "linewidth": 1.0},
 }
 

@@ -268,6 +268,24 @@ def curve_data(sweep: Sweep) -> CurveData:
     return CurveData(x_axis, line_axis, panels, _panel_note(lay), len(lay.panels))
 
 
+#: one marker per drawn line, so lines that cross or touch stay apart
+LINE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def identical_lines(lines: dict[Any, np.ndarray]) -> list[list[Any]]:
+    """Keys grouped by equal curves (NaN equal to NaN), in first-seen order: a line
+    drawn over an identical one would hide it, so each group is drawn once."""
+    groups: list[list[Any]] = []
+    for key, ys in lines.items():
+        for grp in groups:
+            if np.allclose(lines[grp[0]], ys, rtol=0, atol=1e-9, equal_nan=True):
+                grp.append(key)
+                break
+        else:
+            groups.append([key])
+    return groups
+
+
 def draw_curves(data: CurveData) -> Figure:
     """One column per stage, one row per combination of the other axes."""
     per = max(1, data.per_group)
@@ -281,11 +299,14 @@ def draw_curves(data: CurveData) -> Figure:
     cmap = colormaps["viridis"]
     for slot, p in zip(slots, data.panels, strict=True):
         ax = axes[slot]
-        n = max(1, len(p.lines) - 1)
-        for k, (key, ys) in enumerate(p.lines.items()):
-            label = f"{axis_label(str(data.line_axis))}={key}" if data.line_axis else p.column
-            ax.plot(range(len(p.x_values)), ys, marker="o", color=cmap(0.85 * k / n),
-                    label=label)
+        groups = identical_lines(p.lines)
+        n = max(1, len(groups) - 1)
+        for k, keys in enumerate(groups):
+            name = axis_label(str(data.line_axis)) if data.line_axis else p.column
+            label = (f"{name}={keys[0]}" if data.line_axis else name) if len(keys) == 1 \
+                else f"{name}={', '.join(str(key) for key in keys)} (identical)"
+            ax.plot(range(len(p.x_values)), p.lines[keys[0]], color=cmap(0.85 * k / n),
+                    marker=LINE_MARKERS[k % len(LINE_MARKERS)], label=label)
         ax.set_xticks(range(len(p.x_values)), [str(v) for v in p.x_values])
         ax.set_xlabel(axis_label(data.x))
         ax.set_ylabel("bubble fraction (idle share)")
@@ -341,15 +362,43 @@ def draw_pareto(data: ParetoData) -> Figure:
     ax.step(front["mem_mib"], front["period_ms"], where="post", color="#1F4E9A",
             linewidth=1.2, label="Pareto frontier (no point is smaller and faster)")
     ax.scatter(front["mem_mib"], front["period_ms"], color="#1F4E9A", s=40, zorder=3)
-    for (mem, per), grp in front.groupby(["mem_mib", "period_ms"], sort=True):
-        ax.annotate(_group_label(list(grp["label"])), (mem, per), textcoords="offset points",
-                    xytext=(6, 6), fontsize=7.5)
     ax.margins(x=0.15, y=0.08)  # room for the labels of the outermost points
     ax.set_xlabel("peak bytes in flight (MiB)")
     ax.set_ylabel("period (ms)")
-    names = ", ".join(axis_label(a) for a in data.axes)
-    ax.set_title(f"Sweep: memory in flight vs period ({len(pts)} points; labels are "
-                 f"({names}))", loc="left", fontsize=10)
     ax.grid(color="#E6E6E6", linewidth=0.6)
     ax.legend(fontsize=8)
+    names = ", ".join(axis_label(a) for a in data.axes)
+    title = f"Sweep: memory in flight vs period ({len(pts)} points; front labels are ({names})"
+    ax.set_title(title + ")", loc="left", fontsize=10)
+    left_out = _label_front(fig, ax, front)
+    if left_out:
+        ax.set_title(f"{title}; {left_out} crowded front labels left out)", loc="left",
+                     fontsize=10)
     return fig
+
+
+#: label offsets (points) tried in turn, so front labels never overlap one another
+LABEL_OFFSETS = ((6, 6), (6, -14), (6, 20), (6, -28), (6, 34), (6, -42))
+
+
+def _label_front(fig: Figure, ax: Axes, front: pd.DataFrame) -> int:
+    """Label each front position at the first offset whose text overlaps no earlier
+    label; returns how many positions found no free offset (left unlabelled)."""
+    fig.canvas.draw()  # settle the constrained layout, then keep it: extents are final
+    fig.set_layout_engine("none")
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    placed: list[Any] = []
+    left_out = 0
+    for (mem, per), grp in front.groupby(["mem_mib", "period_ms"], sort=True):
+        for offset in LABEL_OFFSETS:
+            ann = ax.annotate(_group_label(list(grp["label"]), limit=3), (mem, per),
+                              textcoords="offset points", xytext=offset, fontsize=7.5)
+            ann.set_in_layout(False)
+            box = ann.get_window_extent(renderer)
+            if not any(box.overlaps(b) for b in placed):
+                placed.append(box)
+                break
+            ann.remove()
+        else:
+            left_out += 1
+    return left_out

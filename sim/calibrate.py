@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from pipefill.sim.costs import PHASES
+from pipefill.sim.costs import PHASES, CostSpec
 from pipefill.sim.errors import ScenarioError, error_from_validation
 from pipefill.sim.scenario import (
     RunConfig,
@@ -82,12 +82,16 @@ def _loglik_lognormal(x: np.ndarray, mean: float, cv: float) -> float:
 
 
 def choose_dist(x: np.ndarray) -> str:
-    """constant for (almost) no spread, else the likelier of normal and lognormal."""
+    """constant for (almost) no spread, else the likelier of normal and lognormal.
+
+    One sample can only be a constant. With fewer than MIN_SAMPLES the shape cannot be
+    told apart, so any spread gives ``normal`` (moment fit), never ``constant``.
+    """
     mean = float(x.mean())
     sd = float(x.std(ddof=1)) if len(x) > 1 else 0.0
-    if len(x) < MIN_SAMPLES or mean <= 0 or sd / mean < CONSTANT_CV:
+    if len(x) < 2 or mean <= 0 or sd / mean < CONSTANT_CV:
         return "constant"
-    if (x <= 0).any():
+    if len(x) < MIN_SAMPLES or (x <= 0).any():
         return "normal"
     lognormal = _loglik_lognormal(x, mean, sd / mean)
     return "lognormal" if lognormal >= _loglik_normal(x, mean, sd) else "normal"
@@ -120,6 +124,18 @@ def fit_samples(x: np.ndarray, dist: str = "auto") -> dict[str, Any]:
     return {"dist": dist, "mean": round(mean, 6), "cv": round(cv, 6)}
 
 
+def minimal_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` in the model's field order without fields at their default (``dist``
+    always shown), so fitted and kept phases are written in one form."""
+    full = CostSpec.model_validate(spec)
+    out: dict[str, Any] = {}
+    for name, info in CostSpec.model_fields.items():
+        value = getattr(full, name)
+        if name == "dist" or (value is not None and value != info.default):
+            out[name] = value
+    return out
+
+
 def _steady(spans: pd.DataFrame, warmup: int) -> pd.DataFrame:
     later = spans[spans["chunk"] >= warmup]
     return later if len(later) >= MIN_SAMPLES else spans
@@ -134,12 +150,13 @@ def fit_phases(trace: Trace, costs: dict[str, Any], warmup: int, dist: str) -> l
         runs = _steady(sp[sp["name"] == phase], warmup)
         if runs.empty:
             if phase in costs:
-                spec = {k: v for k, v in costs[phase].items() if v is not None}
+                spec = minimal_spec({k: v for k, v in costs[phase].items() if v is not None})
                 fits.append(PhaseFit(phase, spec, 0, float("nan"), float("nan")))
             continue
         x = (runs["end_ms"] - runs["start_ms"]).to_numpy(dtype=float)
         spec = fit_samples(x, dist)
-        if phase == "denoise":
+        spec = minimal_spec(spec)
+        if phase == "denoise":  # fitted from the trace, so written even when it is 1
             spec["steps"] = max(1, int(runs["step"].max()) + 1)  # step -1: not recorded
         kept = x if dist == "empirical" else trim_outliers(x)
         cv = float(kept.std(ddof=1) / kept.mean()) if len(kept) > 1 and kept.mean() > 0 else 0.0
@@ -225,6 +242,10 @@ def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
     if dist not in DISTS:
         raise ScenarioError("--dist", f"unknown family {dist!r} (allowed: {', '.join(DISTS)})")
     meta = trace.meta
+    compute = trace.spans[trace.spans["lane"] == "compute"]
+    if compute.empty:
+        raise TraceError("MEASURED", f"no compute spans in {len(trace.events)} rows: "
+                         "nothing to fit (was the run cut short?)")
     run = _run_of(trace)
     wu = int(warmup if warmup is not None else run.get("warmup", 0))
     fits = fit_phases(trace, meta.get("costs") or {}, wu, dist)

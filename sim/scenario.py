@@ -4,6 +4,10 @@ Tables: ``[run]``, ``[policy]`` (``name`` plus that policy's fields), ``[costs.<
 and ``[transport]``. Any field can be overridden with ``--set table.field=value``
 (values parsed as TOML, so ``2``, ``1.5``, ``"x"``, ``[3, 7]`` and ``true`` work).
 Every validation failure becomes a :class:`ScenarioError` naming the dotted field.
+
+A scenario file may give only some tables: it is merged over the built-in default
+(:func:`merge_over_default`). Setting ``policy.name`` to another policy switches to it
+with its own defaults, keeping only the policy fields set with ``--set``.
 """
 
 from __future__ import annotations
@@ -139,22 +143,62 @@ def _normalize(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+def _parse_set(item: str) -> tuple[list[str], Any]:
+    key, sep, value = item.partition("=")
+    path = [p for p in key.strip().split(".") if p]
+    if not sep or not path:
+        raise ScenarioError("--set", f"{item!r} is not of the form table.field=value")
+    return path, parse_value(value.strip())
+
+
+def _assign(out: dict[str, Any], path: list[str], value: Any) -> None:
+    node = out
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ScenarioError(".".join(path), f"{part!r} is not a table")
+        node = child
+    node[path[-1]] = value
+
+
 def apply_overrides(raw: dict[str, Any], sets: list[str]) -> dict[str, Any]:
-    """Return a copy of ``raw`` with each ``a.b.c=value`` applied."""
+    """Return a copy of ``raw`` with each ``a.b.c=value`` applied, in order.
+
+    ``policy.name=OTHER`` (another policy than the current one) replaces the policy
+    table by ``{name: OTHER}`` plus the ``policy.*`` fields given in ``sets`` (before or
+    after it): the old policy's fields do not carry over, the new one's defaults apply.
+    """
     out = _normalize(copy.deepcopy(raw))
+    explicit: dict[str, Any] = {}
     for item in sets:
-        key, sep, value = item.partition("=")
-        path = [p for p in key.strip().split(".") if p]
-        if not sep or not path:
-            raise ScenarioError("--set", f"{item!r} is not of the form table.field=value")
-        node = out
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ScenarioError(".".join(path), f"{part!r} is not a table")
-            node = child
-        node[path[-1]] = parse_value(value.strip())
+        path, value = _parse_set(item)
+        if path == ["policy", "name"]:
+            current = out.get("policy")
+            named = current.get("name") if isinstance(current, dict) else None
+            if named is not None and named != value:  # a table without a name just gets one
+                out["policy"] = {"name": value, **copy.deepcopy(explicit)}
+                continue
+        if path[0] == "policy" and len(path) == 2 and path[1] != "name":
+            explicit[path[1]] = value
+        _assign(out, path, value)
     return out
+
+
+def merge_over_default(raw: dict[str, Any]) -> dict[str, Any]:
+    """A partial scenario completed from the built-in default.
+
+    A table the file gives replaces the default's (a cost model or a transport is one
+    description; a named ``[policy]`` is that policy with its own defaults, as when
+    switching with ``--set policy.name``), except a ``[policy]`` without a name, whose
+    fields are merged into the default's policy. Tables left out come from the default.
+    """
+    default = tomllib.loads(default_scenario_text())
+    default.pop("name", None)  # a file is named after itself
+    merged = {**default, **copy.deepcopy(raw)}
+    policy = raw.get("policy")
+    if isinstance(policy, dict) and "name" not in policy:
+        merged["policy"] = {**default["policy"], **copy.deepcopy(policy)}
+    return merged
 
 
 def build_scenario(raw: dict[str, Any], name: str = "scenario") -> Scenario:
@@ -207,9 +251,10 @@ def load_raw(path: str | Path | None) -> tuple[dict[str, Any], str]:
     except OSError as exc:
         raise ScenarioError("scenario", f"{p}: cannot read ({exc.strerror or exc})") from None
     try:
-        return tomllib.loads(text), p.stem
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError("scenario", f"{p.name}: invalid TOML ({exc})") from None
+    return merge_over_default(raw), p.stem
 
 
 def load_scenario(path: str | Path | None = None, sets: list[str] | None = None) -> Scenario:

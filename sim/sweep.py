@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +53,25 @@ def parse_axis(spec: str) -> Axis:
     if not sep or not key.strip() or not values.strip():
         raise ScenarioError("--grid", f"{spec!r} is not of the form table.field=v1,v2,...")
     return Axis(key.strip(), tuple(parse_value(v) for v in split_values(values)))
+
+
+def check_axes(axes: list[Axis]) -> None:
+    """Refuse an axis given twice (the last would silently win in every point)."""
+    seen: set[str] = set()
+    for axis in axes:
+        if axis.field in seen:
+            raise ScenarioError("--grid", f"{axis.field} is given twice: put all its values "
+                                f"in one --grid ({axis.field}=v1,v2,...)")
+        seen.add(axis.field)
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep: ``table`` holds the points that finished (grid order)."""
+
+    def __init__(self, table: pd.DataFrame, total: int) -> None:
+        super().__init__(f"{len(table)} of {total} points finished")
+        self.table = table
+        self.total = total
 
 
 def grid_points(axes: list[Axis]) -> list[dict[str, Any]]:
@@ -133,6 +152,7 @@ def run_sweep(raw: dict[str, Any], base_sets: list[str], axes: list[Axis], name:
     A point whose schedule stalls is kept as a row with its ``error``; the table has
     one row per point in grid order, axis columns first.
     """
+    check_axes(axes)
     points = grid_points(axes)
     jobs = []
     for point in points:
@@ -141,20 +161,31 @@ def run_sweep(raw: dict[str, Any], base_sets: list[str], axes: list[Axis], name:
         build_scenario(point_raw, name=name)
         jobs.append((point_raw, name))
     rows: list[dict[str, Any]] = []
-    done = 0
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for row in pool.map(_run_point, jobs):
-                rows.append(row)
-                done += 1
-                if progress:
-                    progress(done, len(jobs))
-    else:
-        for job in jobs:
-            rows.append(_run_point(job))
-            done += 1
+    try:
+        for row in _rows(jobs, workers):
+            rows.append(row)
             if progress:
-                progress(done, len(jobs))
+                progress(len(rows), len(jobs))
+    except KeyboardInterrupt:
+        raise SweepInterrupted(_table(points[:len(rows)], rows), len(jobs)) from None
+    return _table(points, rows)
+
+
+def _rows(jobs: list[tuple[dict[str, Any], str]], workers: int) -> Iterator[dict[str, Any]]:
+    """Run the points in order, in a process pool when ``workers > 1``."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield _run_point(job)
+        return
+    pool = ProcessPoolExecutor(max_workers=workers)
+    try:
+        yield from pool.map(_run_point, jobs)
+    finally:
+        # on Ctrl-C do not wait for queued points
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _table(points: list[dict[str, Any]], rows: list[dict[str, Any]]) -> pd.DataFrame:
     table = pd.DataFrame([{**{k: _cell(v) for k, v in p.items()}, **r}
                           for p, r in zip(points, rows, strict=True)])
     if "error" not in table.columns:

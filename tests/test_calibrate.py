@@ -43,6 +43,7 @@ def test_calibrating_a_deterministic_run_gives_back_its_scenario(build, denoise,
     trace = simulate(sc)
     cal = calibrate_trace(trace)
     assert cal.raw["costs"]["build"] == {"dist": "constant", "mean": build}
+    # steps is fitted (the trace's step count), so written even when it is 1
     assert cal.raw["costs"]["denoise"] == {"dist": "constant", "mean": denoise, "steps": steps}
     assert cal.raw["policy"] == sc.policy.params()
     again = compute_metrics(simulate(cal.scenario))
@@ -158,3 +159,43 @@ def test_pauses_are_left_out_of_parametric_fits_but_not_of_empirical_ones():
     assert len(fit_samples(x, "empirical")["samples"]) == 7
     spread = np.random.default_rng(3).normal(50.0, 15.0, 300)
     assert len(trim_outliers(spread)) == 300  # a wide distribution is not an outlier
+
+
+def test_two_samples_with_spread_are_not_a_constant():
+    # before: constant from 2 samples whatever their spread
+    assert choose_dist(np.array([10.0, 20.0])) == "normal"
+    assert fit_samples(np.array([10.0, 20.0])) == {
+        "dist": "normal", "mean": 15.0, "cv": round(float(np.std([10.0, 20.0], ddof=1)) / 15, 6)}
+    assert choose_dist(np.array([10.0, 10.0])) == "constant"
+    assert choose_dist(np.array([10.0])) == "constant"
+
+
+def test_every_phase_is_written_in_the_same_minimal_form():
+    # recompute/encode are not measured (r1): kept as given, but without the internal
+    # defaults (batch_knee, drift_ms, ...) the metadata carries
+    sc = make_scenario({"name": "phase_pp", "recompute": "r1"}, {
+        "build": 1.0, "denoise": {"mean": 4.0, "steps": 2}, "decode": 2.0,
+        "recompute": {"dist": "lognormal", "mean": 3.0, "cv": 0.1},
+        "encode": {"mean": 1.5, "drift_ms": 0.25}}, chunks=14)
+    cal = calibrate_trace(simulate(sc))
+    assert cal.raw["costs"] == {
+        "build": {"dist": "constant", "mean": 1.0},
+        "denoise": {"dist": "constant", "mean": 4.0, "steps": 2},
+        "recompute": {"dist": "lognormal", "mean": 3.0, "cv": 0.1},
+        "decode": {"dist": "constant", "mean": 2.0},
+        "encode": {"dist": "constant", "mean": 1.5, "drift_ms": 0.25},
+    }
+    assert list(cal.raw["costs"]["denoise"]) == ["dist", "mean", "steps"]
+
+
+def test_a_trace_without_spans_is_refused(tmp_path):
+    trace = simulate(make_scenario({"name": "serial"}, {"build": 1.0, "denoise": 2.0,
+                                                        "decode": 1.0}, chunks=3))
+    empty = tmp_path / "empty.parquet"
+    write_trace(type(trace)(trace.events.iloc[:0], trace.meta), empty)
+    out = tmp_path / "cal.toml"
+    res = runner.invoke(app, ["calibrate", str(empty), "--out", str(out)])
+    assert res.exit_code == 2
+    assert res.stderr.strip() == ("error: MEASURED: no compute spans in 0 rows: nothing to "
+                                  "fit (was the run cut short?)")
+    assert not out.exists()

@@ -13,10 +13,22 @@ runner = CliRunner()
 SMALL = ["--set", "run.chunks=30"]
 
 
+def _row(stdout: str, key: str) -> list[str]:
+    """The cells of the summary row named ``key``."""
+    line = next(ln for ln in stdout.splitlines() if ln.strip("│ ").startswith(key + " "))
+    return [c.strip() for c in line.strip().strip("│").split("│")]
+
+
 def test_simulate_prints_a_summary():
     res = runner.invoke(app, ["simulate", *SMALL])
+    data = json.loads(runner.invoke(app, ["simulate", *SMALL, "--json"]).stdout)
     assert res.exit_code == 0, res.output
-    assert "period_ms" in res.stdout and "phase_pp" in res.stdout
+    assert res.stdout.splitlines()[0].startswith("default: phase_pp(d_in=2, d_out=2, ")
+    assert _row(res.stdout, "period_ms")[1] == f"{data['period_ms']:,.1f}"
+    assert _row(res.stdout, "overlap_score")[1] == f"{data['overlap_score']:,.3f}"
+    periods = data["window"]["periods"]
+    assert _row(res.stdout, "window")[1:] == [
+        "30", f"chunks 10..29, {periods} periods after warm-up 10"]
 
 
 def test_simulate_json_has_the_documented_keys(tmp_path):

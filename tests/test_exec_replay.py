@@ -174,7 +174,14 @@ def test_every_registered_policy_replays_with_the_simulated_events(name, opts):
     measured, predicted = replay(sc, opts), simulate(sc)
     assert _keys(measured) == _keys(predicted)
     assert len(measured.marks("emit")) == 6 * sessions
-    assert diff_traces(predicted, measured)["verdict"]
+    res = diff_traces(predicted, measured)
+    assert res["status"] in ("agree", "differ")  # both traces have a period to judge
+    assert res["verdict"].startswith(res["status"] + ": measured period")
+    assert res["metrics"]["period_ms"]["predicted"] is not None
+    assert res["metrics"]["period_ms"]["measured"] is not None
+    # the same events: every (stage, lane, phase) has as many spans in each trace
+    assert res["phases"] and all(p["n_predicted"] == p["n_measured"] for p in res["phases"])
+    assert res["divergence"] is None or res["divergence"]["kind"] != "outcome"
 
 
 def test_a_free_message_waits_behind_a_transfer_in_flight(opts):
@@ -238,4 +245,14 @@ def test_warm_up_reaches_kernels_through_their_wrappers():
 
     prepare(CallTrackingKernels(FaultyKernels(Inner(), Fault("denoise", 1))))
     assert calls == ["warm"]
-    prepare(object())  # kernels without a warm-up are fine
+
+    class Prepared(Inner):
+        def prepare(self) -> None:  # `prepare` wins over `warm_up`
+            calls.append("prepare")
+
+    class Bare:
+        inner = None
+
+    prepare(FaultyKernels(Prepared(), Fault("denoise", 1)))
+    prepare(Bare())  # a chain without any hook ends quietly
+    assert calls == ["warm", "prepare"]

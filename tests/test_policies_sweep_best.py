@@ -89,5 +89,5 @@ def test_cli_sweep_best_table_and_no_feasible_point():
     assert "best (latency p95 <= 50000 ms; 6 points qualify)" in res.stdout
     assert "Pareto front" in res.stdout
     res = sweep("--max-latency-ms", "1")
-    assert res.exit_code == 0
+    assert res.exit_code == 1  # scripts can tell: no point qualifies
     assert "no grid point meets latency p95 <= 1 ms" in res.stdout

@@ -216,16 +216,26 @@ def _pct(x: float) -> str:
     return f"{x:+.1%}"
 
 
+def status(metrics: dict[str, dict[str, Any]]) -> str:
+    """``agree`` when the period is within :data:`PERIOD_TARGET` and OverlapScore (when
+    both have it) within :data:`OVERLAP_TARGET`; ``differ`` otherwise; ``cannot judge``
+    when a trace has no period."""
+    period, ov = metrics["period_ms"]["rel_error"], metrics["overlap_score"]["abs_error"]
+    if period is None:
+        return "cannot judge"
+    ok = abs(period) <= PERIOD_TARGET and (ov is None or abs(ov) <= OVERLAP_TARGET)
+    return "agree" if ok else "differ"
+
+
 def verdict(metrics: dict[str, dict[str, Any]], div: Divergence | None) -> str:
     """One line: do the runs agree within the fidelity targets, and where they part."""
     period, overlap = metrics["period_ms"], metrics["overlap_score"]
     where = ("schedules agree on every chunk" if div is None
              else f"first divergence at chunk {div.chunk} ({div.kind}): {div.detail}")
-    if period["rel_error"] is None:
+    head = status(metrics)
+    if head == "cannot judge":
         return f"cannot judge: period missing in one trace; {where}"
     ov = overlap["abs_error"]
-    ok = abs(period["rel_error"]) <= PERIOD_TARGET and (ov is None or abs(ov) <= OVERLAP_TARGET)
-    head = "agree" if ok else "differ"
     ov_text = "OverlapScore missing" if ov is None else f"OverlapScore {ov:+.3f}"
     return (f"{head}: measured period {_pct(period['rel_error'])} vs predicted "
             f"({period['predicted']:.2f} -> {period['measured']:.2f} ms), {ov_text} "
@@ -258,5 +268,6 @@ def diff_traces(predicted: Trace, measured: Trace, tolerance: float = 0.2) -> di
         "divergence": div.as_dict() if div else None,
         "differing_fields": fields,
         "warnings": warnings,
+        "status": status(metrics),
         "verdict": verdict(metrics, div),
     }

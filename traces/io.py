@@ -27,21 +27,63 @@ META_KEY = b"pipefill"
 CSV_META_PREFIX = "# pipefill-meta: "
 
 
+class OutputError(TraceError):
+    """An output path cannot be written; ``field`` names the option (``--out``)."""
+
+
+def _existing_ancestor(path: Path) -> Path:
+    parent = path.parent if str(path.parent) else Path(".")
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent
+
+
+def check_writable(path: str | os.PathLike[str], field: str = "--out",
+                   suffixes: tuple[str, ...] = ()) -> None:
+    """Raise :class:`OutputError` unless ``path`` could be written (before any work).
+
+    Checks the extension (when ``suffixes`` is given), that the target is not a
+    directory, that its nearest existing ancestor is a directory, and creates and removes
+    a probe file there (``os.access`` says yes to root even on a read-only mount).
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(field, f"{target} is a directory")
+    if suffixes and target.suffix.lower() not in suffixes:
+        raise OutputError(field, f"{target.name}: unknown extension (use {' or '.join(suffixes)})")
+    base = _existing_ancestor(target)
+    if not base.is_dir():
+        raise OutputError(field, f"{target}: {base} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as exc:
+        raise OutputError(field, f"{target}: cannot write in {base} "
+                          f"({exc.strerror or exc})") from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
 
-    A reader never sees a half-written file and a failure leaves no partial output.
+    A reader never sees a half-written file and a failure leaves no partial output. A
+    target that cannot be created raises :class:`OutputError` (``--out``).
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise OutputError("--out", f"{target}: cannot write ({exc.strerror or exc})") from None
     os.close(fd)
     try:
         yield Path(tmp)
         # mkstemp creates 0600; give the result the mode a plain open() would have
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise OutputError("--out", f"{target}: cannot write ({exc.strerror or exc})") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -56,6 +98,10 @@ def _umask() -> int:
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+#: extensions a trace or table may be written with
+TABLE_SUFFIXES = (".parquet", ".pq", ".csv")
 
 
 def _fmt(path: Path) -> str:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipefill.traces.schema import Trace, from_rows
+if TYPE_CHECKING:  # pandas loads only when a trace is frozen: `bound` never needs it
+    from pipefill.traces.schema import Trace
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ class Recorder:
         return self._count + len(self._rows)
 
     def trace(self, meta: dict[str, Any]) -> Trace:
+        from pipefill.traces.schema import Trace, from_rows
+
         if self._sink is not None:
             raise RuntimeError("a streaming recorder hands its rows to its sink, not a trace")
         with self._lock:

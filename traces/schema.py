@@ -86,6 +86,17 @@ def from_rows(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
     return time_ordered(df.astype(COLUMNS))
 
 
+def _check_times(df: pd.DataFrame) -> None:
+    """Every time is a finite number: name the column, how many rows and the first one."""
+    for col in ("start_ms", "end_ms"):
+        bad = ~np.isfinite(df[col].to_numpy(dtype=float))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            what = f"{df['kind'].iloc[row]} {df['name'].iloc[row]!s} chunk {df['chunk'].iloc[row]}"
+            raise TraceError(col, f"{int(bad.sum())} row(s) with no finite time (NaN, empty "
+                             f"or infinite), first at data row {row + 1} ({what})")
+
+
 def validate(df: pd.DataFrame) -> pd.DataFrame:
     """Check and coerce a table read from outside; raise :class:`TraceError` naming the field."""
     missing = [c for c in COLUMNS if c not in df.columns]
@@ -106,8 +117,7 @@ def validate(df: pd.DataFrame) -> pd.DataFrame:
     bad_kind = ~df["kind"].isin(KINDS)
     if bad_kind.any():
         raise TraceError("kind", f"{df['kind'][bad_kind].iloc[0]!r} is not one of {KINDS}")
-    if df[["start_ms", "end_ms"]].isna().any().any():
-        raise TraceError("start_ms", "times must not be empty")
+    _check_times(df)
     if (df["end_ms"] < df["start_ms"]).any():
         raise TraceError("end_ms", "a span ends before it starts")
     instant = df["kind"] != "span"

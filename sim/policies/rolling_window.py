@@ -39,6 +39,7 @@ from pipefill.sim.actions import (
     StageProgram,
     WaitChange,
 )
+from pipefill.sim.errors import ScenarioError
 from pipefill.sim.graph_model import GraphContext, GraphModel, ModelGraph, add_input
 from pipefill.sim.policies.base import CallIds, Policy
 from pipefill.sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of
@@ -67,6 +68,14 @@ class RollingWindow(Policy):
     window_bytes: int | None = Field(
         None, ge=0, description="bytes one chunk holds in the window (default: result size)")
     hard_cuts: list[int] = Field(default_factory=list, description="chunks that start a new epoch")
+
+    def check(self, sc: Scenario) -> None:
+        """Also: an explicit ``window_bytes`` must hold one chunk's result latents."""
+        super().check(sc)
+        need = sc.transport.result_size
+        if self.window_bytes is not None and self.window_bytes < need:
+            raise ScenarioError("policy.window_bytes", f"{self.window_bytes} bytes cannot hold "
+                                f"one chunk (its result is {need} bytes; transport.result_*)")
 
     def queues(self, sc: Scenario) -> list[QueueSpec]:
         return [QueueSpec(Q_IN, self.d_in, "stage0", "stage1"),
