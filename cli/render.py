@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 from rich.text import Text
 
-from pipefill.cli.app import out_console
+from pipefill.cli.app import err_console, out_console
 
 if TYPE_CHECKING:  # rendering never needs pandas or the simulator loaded
     from pipefill.sim.bound import Bound
@@ -246,3 +246,11 @@ def print_measured(headline: str, lines: list[str]) -> None:
     out_console.print(headline)
     for line in lines:
         out_console.print(f"  {line}")
+
+
+def print_sweep_summary(outcome: Any) -> None:
+    """One line for a sweep run without a TTY: points, errors, time, where."""
+    table = outcome.table
+    errors = int(table["error"].notna().sum()) if "error" in table.columns else 0
+    err_console.print(f"sweep: {len(table)} points ({outcome.ran} run, {outcome.reused} "
+                      f"resumed, {errors} with errors) on {outcome.where}", markup=False)

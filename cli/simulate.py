@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -82,10 +83,23 @@ def sweep_cmd(
         "each field once).")] = None,
     set_: SetOpt = None,
     policy: PolicyOpt = None,
-    workers: Annotated[int, typer.Option(min=1, help="Processes to run points on.")] = 1,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Processes to run points on (pool, or LocalCluster workers).")] = 1,
+    scheduler: Annotated[str | None, typer.Option(
+        help="Run on Dask: 'local' starts a LocalCluster of --workers processes; "
+        "tcp://HOST:PORT uses an existing Dask scheduler.")] = None,
     out: Annotated[Path | None, typer.Option(
         help="Write the table with every column (.parquet or .csv); the terminal shows "
-        "the varied fields and key metrics.")] = None,
+        "the varied fields and key metrics. Finished tasks stream to OUT.parts/.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", metavar="", help="Keep the points already in --out (and OUT.parts/); "
+        "run the rest.")] = False,
+    points_per_task: Annotated[int | None, typer.Option(
+        min=1, help="Points per task (default: about 8 tasks per worker, at most 64).")
+                               ] = None,
+    task_timeout: Annotated[float, typer.Option(
+        min=0.001, help="Longest wait (s) for the next task to finish on a pool or cluster.")
+                            ] = 3600.0,
     best: Annotated[bool, typer.Option(
         "--best", metavar="", help="Pick the point meeting the limits with the least memory "
         "in flight, and show the period-memory Pareto front; exit 1 when no point "
@@ -100,6 +114,7 @@ def sweep_cmd(
     from pipefill.cli.render import print_best, print_json, print_sweep
     from pipefill.sim.scenario import load_raw
     from pipefill.sim.sweep import best_point, parse_axis
+    from pipefill.sim.sweep_exec import ExecSpec
 
     if not grid:
         fail("--grid: give at least one axis, e.g. --grid policy.d_in=1,2,3,4")
@@ -108,7 +123,9 @@ def sweep_cmd(
     with handled():
         raw, name = load_raw(scenario)
         axes = [parse_axis(g) for g in grid]
-        table = _run_sweep(raw, name, sets, axes, workers, out, json_)
+        run = SweepRun(ExecSpec(scheduler, workers, task_timeout), out, resume,
+                       points_per_task, json_)
+        table = _run_sweep(raw, name, sets, axes, run)
     pick = best_point(table, max_latency_ms, min_fps) \
         if best or max_latency_ms is not None or min_fps is not None else None
     if json_:
@@ -128,28 +145,70 @@ def sweep_cmd(
         raise typer.Exit(1)
 
 
+@dataclass(frozen=True)
+class SweepRun:
+    """How a sweep runs: ``spec`` (where tasks run), ``out`` (table; parts stream beside
+    it), ``resume``, ``per_task`` (points per task, None: automatic), ``json_``."""
+
+    spec: Any
+    out: Path | None
+    resume: bool
+    per_task: int | None
+    json_: bool
+
+
 def _run_sweep(raw: dict[str, Any], name: str, sets: list[str], axes: list[Any],
-               workers: int, out: Path | None, json_: bool) -> Any:
-    """Run the grid and write ``--out``; on Ctrl-C keep the finished points in ``--out``."""
-    from pipefill.sim.sweep import SweepInterrupted, run_sweep, sweep_meta
+               run: SweepRun) -> Any:
+    """Run the grid (streaming finished tasks to ``--out``.parts) and write ``--out``; on
+    Ctrl-C write the finished points to ``--out`` too, say how many, exit 130."""
+    from pipefill.cli.render import print_sweep_summary
+    from pipefill.sim.sweep import SweepInterrupted, plan_points, sweep_meta
+    from pipefill.sim.sweep_exec import SweepTimeout, scheduler_kind
+    from pipefill.sim.sweep_store import open_store
     from pipefill.traces.io import write_table
 
     meta = sweep_meta(raw, name, sets, axes)
+    points = plan_points(raw, sets, axes, name)
+    scheduler_kind(run.spec.scheduler)  # a bad --scheduler fails before anything starts
+    store = open_store(run.out, run.resume)
+    tty = not run.json_ and sys.stderr.isatty()
     try:
-        with progress_bar("sweep", enabled=not json_ and sys.stderr.isatty()) as update:
-            table = run_sweep(raw, sets, axes, name=name, workers=workers, progress=update)
+        outcome = _execute(points, [a.field for a in axes], store, run, tty)
     except SweepInterrupted as stop:
         kept = f"{len(stop.table)} of {stop.total} points finished"
-        if out is not None and len(stop.table):
-            write_table(stop.table, out, {**meta, "interrupted": True})
-            kept += f", kept in {out}"
+        if run.out is not None and len(stop.table):
+            write_table(stop.table, run.out, {**meta, "interrupted": True})
+            kept += f", kept in {run.out} (--resume runs the rest)"
         else:
-            kept += ", nothing written" + ("" if out is not None else " (no --out)")
+            kept += ", nothing written" + ("" if run.out is not None else " (no --out)")
         err_console.print(f"interrupted: {kept}", markup=False)
         raise typer.Exit(130) from None
-    if out is not None:
-        write_table(table, out, meta)
-    return table
+    except SweepTimeout as exc:
+        where = f" in {store.parts}" if store.parts else ""
+        kept = sum(p.key in store.rows for p in points)
+        fail(f"sweep: {exc}; {kept} of {len(points)} points kept{where}", 3)
+    if run.out is not None:
+        write_table(outcome.table, run.out, meta)
+        store.discard_parts()
+    if not tty and not run.json_:
+        print_sweep_summary(outcome)
+    return outcome.table
+
+
+def _execute(points: list[Any], axes: list[str], store: Any, run: SweepRun, tty: bool) -> Any:
+    """The sweep on a fresh executor, always closed (pool processes or cluster)."""
+    from pipefill.sim.sweep import execute_sweep
+    from pipefill.sim.sweep_exec import make_executor
+
+    executor = None
+    try:
+        with progress_bar("sweep", enabled=tty) as update:
+            executor = make_executor(run.spec)
+            return execute_sweep(points, axes, executor, store, run.per_task,
+                                 run.spec.workers, update)
+    finally:
+        if executor is not None:
+            executor.close()
 
 
 @app.command("bound")

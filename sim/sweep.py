@@ -1,10 +1,15 @@
-"""What-if sweeps: run a cartesian grid of overrides and tabulate the metrics per point."""
+"""What-if sweeps: run a cartesian grid of overrides and tabulate the metrics per point.
+
+Points are grouped into tasks (:func:`run_task`, many points each); an executor from
+:mod:`pipefill.sim.sweep_exec` runs them here, on a process pool or on Dask, and a
+:class:`~pipefill.sim.sweep_store.ResultStore` keeps each finished task (streamed to disk
+with ``--out``), so an interrupted sweep resumes with only the missing points.
+"""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +18,8 @@ import pandas as pd
 from pipefill.sim.errors import ScenarioError, StallError
 from pipefill.sim.scenario import apply_overrides, build_scenario, parse_value
 from pipefill.sim.stream import simulate_summary
+from pipefill.sim.sweep_exec import ExecSpec, SweepExecutor, chunked, make_executor, task_size
+from pipefill.sim.sweep_store import KEY, ResultStore, engine_version, point_key
 from pipefill.traces.metrics import SUMMARY_KEYS
 from pipefill.traces.toml_writer import toml_value
 
@@ -63,15 +70,6 @@ def check_axes(axes: list[Axis]) -> None:
             raise ScenarioError("--grid", f"{axis.field} is given twice: put all its values "
                                 f"in one --grid ({axis.field}=v1,v2,...)")
         seen.add(axis.field)
-
-
-class SweepInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a sweep: ``table`` holds the points that finished (grid order)."""
-
-    def __init__(self, table: pd.DataFrame, total: int) -> None:
-        super().__init__(f"{len(table)} of {total} points finished")
-        self.table = table
-        self.total = total
 
 
 def grid_points(axes: list[Axis]) -> list[dict[str, Any]]:
@@ -135,70 +133,142 @@ def best_point(table: pd.DataFrame, max_latency_ms: float | None = None,
                     " and ".join(parts) or "no constraint")
 
 
-def _run_point(args: tuple[dict[str, Any], str]) -> dict[str, Any]:
-    raw, name = args
-    sc = build_scenario(raw, name=name)
+@dataclass(frozen=True)
+class SweepPoint:
+    """One grid point: its axis values, its overridden raw tables (a scenario the point
+    builds on any worker) and ``key``, the hash of its resolved scenario and engine."""
+
+    axes: dict[str, Any]
+    raw: dict[str, Any]
+    name: str
+    key: str
+
+
+def plan_points(raw: dict[str, Any], base_sets: list[str], axes: list[Axis],
+                name: str = "sweep") -> list[SweepPoint]:
+    """Every grid point in grid order, each validated (bad input fails before any work)."""
+    check_axes(axes)
+    points = []
+    for values in grid_points(axes):
+        sets = [*base_sets, *(f"{k}={toml_value(v)}" for k, v in values.items())]
+        point_raw = apply_overrides(raw, sets)
+        sc = build_scenario(point_raw, name=name)
+        points.append(SweepPoint({k: _cell(v) for k, v in values.items()}, point_raw, name,
+                                 point_key(sc)))
+    return points
+
+
+def evaluate_point(point: SweepPoint) -> dict[str, Any]:
+    """One point's row of metrics; a point that raises (a stall, ...) is a row with
+    its ``error``."""
     try:
-        return flatten(simulate_summary(sc).metrics)
+        return flatten(simulate_summary(build_scenario(point.raw, name=point.name)).metrics)
     except StallError as exc:
         return {"error": str(exc)}
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def evaluate_points(points: Sequence[SweepPoint]) -> list[dict[str, Any]]:
+    """Rows for a batch of points, in order: the one place a batched fast path plugs in."""
+    return [evaluate_point(p) for p in points]
+
+
+def run_task(points: Sequence[SweepPoint]) -> list[dict[str, Any]]:
+    """A task: evaluate a batch of points; each row also carries its key and axis cells
+    (so a streamed part is readable on its own)."""
+    rows = evaluate_points(points)
+    return [{KEY: p.key, **p.axes, **r} for p, r in zip(points, rows, strict=True)]
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """A finished sweep: its ``table`` (one row per point, grid order), how many points
+    ``ran`` now and how many were ``reused`` (resumed), and where they ran."""
+
+    table: pd.DataFrame
+    ran: int
+    reused: int
+    where: str
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep: ``table`` holds the points that finished (grid order) out of
+    ``total``; with a disk store they are also in ``parts`` (for ``--resume``)."""
+
+    def __init__(self, table: pd.DataFrame, total: int, parts: str | None = None) -> None:
+        super().__init__(f"{len(table)} of {total} points finished")
+        self.table, self.total, self.parts = table, total, parts
+
+
+def execute_sweep(points: list[SweepPoint], axes: list[str], executor: SweepExecutor,
+                  store: ResultStore | None = None, per_task: int | None = None,
+                  workers: int = 1,
+                  progress: Callable[[int, int], None] | None = None) -> SweepOutcome:
+    """Run the points the store does not hold yet, streaming each finished task into it.
+
+    Points sharing a key run once. A task that failed as a whole (e.g. Dask gave up after
+    it killed workers) gives each of its points an error row.
+    """
+    store = store if store is not None else ResultStore()
+    wanted = {p.key for p in points}
+    reused = len(wanted & store.rows.keys())
+    todo = list({p.key: p for p in points if p.key not in store.rows}.values())
+    tasks = chunked(todo, task_size(len(todo), workers, per_task))
+    total, done = len(wanted), reused
+    try:
+        if progress:
+            progress(done, total)
+        for i, result in executor.run(run_task, tasks):
+            rows = result if isinstance(result, list) else _failed(tasks[i], result)
+            store.add(rows, axes)
+            done += len(rows)
+            if progress:
+                progress(done, total)
+    except KeyboardInterrupt:
+        finished = _table([p for p in points if p.key in store.rows], store)
+        raise SweepInterrupted(finished, len(points),
+                               str(store.parts) if store.parts else None) from None
+    return SweepOutcome(_table(points, store), len(todo), reused, executor.describe())
+
+
+def _table(points: list[SweepPoint], store: ResultStore) -> pd.DataFrame:
+    """One row per point (grid order): axis cells, results, ``point_key``, ``error``."""
+    table = pd.DataFrame([{**p.axes, **store.rows[p.key], KEY: p.key} for p in points])
+    errors = table["error"] if "error" in table.columns else pd.Series(None, index=table.index)
+    table["error"] = errors.astype(object).where(errors.notna(), None)  # None, never NaN
+    return table
+
+
+def _failed(task: list[SweepPoint], exc: BaseException) -> list[dict[str, Any]]:
+    return [{KEY: p.key, **p.axes, "error": f"{type(exc).__name__}: {exc}"} for p in task]
 
 
 def run_sweep(raw: dict[str, Any], base_sets: list[str], axes: list[Axis], name: str = "sweep",
               workers: int = 1,
               progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-    """Validate every grid point first (bad input fails before any work), then run them.
+    """The whole sweep in memory on this machine (``workers`` processes): the table.
 
     A point whose schedule stalls is kept as a row with its ``error``; the table has
-    one row per point in grid order, axis columns first.
+    one row per point in grid order, axis columns first, then metrics, ``error`` and
+    ``point_key``.
     """
-    check_axes(axes)
-    points = grid_points(axes)
-    jobs = []
-    for point in points:
-        sets = [*base_sets, *(f"{k}={toml_value(v)}" for k, v in point.items())]
-        point_raw = apply_overrides(raw, sets)
-        build_scenario(point_raw, name=name)
-        jobs.append((point_raw, name))
-    rows: list[dict[str, Any]] = []
+    points = plan_points(raw, base_sets, axes, name)
+    executor = make_executor(ExecSpec(workers=workers))
     try:
-        for row in _rows(jobs, workers):
-            rows.append(row)
-            if progress:
-                progress(len(rows), len(jobs))
-    except KeyboardInterrupt:
-        raise SweepInterrupted(_table(points[:len(rows)], rows), len(jobs)) from None
-    return _table(points, rows)
-
-
-def _rows(jobs: list[tuple[dict[str, Any], str]], workers: int) -> Iterator[dict[str, Any]]:
-    """Run the points in order, in a process pool when ``workers > 1``."""
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            yield _run_point(job)
-        return
-    pool = ProcessPoolExecutor(max_workers=workers)
-    try:
-        yield from pool.map(_run_point, jobs)
+        return execute_sweep(points, [a.field for a in axes], executor, workers=workers,
+                             progress=progress).table
     finally:
-        # on Ctrl-C do not wait for queued points
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _table(points: list[dict[str, Any]], rows: list[dict[str, Any]]) -> pd.DataFrame:
-    table = pd.DataFrame([{**{k: _cell(v) for k, v in p.items()}, **r}
-                          for p, r in zip(points, rows, strict=True)])
-    if "error" not in table.columns:
-        table["error"] = None
-    return table
+        executor.close()
 
 
 def sweep_meta(raw: dict[str, Any], name: str, sets: list[str],
                axes: list[Axis]) -> dict[str, Any]:
     """The metadata a sweep table is written with: ``kind = "sweep"`` (how reports tell a
-    table from a trace) plus the scenario, overrides and grid that re-create it."""
+    table from a trace) plus the scenario, overrides and grid that re-create it, and the
+    engine version its ``point_key`` column was made with."""
     return {"kind": "sweep", "scenario_name": name, "scenario": raw, "sets": list(sets),
-            "grid": {a.field: list(a.values) for a in axes}}
+            "grid": {a.field: list(a.values) for a in axes}, "engine_version": engine_version()}
 
 
 def _cell(value: Any) -> Any:
