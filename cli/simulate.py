@@ -185,8 +185,8 @@ def _run_sweep(raw: dict[str, Any], name: str, sets: list[str], axes: list[Any],
         raise typer.Exit(130) from None
     except SweepTimeout as exc:
         where = f" in {store.parts}" if store.parts else ""
-        kept = sum(p.key in store.rows for p in points)
-        fail(f"sweep: {exc}; {kept} of {len(points)} points kept{where}", 3)
+        done = sum(p.key in store.rows for p in points)
+        fail(f"sweep: {exc}; {done} of {len(points)} points kept{where}", 3)
     if run.out is not None:
         write_table(outcome.table, run.out, meta)
         store.discard_parts()

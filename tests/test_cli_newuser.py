@@ -155,7 +155,8 @@ def test_ctrl_c_on_a_sweep_keeps_the_finished_points(monkeypatch, tmp_path):
     res = runner.invoke(app, ["sweep", *SMALL, "--grid", "policy.d_in=1,2,3,4",
                               "--out", str(out)])
     assert res.exit_code == 130
-    assert res.stderr.strip() == f"interrupted: 2 of 4 points finished, kept in {out}"
+    assert res.stderr.strip() == (f"interrupted: 2 of 4 points finished, kept in {out} "
+                                  "(--resume runs the rest)")
     table, meta = read_table(out)
     assert table["policy.d_in"].tolist() == [1, 2] and meta["interrupted"] is True
     calls["n"] = 0
