@@ -193,9 +193,11 @@ SWEEP_TERMINAL: dict[str, tuple[str, float]] = {
 
 def sweep_columns(table: Any, axes: list[str]) -> list[tuple[str, str, float]]:
     """(column, header, scale) for the terminal: the axes that vary (by their last name),
-    the key metrics, and ``error`` when a point stalled."""
+    the key metrics, the engine that ran each point, and ``error`` when a point stalled."""
     cols = [(a, a.split(".")[-1], 1.0) for a in axes if table[a].nunique(dropna=False) > 1]
     cols += [(c, h, k) for c, (h, k) in SWEEP_TERMINAL.items() if c in table.columns]
+    if "engine" in table.columns:
+        cols.append(("engine", "engine", 1.0))
     if "error" in table.columns and table["error"].notna().any():
         cols.append(("error", "error", 1.0))
     return cols

@@ -95,7 +95,8 @@ def replay_cmd(
         metrics = compute_metrics(trace)
     if json_:
         print_json({"scenario": sc.name, "policy": sc.policy.params(),
-                    "device": trace.meta["device"], "kernels": trace.meta["kernels"], **metrics})
+                    "device": trace.meta["device"], "kernels": trace.meta["kernels"],
+                    "engine": trace.meta.get("backend"), **metrics})
         return
     print_summary(f"{describe(sc)} measured on {trace.meta['device']} ({kernels} kernels)",
                   metrics)

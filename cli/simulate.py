@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 # not pay for pandas and the simulator (see README, start-up)
 
 TABLE_SUFFIXES = (".parquet", ".pq", ".csv")
+EngineOpt = Annotated[str, typer.Option(
+    help="auto|simpy|fast: auto takes the fast path for fixed-order schedules (SimPy when "
+    "the order depends on timing, or for a written trace); fast refuses the former.")]
 
 
 @app.command("simulate")
@@ -42,37 +45,39 @@ def simulate_cmd(
     replicas: Annotated[int, typer.Option(
         min=1, help="Also run seeds seed..seed+R-1; report means and 95% intervals.")] = 1,
     workers: Annotated[int, typer.Option(min=1, help="Processes for --replicas.")] = 1,
+    engine: EngineOpt = "auto",
     json_: JsonOpt = False,
 ) -> None:
     """Predict period, FPS, OverlapScore, bubbles and TTFF of one scenario."""
     from pipefill.cli.render import describe, print_json, print_replicas, print_summary
+    from pipefill.sim.engines import run
     from pipefill.sim.scenario import load_scenario
-    from pipefill.sim.stream import simulate_summary
 
     check_out(out, TABLE_SUFFIXES)
     reps: ReplicaSummary | None = None
     with handled():
         sc = load_scenario(scenario, with_policy(policy, set_))
-        # the trace streams to --out as it is recorded; metrics are computed online
-        metrics = simulate_summary(sc, out).metrics
+        # SimPy streams the trace to --out as it is recorded and computes metrics online
+        metrics = run(sc, engine, out)
         if replicas > 1:
-            reps = _replicas(sc, replicas, workers, json_)
+            reps = _replicas(sc, replicas, workers, json_, engine)
     if json_:
         extra = {"replicas": reps.to_json()} if reps is not None else {}
         print_json({"scenario": sc.name, "policy": sc.policy.params(), **metrics, **extra})
         return
-    print_summary(describe(sc), metrics)
+    print_summary(f"{describe(sc)} [engine: {metrics['engine']}]", metrics)
     if reps is not None:
         print_replicas(reps)
     if out is not None:
         out_console.print(f"trace: {out}")
 
 
-def _replicas(sc: Any, replicas: int, workers: int, json_: bool) -> ReplicaSummary:
+def _replicas(sc: Any, replicas: int, workers: int, json_: bool,
+              engine: str) -> ReplicaSummary:
     from pipefill.sim.replicas import run_replicas
 
     with progress_bar("replicas", enabled=not json_ and sys.stderr.isatty()) as update:
-        return run_replicas(sc.raw, sc.name, replicas, workers, update)
+        return run_replicas(sc.raw, sc.name, replicas, workers, update, engine)
 
 
 @app.command("sweep")
@@ -108,6 +113,7 @@ def sweep_cmd(
         min=0, help="--best: largest allowed latency p95 (ms).")] = None,
     min_fps: Annotated[float | None, typer.Option(min=0, help="--best: smallest allowed FPS.")
                        ] = None,
+    engine: EngineOpt = "auto",
     json_: JsonOpt = False,
 ) -> None:
     """Run a what-if grid over any fields; one row of metrics per point."""
@@ -124,7 +130,7 @@ def sweep_cmd(
         raw, name = load_raw(scenario)
         axes = [parse_axis(g) for g in grid]
         run = SweepRun(ExecSpec(scheduler, workers, task_timeout), out, resume,
-                       points_per_task, json_)
+                       points_per_task, json_, engine)
         table = _run_sweep(raw, name, sets, axes, run)
     pick = best_point(table, max_latency_ms, min_fps) \
         if best or max_latency_ms is not None or min_fps is not None else None
@@ -148,13 +154,15 @@ def sweep_cmd(
 @dataclass(frozen=True)
 class SweepRun:
     """How a sweep runs: ``spec`` (where tasks run), ``out`` (table; parts stream beside
-    it), ``resume``, ``per_task`` (points per task, None: automatic), ``json_``."""
+    it), ``resume``, ``per_task`` (points per task, None: automatic), ``json_``,
+    ``engine`` (auto, simpy or fast)."""
 
     spec: Any
     out: Path | None
     resume: bool
     per_task: int | None
     json_: bool
+    engine: str = "auto"
 
 
 def _run_sweep(raw: dict[str, Any], name: str, sets: list[str], axes: list[Any],
@@ -168,7 +176,7 @@ def _run_sweep(raw: dict[str, Any], name: str, sets: list[str], axes: list[Any],
     from pipefill.traces.io import write_table
 
     meta = sweep_meta(raw, name, sets, axes)
-    points = plan_points(raw, sets, axes, name)
+    points = plan_points(raw, sets, axes, name, run.engine)
     scheduler_kind(run.spec.scheduler)  # a bad --scheduler fails before anything starts
     store = open_store(run.out, run.resume)
     tty = not run.json_ and sys.stderr.isatty()

@@ -1,17 +1,20 @@
 """The analytic period bound: max cycle ratio of a policy's event graph, and what moves it.
 
-``compute_bound(scenario)`` prices the policy's event graph (``pipefill.sim.bound_models`` and
-each policy module's ``MODEL``) with the *expected* costs, solves it (``pipefill.sim.teg``) and
-reports the steady-state period per chunk, the critical cycle, the serial upper bound
-and the sensitivity of the period to each phase on the critical cycle.
+``compute_bound(scenario)`` takes the event graph *derived from the policy's own programs*
+(``pipefill.sim.derived_graph``: recorded at zero time, the rules of DESIGN.md), prices it
+with the *expected* costs, solves it (``pipefill.sim.event_graph``) and reports the
+steady-state period per chunk, the critical cycle, the serial upper bound and the
+sensitivity of the period to each phase on the critical cycle.
 
 What the number means (``kind``):
-- ``exact``: every stage runs a fixed order, so for deterministic costs the simulated
-  steady state equals it (mean period over whole regime cycles, to 1e-9 relative).
-- ``lower_bound``: a greedy choice (phase_pp outside the configurations in
-  ``bound_models.fixed_lead``) only keeps the orders that always hold plus each
-  stage's total load; the simulated period is >= it.
-- ``estimate``: a dynamic choice (a batching window) is replaced by its full-batch form.
+- ``exact``: every stage runs a fixed order (``Policy.order``), so for deterministic
+  costs the simulated steady state equals it (mean period over whole regime cycles, to
+  1e-9 relative).
+- ``lower_bound``: a greedy choice whose order depends on timing (phase_pp outside the
+  configurations ``fixed_lead`` proves fixed) has no single recorded order; its explicit
+  lower-bound model (``pipefill.sim.greedy_bound``) keeps the orders that always hold plus
+  each stage's total load; the simulated period is >= it.
+- ``estimate``: a dynamic choice (a batching window) is replaced by its fixed-order form.
 For stochastic costs the graph is priced with the means (``from_means``), which in
 general underestimates the mean period: waits take the max of random durations.
 Drift is ignored (no steady state); per-chunk patterns are unrolled exactly.
@@ -23,28 +26,81 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pipefill.sim.bound_models import CORE_MODELS
 from pipefill.sim.costs import CostSpec, CostTable
-from pipefill.sim.graph_model import GraphContext, GraphModel, Load, ModelGraph
-from pipefill.sim.policies.layer_pp import MODEL as LAYER_PP_MODEL
-from pipefill.sim.policies.multi_session import MODEL as MULTI_SESSION_MODEL
-from pipefill.sim.policies.rolling_window import MODEL as ROLLING_WINDOW_MODEL
-from pipefill.sim.policies.stream_batch import MODEL as STREAM_BATCH_MODEL
+from pipefill.sim.derived_graph import priced_graph, table_for
+from pipefill.sim.event_graph import Cycle, DeadlockCycle, PeriodicGraph, Solution, solve
+from pipefill.sim.greedy_bound import (
+    GraphContext,
+    Kind,
+    Load,
+    ModelGraph,
+    greedy_phase_pp,
+    greedy_unroll,
+)
 from pipefill.sim.scenario import Scenario, ScenarioError
-from pipefill.sim.teg import Cycle, DeadlockCycle, PeriodicGraph, Solution, solve
 
-#: policy name -> its event-graph model
-MODELS: dict[str, GraphModel] = {
-    **CORE_MODELS,
-    "stream_batch": STREAM_BATCH_MODEL,
-    "layer_pp": LAYER_PP_MODEL,
-    "multi_session": MULTI_SESSION_MODEL,
-    "rolling_window": ROLLING_WINDOW_MODEL,
-}
-#: longest unrolled period (chunks) the bound accepts
+#: the explicit lower-bound models of timing-dependent (greedy) schedules, by policy
+LOWER_BOUNDS = {"phase_pp": (greedy_unroll, greedy_phase_pp)}
+#: longest unrolled period (chunks) the greedy model accepts
 MAX_UNROLL = 512
-#: first chunk of the modelled period: past every warm-up lookback
+#: first chunk of the greedy model's period: past every warm-up lookback
 BASE = 512
+CUTS_NOTE = "hard cuts are transients: the bound is the steady state within an epoch"
+
+
+@dataclass(frozen=True)
+class Form:
+    """What the bound models: ``sc`` (steady, fixed-order form), the kind of the result."""
+
+    sc: Scenario
+    kind: Kind
+    reason: str
+    notes: tuple[str, ...]
+
+
+def bound_form(sc: Scenario) -> Form:
+    """A fixed-order schedule is derived exactly; a timing-dependent choice is replaced
+    by its fixed form (an estimate) or by the policy's explicit lower-bound model."""
+    pol = sc.policy.steady()
+    notes = () if pol == sc.policy else (CUTS_NOTE,)
+    steady = sc.model_copy(update={"policy": pol})
+    order = pol.order(steady)
+    if order.fixed:
+        return Form(steady, "exact", order.reason, notes)
+    fixed = pol.fixed_form()
+    if fixed is not None:
+        return Form(sc.model_copy(update={"policy": fixed}), "estimate",
+                    f"{order.reason}; the bound prices its fixed-order form", notes)
+    if pol.name in LOWER_BOUNDS:
+        return Form(steady, "lower_bound", order.reason, notes)
+    raise ScenarioError("policy", f"no bound for {pol.name}: {order.reason}")
+
+
+def graph_of(sc: Scenario, costs: dict[str, CostSpec] | None = None) -> ModelGraph:
+    """The event graph of ``sc`` priced with ``costs`` (default: the expected costs)."""
+    form = bound_form(sc)
+    if form.kind == "lower_bound":
+        return _lower_bound(form, costs)
+    g, u = priced_graph(form.sc, table_for(form.sc, costs))
+    return ModelGraph(g, u, form.kind, form.reason, notes=list(form.notes))
+
+
+def _lower_bound(form: Form, costs: dict[str, CostSpec] | None) -> ModelGraph:
+    sc = form.sc
+    unroll, build = LOWER_BOUNDS[sc.policy.name]
+    u = unroll(sc.policy)
+    for spec in sc.costs.values():
+        if spec.pattern:
+            u = u * len(spec.pattern) // math.gcd(u, len(spec.pattern))
+    if u > MAX_UNROLL:
+        raise ScenarioError("costs", f"the schedule repeats only every {u} chunks "
+                            f"(bound handles up to {MAX_UNROLL}); shorten the patterns")
+    base = u * math.ceil(BASE / u)
+    specs = costs if costs is not None else {p: s.expected() for p, s in sc.costs.items()}
+    table = CostTable(specs, sc.run.sessions, base + 2 * u, seed=0)
+    mg = build(sc.policy, GraphContext(sc, table, u, base), form.reason)
+    mg.notes.extend(form.notes)
+    return mg
 
 
 @dataclass(frozen=True)
@@ -98,35 +154,6 @@ class _Solved:
     solution: Solution
     critical: Critical
     period: float
-
-
-def model_of(sc: Scenario) -> GraphModel:
-    model = MODELS.get(sc.policy.name)
-    if model is None:
-        raise ScenarioError("policy.name", f"no event-graph model for {sc.policy.name!r} "
-                            f"(bound supports: {', '.join(MODELS)})")
-    return model
-
-
-def unroll_of(sc: Scenario) -> int:
-    """Chunks per modelled period: the policy's own pattern times every cost pattern."""
-    u = model_of(sc).unroll(sc.policy, sc)
-    for spec in sc.costs.values():
-        if spec.pattern:
-            u = u * len(spec.pattern) // math.gcd(u, len(spec.pattern))
-    if u > MAX_UNROLL:
-        raise ScenarioError("costs", f"the schedule repeats only every {u} chunks "
-                            f"(bound handles up to {MAX_UNROLL}); shorten the patterns")
-    return u
-
-
-def graph_of(sc: Scenario, costs: dict[str, CostSpec] | None = None) -> ModelGraph:
-    """The policy's event graph priced with ``costs`` (default: the expected costs)."""
-    u = unroll_of(sc)
-    base = u * math.ceil(BASE / u)
-    specs = costs if costs is not None else {p: s.expected() for p, s in sc.costs.items()}
-    table = CostTable(specs, sc.run.sessions, base + 2 * u, seed=0)
-    return model_of(sc).build(sc.policy, GraphContext(sc, table, u, base))
 
 
 def _solve(sc: Scenario, costs: dict[str, CostSpec] | None = None) -> _Solved:

@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
+from pipefill.sim.engines import choose, metrics_batch
 from pipefill.sim.errors import ScenarioError, StallError
 from pipefill.sim.scenario import apply_overrides, build_scenario, parse_value
-from pipefill.sim.stream import simulate_summary
 from pipefill.sim.sweep_exec import ExecSpec, SweepExecutor, chunked, make_executor, task_size
 from pipefill.sim.sweep_store import KEY, ResultStore, engine_version, point_key
 from pipefill.traces.metrics import SUMMARY_KEYS
@@ -142,36 +142,54 @@ class SweepPoint:
     raw: dict[str, Any]
     name: str
     key: str
+    engine: str = "auto"
 
 
 def plan_points(raw: dict[str, Any], base_sets: list[str], axes: list[Axis],
-                name: str = "sweep") -> list[SweepPoint]:
-    """Every grid point in grid order, each validated (bad input fails before any work)."""
+                name: str = "sweep", engine: str = "auto") -> list[SweepPoint]:
+    """Every grid point in grid order, each validated (bad input, or ``engine = "fast"``
+    on a choice-dependent point, fails before any work)."""
     check_axes(axes)
     points = []
     for values in grid_points(axes):
         sets = [*base_sets, *(f"{k}={toml_value(v)}" for k, v in values.items())]
         point_raw = apply_overrides(raw, sets)
         sc = build_scenario(point_raw, name=name)
+        choose(sc, engine)
         points.append(SweepPoint({k: _cell(v) for k, v in values.items()}, point_raw, name,
-                                 point_key(sc)))
+                                 point_key(sc), engine))
     return points
 
 
-def evaluate_point(point: SweepPoint) -> dict[str, Any]:
-    """One point's row of metrics; a point that raises (a stall, ...) is a row with
-    its ``error``."""
+def evaluate_points(points: Sequence[SweepPoint]) -> list[dict[str, Any]]:
+    """Rows for a batch of points, in order, each with the ``engine`` that ran it: the
+    fast path re-times the fixed-order points of one structure together
+    (:func:`pipefill.sim.engines.metrics_batch`), SimPy runs the rest; a point that raises
+    (a stall, ...) is a row with its ``error``."""
+    if not points:
+        return []
     try:
-        return flatten(simulate_summary(build_scenario(point.raw, name=point.name)).metrics)
+        scs = [build_scenario(p.raw, name=p.name) for p in points]
+        results = metrics_batch(scs, points[0].engine)
+    except Exception:  # one point failed the batch: run them one by one to say which
+        return [_evaluate_one(p) for p in points] if len(points) > 1 \
+            else [_error_row(points[0])]
+    return [{"error": m["error"], "engine": m["engine"]} if "error" in m
+            else {**flatten(m), "engine": m["engine"]} for m in results]
+
+
+def _evaluate_one(point: SweepPoint) -> dict[str, Any]:
+    return evaluate_points([point])[0]
+
+
+def _error_row(point: SweepPoint) -> dict[str, Any]:
+    try:
+        metrics_batch([build_scenario(point.raw, name=point.name)], point.engine)
     except StallError as exc:
         return {"error": str(exc)}
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
-
-
-def evaluate_points(points: Sequence[SweepPoint]) -> list[dict[str, Any]]:
-    """Rows for a batch of points, in order: the one place a batched fast path plugs in."""
-    return [evaluate_point(p) for p in points]
+    return {"error": "failed in its batch, not alone"}
 
 
 def run_task(points: Sequence[SweepPoint]) -> list[dict[str, Any]]:
@@ -246,14 +264,15 @@ def _failed(task: list[SweepPoint], exc: BaseException) -> list[dict[str, Any]]:
 
 def run_sweep(raw: dict[str, Any], base_sets: list[str], axes: list[Axis], name: str = "sweep",
               workers: int = 1,
-              progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+              progress: Callable[[int, int], None] | None = None,
+              engine: str = "auto") -> pd.DataFrame:
     """The whole sweep in memory on this machine (``workers`` processes): the table.
 
     A point whose schedule stalls is kept as a row with its ``error``; the table has
     one row per point in grid order, axis columns first, then metrics, ``error`` and
     ``point_key``.
     """
-    points = plan_points(raw, base_sets, axes, name)
+    points = plan_points(raw, base_sets, axes, name, engine)
     executor = make_executor(ExecSpec(workers=workers))
     try:
         return execute_sweep(points, [a.field for a in axes], executor, workers=workers,

@@ -123,9 +123,9 @@ def _interrupt(*_args, **_kwargs):
 
 
 def test_ctrl_c_on_simulate_says_interrupted(monkeypatch):
-    import pipefill.sim.stream as stream
+    import pipefill.sim.engines as engines
 
-    monkeypatch.setattr(stream, "simulate_summary", _interrupt)
+    monkeypatch.setattr(engines, "run", _interrupt)  # whichever engine runs it
     res = runner.invoke(app, ["simulate", *SMALL])
     assert res.exit_code == 130 and res.stderr.strip() == "interrupted"
 
@@ -142,15 +142,15 @@ def test_ctrl_c_on_a_sweep_keeps_the_finished_points(monkeypatch, tmp_path):
     import pipefill.sim.sweep as sweep
 
     calls = {"n": 0}
-    real = sweep.simulate_summary
+    real = sweep.metrics_batch  # one call per task, one point per task here
 
-    def third_interrupts(sc, *args, **kwargs):
+    def third_interrupts(scs, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real(sc, *args, **kwargs)
+        return real(scs, *args, **kwargs)
 
-    monkeypatch.setattr(sweep, "simulate_summary", third_interrupts)
+    monkeypatch.setattr(sweep, "metrics_batch", third_interrupts)
     out = tmp_path / "sw.csv"
     res = runner.invoke(app, ["sweep", *SMALL, "--grid", "policy.d_in=1,2,3,4",
                               "--out", str(out)])

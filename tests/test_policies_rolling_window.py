@@ -8,9 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipefill.sim.bound import period_bound
+from pipefill.sim.derived_graph import period
 from pipefill.sim.engine import simulate
 from pipefill.sim.errors import ScenarioError
-from pipefill.sim.policies.rolling_window import call_plan, schedule_period
+from pipefill.sim.schedule import COMPUTE
 from pipefill.traces.metrics import compute_metrics
 from tests.conftest import make_scenario
 
@@ -63,30 +64,39 @@ def test_a_hard_cut_evicts_the_window_and_never_emits_stale_work():
     assert set(em["epoch"]) == {1}
 
 
-@pytest.mark.parametrize(("window", "steps", "period"), [
+@pytest.mark.parametrize(("window", "steps", "calls_chunks"), [
     (1, 3, (3, 1)), (2, 2, (1, 1)), (3, 2, (1, 1)), (2, 4, (4, 2)), (3, 4, (4, 3))])
-def test_call_pattern_period(window, steps, period):
+def test_call_pattern_period(window, steps, calls_chunks):
     # W >= steps: one chunk in and one out per call. W=2, steps=4: chunks enter at
-    # calls 0, 1, leave at 3, 4 (admitting the next in the same call): 4 calls, 2 chunks
-    assert schedule_period(window, steps) == period
+    # calls 0, 1, leave at 3, 4 (admitting the next in the same call): 4 calls, 2 chunks.
+    # The period is found in the recorded programs (no second copy of the window logic).
+    costs = {**COSTS, "denoise": {"mean": 10.0, "steps": steps, "batch_fixed_ms": 4.0}}
+    per = period(make_scenario({"name": "rolling_window", "window": window}, costs=costs))
+    s = per.schedule
+    calls = [n for n in per.tracks["stage1"] if s.nodes[n].kind == COMPUTE]
+    first = next(i for i, n in enumerate(calls) if per.base <= s.nodes[n].chunk)
+    in_period = [n for n in calls[first:] if s.nodes[n].chunk < per.base + per.u]
+    assert (len(in_period), per.u) == calls_chunks
 
 
-def test_call_plan_batches_one_step_per_chunk():
-    plan = call_plan(window=2, steps=4, calls=6)
-    assert [c.items for c in plan[:5]] == [((0, 0),), ((0, 1), (1, 0)), ((0, 2), (1, 1)),
-                                           ((0, 3), (1, 2)), ((1, 3), (2, 0))]
-    assert [c.finishes for c in plan[:5]] == [None, None, None, 0, 1]
+def test_recorded_calls_batch_one_step_per_chunk():
+    costs = {**COSTS, "denoise": {"mean": 10.0, "steps": 4, "batch_fixed_ms": 4.0}}
+    per = period(make_scenario({"name": "rolling_window", "window": 2}, costs=costs))
+    calls = [n.action for n in per.schedule.nodes if n.kind == COMPUTE
+             and n.track == "stage1" and n.action is not None]
+    assert [tuple((t.chunk, t.step) for t in c.items) for c in calls[:5]] == [
+        ((0, 0),), ((0, 1), (1, 0)), ((0, 2), (1, 1)), ((0, 3), (1, 2)), ((1, 3), (2, 0))]
 
 
 def test_steady_period_is_one_call_per_chunk():
     # W = steps = 2: every call batches two chunks (16 ms) and emits one; stage0 needs 5.
     # With D_out = 2 the calls run back to back: 16 ms per chunk.
     b = period_bound(rolling(chunks=60, d_out=2))
-    assert (b.period_ms, b.kind, b.chain) == (16.0, "exact", "call[c] -> call[c+1]")
+    assert (b.period_ms, b.kind, b.chain) == (16.0, "exact", "denoise[k] -> denoise[k+1]")
     # With D_out = 1 the call finishing chunk k+1 waits for decode k to free the slot,
     # and decode k+1 waits for that call: 3 + 16 = 19 ms
     b = period_bound(rolling(chunks=60, d_out=1))
-    assert (b.period_ms, b.chain) == (19.0, "decode[k] -> call[c] -> decode[k+1]")
+    assert (b.period_ms, b.chain) == (19.0, "decode[k] -> denoise[k+1] -> decode[k+1]")
 
 
 @settings(max_examples=40, deadline=None)

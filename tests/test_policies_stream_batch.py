@@ -67,7 +67,9 @@ def test_steady_state_is_one_chunk_per_tick_at_the_busiest_stage():
     b = period_bound(stream_batch(chunks=40))
     assert b.period_ms == 11.0
     assert b.kind == "exact"
-    assert b.chain == "decode[t] -> tick@stage1[t+1] -> decode[t+1]"
+    # nodes are named by their first item's chunk: the tick after decode k batches chunk
+    # k+3 at step 0 (W = 2, n = 2: chunk k+1 at step 1 finishes in it and is decoded next)
+    assert b.chain == "decode[k] -> denoise@stage1[k+3] -> decode[k+1]"
 
 
 def test_balance_moves_blocks_off_the_edge_stages():

@@ -89,14 +89,14 @@ def test_bad_scheduler_is_an_input_error():
 
 
 def test_a_point_that_raises_is_a_row_with_its_error(monkeypatch):
-    real = sweep_mod.simulate_summary
+    real = sweep_mod.metrics_batch  # how a task evaluates its points (either engine)
 
-    def stall_at_d_in_3(sc):
-        if sc.policy.d_in == 3:
+    def stall_at_d_in_3(scs, engine):
+        if any(sc.policy.d_in == 3 for sc in scs):
             raise StallError("stage1 blocked at 'get q_in'")
-        return real(sc)
+        return real(scs, engine)
 
-    monkeypatch.setattr(sweep_mod, "simulate_summary", stall_at_d_in_3)
+    monkeypatch.setattr(sweep_mod, "metrics_batch", stall_at_d_in_3)
     table = run_sweep(RAW, BASE, AXES, name=NAME)
     bad = table["policy.d_in"] == 3
     assert table.loc[bad, "error"].tolist() == ["stage1 blocked at 'get q_in'"] * 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -22,6 +23,20 @@ class CallIds:
 
     def next(self) -> int:
         return next(self._next)
+
+
+@dataclass(frozen=True)
+class Order:
+    """Whether a scenario's stages run a fixed order of actions, and why (or why not).
+
+    ``fixed``: every stage's action list is the same under every timing, so one
+    zero-time recording describes every run (the analytic bound is exact and the
+    fast path may re-time it); otherwise a program chooses by reading the shared state
+    and ``reason`` says which choice depends on timing.
+    """
+
+    fixed: bool
+    reason: str
 
 
 class Policy(BaseModel):
@@ -63,6 +78,19 @@ class Policy(BaseModel):
                                 f"chunk {sc.run.chunks - 1} (run.chunks = {sc.run.chunks})")
 
     multi_session: ClassVar[bool] = False
+
+    def order(self, sc: Scenario) -> Order:
+        """Fixed order or not (see :class:`Order`); a policy whose programs choose overrides it."""
+        return Order(True, "every stage runs a fixed order")
+
+    def steady(self) -> Policy:
+        """This policy without transients (hard cuts): what a steady-state bound models."""
+        return self
+
+    def fixed_form(self) -> Policy | None:
+        """A fixed-order stand-in for a timing-dependent choice (a batching window
+        replaced by full batches), whose bound is an estimate; None if there is none."""
+        return None
 
     def params(self) -> dict[str, Any]:
         return {"name": self.name, **self.model_dump(mode="json")}

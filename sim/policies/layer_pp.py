@@ -28,10 +28,8 @@ from pipefill.sim.actions import (
     StageProgram,
     WaitInput,
 )
-from pipefill.sim.graph_model import GraphContext, GraphModel, ModelGraph, add_input
-from pipefill.sim.policies.base import CallIds
+from pipefill.sim.policies.base import CallIds, Order
 from pipefill.sim.policies.block_split import BlockSplitPolicy, link
-from pipefill.sim.teg import PeriodicGraph
 from pipefill.traces.recorder import Tag
 
 if TYPE_CHECKING:
@@ -54,6 +52,9 @@ class LayerPP(BlockSplitPolicy):
 
     def required_phases(self, sc: Scenario) -> tuple[str, ...]:
         return ("denoise",)
+
+    def order(self, sc: Scenario) -> Order:
+        return Order(True, "every stage runs items in a fixed order")
 
     def queues(self, sc: Scenario) -> list[QueueSpec]:
         names = self.stages_of()
@@ -94,46 +95,3 @@ class LayerPP(BlockSplitPolicy):
             if self.n_stages > 1 and batch_done and i < sc.run.chunks - 1:
                 yield Reserve(FLUSH)
                 yield Put(FLUSH, Message(INFER, tag))
-
-
-def _unroll(p: LayerPP, sc: Scenario) -> int:
-    return p.items
-
-
-def _model(p: LayerPP, ctx: GraphContext) -> ModelGraph:
-    """One batch of M items per period: stage p's node for item j runs all its steps."""
-    g, shares, m = PeriodicGraph(), p.shares(ctx.sc), p.items
-    names = p.stages_of()
-    tr = ctx.transport(p.act_bytes(ctx.sc))
-    for q in range(p.n_stages):
-        g.family(f"L{q}", ctx.unroll, f"layers@{names[q]}", "denoise", names[q])
-        g.family(f"send{q}", ctx.unroll, f"send:{link(q)}", None, names[q])
-        for j in ctx.chunks:
-            steps = range(ctx.sc.steps)
-            g.node(f"L{q}", j, sum(ctx.cost("denoise", Tag(0, j, step=s), share=shares[q])
-                                   for s in steps))
-            g.node(f"send{q}", j, tr if q < p.n_stages - 1 else 0.0)
-    g.family("flush", ctx.unroll // m, f"send:{FLUSH}", None, names[-1], "b")  # per batch
-    for b in range(ctx.base // m, (ctx.base + ctx.unroll) // m):
-        g.node("flush", b, ctx.transport(0) if p.n_stages > 1 else 0.0)
-    for j in ctx.chunks:
-        _item_arcs(g, p, j)
-    add_input(g, ctx, "L0")
-    return ModelGraph(g, ctx.unroll, "exact", "every stage runs items in a fixed order")
-
-
-def _item_arcs(g: PeriodicGraph, p: LayerPP, j: int) -> None:
-    m, last = p.items, p.n_stages - 1
-    for q in range(p.n_stages):
-        g.arc((f"L{q}", j - 1), (f"L{q}", j))                # the stage's item order
-        if q < last:
-            g.arc((f"L{q}", j), (f"send{q}", j))
-            g.arc((f"send{q}", j - 1), (f"send{q}", j))      # one link, FIFO
-            g.arc((f"send{q}", j), (f"L{q + 1}", j))         # activations arrived
-            g.arc((f"L{q + 1}", j - m), (f"L{q}", j))        # a slot on the link
-    if j % m == m - 1:
-        g.arc((f"L{last}", j), ("flush", j // m))            # the batch left the pipeline
-        g.arc(("flush", j // m), ("L0", j + 1))              # the next batch may enter
-
-
-MODEL = GraphModel(_unroll, _model)

@@ -12,7 +12,6 @@ of capacity d_in/d_out, so D_in and D_out keep their per-stream meaning.
 
 from __future__ import annotations
 
-from itertools import pairwise
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -34,9 +33,7 @@ from pipefill.sim.actions import (
     WaitChange,
     WaitInput,
 )
-from pipefill.sim.graph_model import GraphContext, GraphModel, ModelGraph, add_input
-from pipefill.sim.policies.base import CallIds, Policy
-from pipefill.sim.teg import PeriodicGraph
+from pipefill.sim.policies.base import CallIds, Order, Policy
 from pipefill.traces.recorder import Tag
 
 if TYPE_CHECKING:
@@ -87,6 +84,14 @@ class MultiSession(Policy):
     def required_phases(self, sc: Scenario) -> tuple[str, ...]:
         extra = ("recompute",) if self.recompute == "r0" else ()
         return ("build", "denoise", "decode", *extra)
+
+    def order(self, sc: Scenario) -> Order:
+        if self.batch_window_ms is not None:
+            return Order(False, "a batching window forms groups at run time")
+        return Order(True, "fixed front-end order and fixed groups")
+
+    def fixed_form(self) -> MultiSession | None:
+        return self.model_copy(update={"batch_window_ms": None})
 
     def front(self, s: int) -> str:
         return "stage0" if self.stage0 == "shared" else f"stage0.{s}"
@@ -194,98 +199,3 @@ def _generate(sc: Scenario, msgs: list[Message]) -> Program:
         yield Release(q_in(s))
     for m in msgs:
         yield Put(q_out(m.tag.session), Message(INFER, m.tag, sc.transport.result_size))
-
-
-def _unroll(p: MultiSession, sc: Scenario) -> int:
-    return 1
-
-
-def _model(p: MultiSession, ctx: GraphContext) -> ModelGraph:
-    """One round (every session's chunk k) per period, fixed groups."""
-    sc, g = ctx.sc, PeriodicGraph()
-    sessions, groups = list(range(sc.run.sessions)), p.groups(sc)
-    for s in sessions:
-        for fam, phase, stage in (("build", "build", p.front(s)), ("send:q_in", None, p.front(s)),
-                                  ("decode", "decode", p.front(s)), ("send:q_out", None, "stage1")):
-            g.family(f"{fam}.{s}", ctx.unroll, f"{fam} s{s}", phase, stage)
-    for gi, group in enumerate(groups):
-        who = f"s{group[0]}" + (f"..s{group[-1]}" if len(group) > 1 else "")
-        g.family(f"recompute.{gi}", ctx.unroll, f"recompute {who}", "recompute", "stage1")
-        for st in range(sc.steps):
-            g.family(f"denoise.{gi}.{st}", ctx.unroll, f"denoise {who}", "denoise", "stage1")
-    for k in ctx.chunks:
-        _price_round(p, ctx, g, groups, k)
-    for k in ctx.chunks:
-        _round_arcs(p, g, groups, k, sc.steps)
-    add_input(g, ctx, *(f"build.{s}" for s in sessions))
-    if p.batch_window_ms is None:
-        return ModelGraph(g, ctx.unroll, "exact", "fixed front-end order and fixed groups")
-    return ModelGraph(g, ctx.unroll, "estimate", "a batching window forms groups at run time; "
-                      "the bound assumes full fixed groups")
-
-
-def _price_round(p: MultiSession, ctx: GraphContext, g: PeriodicGraph,
-                 groups: list[list[int]], k: int) -> None:
-    tr = ctx.sc.transport
-    for s in range(ctx.sc.run.sessions):
-        g.node(f"build.{s}", k, ctx.cost("build", Tag(s, k)))
-        g.node(f"send:q_in.{s}", k, ctx.transport(tr.envelope_size))
-        g.node(f"decode.{s}", k, ctx.cost("decode", Tag(s, k)))
-        g.node(f"send:q_out.{s}", k, ctx.transport(tr.result_size))
-    for gi, group in enumerate(groups):
-        tags = tuple(Tag(s, k) for s in group)
-        rec = ctx.cost("recompute", tags[0], batch=tags) if p.recompute == "r0" else 0.0
-        g.node(f"recompute.{gi}", k, rec)
-        for st in range(ctx.sc.steps):
-            batch = tuple(t.at_step(st) for t in tags)
-            g.node(f"denoise.{gi}.{st}", k, ctx.cost("denoise", batch[0], batch=batch))
-
-
-def _round_arcs(p: MultiSession, g: PeriodicGraph, groups: list[list[int]], k: int,
-                steps: int) -> None:
-    last = [f"denoise.{gi}.{steps - 1}" for gi in range(len(groups))]
-    sessions = [s for group in groups for s in group]
-    for gi, group in enumerate(groups):
-        first = f"recompute.{gi}"
-        prev = (last[gi - 1], k) if gi else (last[-1], k - 1)
-        g.arc(prev, (first, k))                                  # the mesh's call order
-        g.arc((first, k), (f"denoise.{gi}.0", k))
-        for st in range(1, steps):
-            g.arc((f"denoise.{gi}.{st - 1}", k), (f"denoise.{gi}.{st}", k))
-        for s in group:
-            g.arc((f"send:q_in.{s}", k), (first, k))             # the envelope arrived
-            g.arc((f"decode.{s}", k - p.d_out), (first, k))      # a D_out slot
-            g.arc((last[gi], k - p.d_in), (f"build.{s}", k))     # a D_in slot
-            g.arc((last[gi], k), (f"send:q_out.{s}", k))
-            g.arc((f"send:q_out.{s}", k), (f"decode.{s}", k))    # the result arrived
-            g.arc((f"build.{s}", k), (f"send:q_in.{s}", k))
-    _lane_arcs(p, g, sessions, k)
-    _front_arcs(p, g, sessions, k)
-
-
-def _lane_arcs(p: MultiSession, g: PeriodicGraph, sessions: list[int], k: int) -> None:
-    """Each sending stage's link carries its messages one at a time, in put order."""
-    order = [(f"send:q_out.{s}", k) for s in sessions]
-    for a, b in zip([(f"send:q_out.{sessions[-1]}", k - 1), *order], order, strict=False):
-        g.arc(a, b)
-    if p.stage0 == "per_session":
-        for s in sessions:
-            g.arc((f"send:q_in.{s}", k - 1), (f"send:q_in.{s}", k))
-        return
-    ins = [(f"send:q_in.{s}", k) for s in sessions]
-    for a, b in zip([(f"send:q_in.{sessions[-1]}", k - 1), *ins], ins, strict=False):
-        g.arc(a, b)
-
-
-def _front_arcs(p: MultiSession, g: PeriodicGraph, sessions: list[int], k: int) -> None:
-    """The front end's fixed order: builds of round k+lead, then decodes of round k."""
-    fronts = [sessions] if p.stage0 == "shared" else [[s] for s in sessions]
-    for members in fronts:
-        seq = [(f"build.{s}", k + p.lead) for s in members]
-        seq += [(f"decode.{s}", k) for s in members]
-        seq.append((f"build.{members[0]}", k + p.lead + 1))
-        for a, b in pairwise(seq):
-            g.arc(a, b)
-
-
-MODEL = GraphModel(_unroll, _model)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from pipefill.sim.actions import Poll, Program, QueueSpec, StageProgram, StateView, WaitChange
-from pipefill.sim.policies.base import CallIds, Policy
+from pipefill.sim.policies.base import CallIds, Order, Policy
 from pipefill.sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of, generator_program
 
 if TYPE_CHECKING:
@@ -48,6 +48,15 @@ class PhasePP(Policy):
         if self.recompute == "r0a" and self.anchor == "anchor_only":
             extra += ("anchor_decode",)
         return ("build", "denoise", "decode", *extra)
+
+    def order(self, sc: Scenario) -> Order:
+        if any(0 < c < sc.run.chunks for c in self.hard_cuts):
+            return Order(False, "a hard cut drops whatever has arrived by then (timing)")
+        lead, reason = fixed_lead(self, sc)
+        return Order(lead is not None, reason)
+
+    def steady(self) -> PhasePP:
+        return self.model_copy(update={"hard_cuts": []})
 
     def queues(self, sc: Scenario) -> list[QueueSpec]:
         return [QueueSpec(Q_IN, self.d_in, "stage0", "stage1"),
@@ -98,3 +107,38 @@ def _consume(ops: Stage0Ops, view: StateView) -> Program | None:
     if ops.held or view.ready[Q_OUT] > 0:
         return ops.decode()
     return None
+
+
+def fixed_lead(p: Any, sc: Scenario) -> tuple[int | None, str]:
+    """phase_pp: the lead of stage0's order when the greedy choice provably fixes it.
+
+    Proofs (steady state, saturated source, anchor = full, recompute_every = 1 for r0a):
+    (1) r0a with lag 0: build k+1 needs decode k and decode k+1 needs build k+1, so
+        stage0 alternates build k, decode k whatever the preference: lead 0.
+    (2) producer_first, r0a, 0 < lag < d_in: once encode k is done, build k+lag+1 is
+        enabled (its D_in slot freed when chunk k finished) and preferred; build k+lag+2
+        needs encode k+1, so decode k+1 comes next: lead = lag.
+    (3) producer_first, d_out = 1 (r1, r0, or r0a with lag >= d_in): stage1 cannot
+        finish chunk k+1 before decode k frees the only D_out slot, so build k+d_in+1
+        (which needs that finish) follows decode k; build k+d_in is enabled when chunk
+        k finishes, no later than result k arrives, and producer_first takes it first
+        (from the start: it fills all d_in slots before its first decode): lead = d_in.
+    Otherwise the order depends on timing. (consumer_first with d_out = 1 is not fixed:
+    when stage0 is the bottleneck it settles into building fewer than d_in ahead, e.g.
+    build k+1, decode k.)
+    """
+    if sc.run.source == "realtime" and not (p.recompute == "r0a" and p.recompute_lag == 0):
+        return None, "a realtime source makes stage0's greedy order depend on input timing"
+    if p.recompute == "r0a" and (p.anchor == "anchor_only" or p.recompute_every != 1):
+        why = "anchor_only" if p.anchor == "anchor_only" else "recompute_every > 1"
+        return None, f"with r0a and {why} stage0's greedy order depends on timing"
+    r0a, lag = p.recompute == "r0a", p.recompute_lag
+    if r0a and lag == 0:
+        return 0, "r0a with lag 0 serialises stage0: build k, decode k, build k+1"
+    producer = p.stage0_order == "producer_first"
+    if producer and r0a and lag < p.d_in:
+        return lag, f"producer_first with lag < d_in: stage0 builds k+{lag} before decoding k"
+    if producer and p.d_out == 1 and (not r0a or lag >= p.d_in):
+        return p.d_in, f"producer_first, d_out = 1: stage0 builds k+{p.d_in} before decoding k"
+    return None, (f"{p.stage0_order} with d_in={p.d_in}, d_out={p.d_out} is a greedy choice "
+                  "whose order depends on timing")

@@ -40,10 +40,8 @@ from pipefill.sim.actions import (
     WaitChange,
 )
 from pipefill.sim.errors import ScenarioError
-from pipefill.sim.graph_model import GraphContext, GraphModel, ModelGraph, add_input
-from pipefill.sim.policies.base import CallIds, Policy
+from pipefill.sim.policies.base import CallIds, Order, Policy
 from pipefill.sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of
-from pipefill.sim.teg import PeriodicGraph
 from pipefill.traces.recorder import Tag
 
 if TYPE_CHECKING:
@@ -81,6 +79,15 @@ class RollingWindow(Policy):
         return [QueueSpec(Q_IN, self.d_in, "stage0", "stage1"),
                 QueueSpec(Q_OUT, self.d_out, "stage1", "stage0"),
                 QueueSpec(WINDOW, self.window, "stage1", "stage1", transport=False)]
+
+    def order(self, sc: Scenario) -> Order:
+        if any(0 < c < sc.run.chunks for c in self.hard_cuts):
+            return Order(False, "after a hard cut stage0 drops stale results as they arrive "
+                         "(timing)")
+        return Order(True, "fixed call schedule and fixed stage0 order")
+
+    def steady(self) -> RollingWindow:
+        return self.model_copy(update={"hard_cuts": []})
 
     def lead(self, sc: Scenario) -> int:
         return self.d_in + min(self.window, sc.steps) - 1
@@ -176,115 +183,3 @@ def _advance(sc: Scenario, win: deque[_Slot], steps: int) -> Program:
         win.popleft()
         yield Release(WINDOW)
         yield Put(Q_OUT, Message(INFER, s.tag, sc.transport.result_size))
-
-
-# -- the event-graph model -----------------------------------------------------------
-@dataclass(frozen=True)
-class Call:
-    """One generator call of the steady schedule: who enters, who runs, who leaves."""
-
-    admits: int | None
-    items: tuple[tuple[int, int], ...]  # (chunk, step)
-    finishes: int | None
-
-
-def call_plan(window: int, steps: int, calls: int) -> list[Call]:
-    """The mesh's call sequence for an endless stream (it does not depend on timing)."""
-    win: deque[list[int]] = deque()
-    plan, nxt = [], 0
-    for _ in range(calls):
-        admits = None
-        if len(win) < window:
-            admits, nxt = nxt, nxt + 1
-            win.append([admits, 0])
-        items = tuple((j, s) for j, s in win)
-        finishes = win[0][0] if win[0][1] == steps - 1 else None
-        for slot in win:
-            slot[1] += 1
-        if finishes is not None:
-            win.popleft()
-        plan.append(Call(admits, items, finishes))
-    return plan
-
-
-def schedule_period(window: int, steps: int) -> tuple[int, int]:
-    """(calls, chunks) per period of the steady call pattern."""
-    seen: dict[tuple[int, ...], tuple[int, int]] = {}
-    win: list[int] = []
-    admitted = 0
-    for c in range(4 * (window + steps) + 8):
-        state = tuple(win)
-        if state in seen:
-            c0, a0 = seen[state]
-            return c - c0, admitted - a0
-        seen[state] = (c, admitted)
-        if len(win) < window:
-            win.append(0)
-            admitted += 1
-        win = [s + 1 for s in win if s + 1 < steps]
-    raise AssertionError("the window schedule did not settle")
-
-
-def _unroll(p: RollingWindow, sc: Scenario) -> int:
-    return schedule_period(p.window, sc.steps)[1]
-
-
-def _model(p: RollingWindow, ctx: GraphContext) -> ModelGraph:
-    sc, g = ctx.sc, PeriodicGraph()
-    per_calls, per_chunks = schedule_period(p.window, sc.steps)
-    n_calls = per_calls * ctx.unroll // per_chunks
-    plan = call_plan(p.window, sc.steps, (ctx.base + 3 * ctx.unroll) * per_calls // per_chunks
-                     + 4 * (p.window + sc.steps))
-    c0 = next(c for c, call in enumerate(plan) if call.admits == ctx.base)
-    calls = range(c0, c0 + n_calls)
-    for fam, phase, stage in (("build", "build", "stage0"), ("send:q_in", None, "stage0"),
-                              ("send:q_out", None, "stage1"), ("decode", "decode", "stage0")):
-        g.family(fam, ctx.unroll, fam, phase, stage)
-    g.family("admit", n_calls, "admit", None, "stage1", "c", work=False)
-    g.family("call", n_calls, "call", "denoise", "stage1", "c")
-    _price_rolling(ctx, g, plan, calls)
-    _rolling_arcs(p, ctx, g, plan, calls)
-    add_input(g, ctx, "build")
-    notes = ["hard cuts are transients: the bound is the steady state within an epoch"
-             ] if p.hard_cuts else []
-    return ModelGraph(g, ctx.unroll, "exact", "fixed call schedule and fixed stage0 order",
-                      notes=notes)
-
-
-def _price_rolling(ctx: GraphContext, g: PeriodicGraph, plan: list[Call], calls: range) -> None:
-    tr = ctx.sc.transport
-    for j in ctx.chunks:
-        g.node("build", j, ctx.cost("build", Tag(0, j)))
-        g.node("send:q_in", j, ctx.transport(tr.envelope_size))
-        g.node("send:q_out", j, ctx.transport(tr.result_size))
-        g.node("decode", j, ctx.cost("decode", Tag(0, j)))
-    for c in calls:
-        batch = tuple(Tag(0, j, step=s) for j, s in plan[c].items)
-        g.node("admit", c, 0.0)
-        g.node("call", c, ctx.cost("denoise", batch[0], batch=batch))
-
-
-def _rolling_arcs(p: RollingWindow, ctx: GraphContext, g: PeriodicGraph, plan: list[Call],
-                  calls: range) -> None:
-    admitted_at = {call.admits: c for c, call in enumerate(plan) if call.admits is not None}
-    lead = p.lead(ctx.sc)
-    for c in calls:
-        call = plan[c]
-        g.arc(("call", c - 1), ("admit", c))                   # calls in order
-        g.arc(("admit", c), ("call", c))
-        if call.admits is not None:
-            g.arc(("send:q_in", call.admits), ("admit", c))     # the envelope arrived
-        if call.finishes is not None:
-            g.arc(("decode", call.finishes - p.d_out), ("call", c))  # a D_out slot
-            g.arc(("call", c), ("send:q_out", call.finishes))
-    for j in ctx.chunks:
-        g.arc(("admit", admitted_at[j - p.d_in]), ("build", j), 0.0)  # a D_in slot freed
-        g.arc(("build", j), ("send:q_in", j))
-        g.arc(("send:q_in", j - 1), ("send:q_in", j))
-        g.arc(("send:q_out", j - 1), ("send:q_out", j))
-        g.arc(("send:q_out", j), ("decode", j))
-        g.arc(("build", j + lead), ("decode", j))                # stage0's fixed order
-        g.arc(("decode", j), ("build", j + lead + 1))
-
-
-MODEL = GraphModel(_unroll, _model)

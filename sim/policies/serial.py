@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from pydantic import Field
 
 from pipefill.sim.actions import Program, QueueSpec, StageProgram
-from pipefill.sim.policies.base import CallIds, Policy
+from pipefill.sim.policies.base import CallIds, Order, Policy
 from pipefill.sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of, generator_program
 
 if TYPE_CHECKING:
@@ -30,6 +30,12 @@ class Serial(Policy):
     def required_phases(self, sc: Scenario) -> tuple[str, ...]:
         extra = ("recompute",) if self.recompute != "r1" else ()
         return ("build", "denoise", "decode", *extra)
+
+    def order(self, sc: Scenario) -> Order:
+        return Order(True, "serial runs one chunk at a time in a fixed order")
+
+    def steady(self) -> Serial:
+        return self.model_copy(update={"hard_cuts": []})
 
     def queues(self, sc: Scenario) -> list[QueueSpec]:
         return [QueueSpec(Q_IN, 1, "stage0", "stage1"), QueueSpec(Q_OUT, 1, "stage1", "stage0")]

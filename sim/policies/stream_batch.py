@@ -34,10 +34,8 @@ from pipefill.sim.actions import (
     StageProgram,
     WaitInput,
 )
-from pipefill.sim.graph_model import GraphContext, GraphModel, ModelGraph, add_input
-from pipefill.sim.policies.base import CallIds
+from pipefill.sim.policies.base import CallIds, Order
 from pipefill.sim.policies.block_split import BlockSplitPolicy, balanced_split, link
-from pipefill.sim.teg import PeriodicGraph
 from pipefill.traces.recorder import Tag
 
 if TYPE_CHECKING:
@@ -87,6 +85,9 @@ class StreamBatch(BlockSplitPolicy):
         edges[0] += _mean(sc, "encode")
         edges[-1] += _mean(sc, "decode")
         return balanced_split(self.blocks, per_block, edges)
+
+    def order(self, sc: Scenario) -> Order:
+        return Order(True, "every stage runs ticks in a fixed order")
 
     def queues(self, sc: Scenario) -> list[QueueSpec]:
         names = self.stages_of()
@@ -184,69 +185,3 @@ class TickPlan:
 
     def finished(self, t: int) -> int | None:
         return next((j for j, s in self.items(t) if s == self.n - 1), None)
-
-
-def _unroll(p: StreamBatch, sc: Scenario) -> int:
-    return 1
-
-
-def _model(p: StreamBatch, ctx: GraphContext) -> ModelGraph:
-    """One tick (= one chunk in, one out) per period: nodes per stage and tick."""
-    sc, g = ctx.sc, PeriodicGraph()
-    w_count, n = p.n_stages, p.n_steps(sc)
-    names, shares = p.stages_of(), p.shares(sc)
-    plan = TickPlan(ctx.base + 4 * ctx.unroll + w_count * n, w_count, n)
-    # indexed by tick: encode[t] is chunk t, decode[t] the chunk that finished in tick t
-    g.family("encode", ctx.unroll, "encode", "encode", names[0], "t")
-    g.family("decode", ctx.unroll, "decode", "decode", names[-1], "t")
-    for w in range(w_count):
-        g.family(f"T{w}", ctx.unroll, f"tick@{names[w]}", "denoise", names[w], "t")
-        g.family(f"send{w}", ctx.unroll, "send:" + (link(w) if w < w_count - 1 else LOOP),
-                 None, names[w], "t")
-    for t in ctx.chunks:
-        _price_tick(p, ctx, g, plan, t, shares)
-    for t in ctx.chunks:
-        _tick_arcs(g, p, t, n)
-    add_input(g, ctx, "encode")
-    fill = f"fill: a chunk's first frame needs n x W = {n * w_count} micro-steps"
-    return ModelGraph(g, ctx.unroll, "exact", "every stage runs ticks in a fixed order",
-                      notes=[fill])
-
-
-def _price_tick(p: StreamBatch, ctx: GraphContext, g: PeriodicGraph, plan: TickPlan,
-                t: int, shares: list[float]) -> None:
-    w_count, n = p.n_stages, plan.n
-    tags = tuple(Tag(0, j, step=s) for j, s in plan.items(t))
-    g.node("encode", t, ctx.cost("encode", Tag(0, t)))
-    g.node("decode", t, ctx.cost("decode", Tag(0, t - w_count * (n - 1))))
-    for w in range(w_count):
-        g.node(f"T{w}", t, ctx.cost("denoise", tags[0], batch=tags, share=shares[w]))
-        last = w == w_count - 1
-        queue = LOOP if last else link(w)
-        moving = n - 1 if last else n  # the finished latent is decoded, not looped
-        sends = not last or (w_count > 1 and n > 1)
-        g.node(f"send{w}", t, ctx.transport(p._bytes(ctx.sc, queue, moving)) if sends else 0.0)
-
-
-def _tick_arcs(g: PeriodicGraph, p: StreamBatch, t: int, n: int) -> None:
-    w_count, cap, last = p.n_stages, p.max_outstanding, p.n_stages - 1
-    g.arc(("encode", t), ("T0", t))
-    for w in range(w_count):
-        g.arc((f"T{w}", t), (f"send{w}", t))
-        g.arc((f"send{w}", t - 1), (f"send{w}", t))          # one link, FIFO
-        if w > 0:
-            g.arc((f"send{w - 1}", t), (f"T{w}", t))         # the tick's batch arrived
-            g.arc((f"T{w}", t - 1), (f"T{w}", t))            # ticks in order
-        if w < last:
-            g.arc((f"T{w + 1}", t - cap), (f"T{w}", t))      # a slot on the link
-    g.arc((f"T{last}", t), ("decode", t))
-    if w_count == 1:
-        g.arc(("decode", t - 1), ("encode", t))              # one stage runs it all
-        return
-    g.arc(("T0", t - 1), ("encode", t))                      # stage0: encode, then tick
-    g.arc(("decode", t - 1), (f"T{last}", t))                # last stage: tick, decode
-    if n > 1:
-        g.arc((f"send{last}", t - w_count), ("T0", t))       # latents looped back
-
-
-MODEL = GraphModel(_unroll, _model)

@@ -24,7 +24,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from pipefill.sim.teg_regime import cyclicity
+from pipefill.sim.event_graph_regime import cyclicity
 
 NEG = -np.inf
 

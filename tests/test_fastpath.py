@@ -1,0 +1,178 @@
+"""The fast path re-times fixed-order schedules exactly as the SimPy engine runs them.
+
+Property: for every fixed-order policy, cost distribution (normal, lognormal, uniform,
+empirical; patterns, drift, batch costs), depth, lag, transport and hard cut, the fast
+path's emit times and every span's start and end equal SimPy's to 1e-9 ms for the same
+seed. Choice-dependent schedules are refused with a reason.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipefill.sim.engine import simulate
+from pipefill.sim.fastpath import NotFixedOrder, compile_plan, fast_reason, fast_trace
+from pipefill.sim.scenario import build_scenario
+from pipefill.traces.metrics import compute_metrics
+from tests.test_bound_equality import (
+    layer_pp,
+    multi_session,
+    phase_pp_fixed,
+    rolling_window,
+    serial,
+    stream_batch,
+    transport,
+)
+
+SETTINGS = settings(max_examples=12, deadline=None, derandomize=True)
+
+
+@st.composite
+def cost(draw, mean_hi: int = 30) -> dict:
+    mean = float(draw(st.integers(1, mean_hi)))
+    dist = draw(st.sampled_from(["constant", "normal", "lognormal", "uniform", "empirical"]))
+    spec: dict = {"dist": dist}
+    if dist in ("constant", "normal", "lognormal"):
+        spec.update(mean=mean, cv=draw(st.sampled_from([0.0, 0.1, 0.3])))
+    elif dist == "uniform":
+        spec.update(low=mean / 2, high=mean * 1.5)
+    else:
+        spec["samples"] = [mean, mean * 0.5, mean * 2.0]
+    if draw(st.integers(0, 3)) == 0:
+        spec["pattern"] = draw(st.lists(st.sampled_from([0.5, 1.0, 2.0]), min_size=1,
+                                        max_size=3))
+    if draw(st.integers(0, 4)) == 0:
+        spec["drift_ms"] = draw(st.sampled_from([0.01, -0.01]))
+    return spec
+
+
+@st.composite
+def scenarios(draw, policy) -> object:
+    pol, sessions = policy(draw)
+    steps = draw(st.integers(1, 3))
+    denoise = {**draw(cost(40)), "steps": steps}
+    if draw(st.booleans()):
+        denoise.update(batch=draw(st.sampled_from(["linear", "roofline"])), batch_knee=2.0)
+    costs = {"build": draw(cost()), "recompute": draw(cost()), "denoise": denoise,
+             "decode": draw(cost(40)), "anchor_decode": draw(cost(10))}
+    if draw(st.booleans()):
+        costs["encode"] = draw(cost())
+    run = {"chunks": draw(st.integers(1, 40)), "warmup": 2, "sessions": sessions,
+           "seed": draw(st.integers(0, 1000))}
+    cuts_ok = pol["name"] in ("serial", "phase_pp", "rolling_window") and run["chunks"] > 1
+    if cuts_ok and draw(st.integers(0, 3)) == 0:
+        pol["hard_cuts"] = draw(st.lists(st.integers(1, run["chunks"] - 1), max_size=2,
+                                         unique=True))
+    if pol["name"] != "phase_pp" and draw(st.integers(0, 3)) == 0:
+        run.update(source="realtime", fps_in=float(draw(st.sampled_from([200, 1000]))))
+    sc = build_scenario({"run": run, "policy": pol, "costs": costs,
+                         "transport": transport(draw)})
+    return sc
+
+
+def rows(trace, kind: str) -> np.ndarray:
+    ev = trace.events[trace.events["kind"] == kind]
+    ev = ev[ev["name"] != "hard_cut"] if kind == "mark" else ev
+    cols = ["name", "stage", "session", "chunk", "step", "start_ms", "end_ms"]
+    return ev[cols].sort_values([*cols[:5], "start_ms"], kind="stable").to_numpy()
+
+
+def same_times(sc) -> None:
+    ref, fast = simulate(sc), fast_trace(sc)
+    for kind in ("span", "mark"):
+        a, b = rows(ref, kind), rows(fast, kind)
+        assert a.shape == b.shape, kind
+        assert (a[:, :5] == b[:, :5]).all(), kind
+        np.testing.assert_allclose(a[:, 5:].astype(float), b[:, 5:].astype(float),
+                                   rtol=0, atol=1e-9)
+    peaks = [compute_metrics(t) for t in (ref, fast)]
+    for key in ("q_in_max", "q_out_max", "peak_bytes_in_flight"):
+        assert peaks[0][key] == peaks[1][key], key
+
+
+FIXED = [serial, stream_batch, layer_pp, multi_session, rolling_window, phase_pp_fixed]
+
+
+@pytest.mark.parametrize("policy", FIXED, ids=lambda p: p.__name__)
+def test_fast_path_equals_simpy(policy):
+    @SETTINGS
+    @given(sc=scenarios(policy))
+    def run(sc):
+        if fast_reason(sc) is not None:  # a hard cut made the schedule choose
+            with pytest.raises(NotFixedOrder):
+                compile_plan(sc)
+            return
+        same_times(sc)
+
+    run()
+
+
+def test_default_scenario_metrics_match():
+    sc = build_scenario({**_default_raw(), "run": {"chunks": 60, "warmup": 5}})
+    ref, fast = compute_metrics(simulate(sc)), compute_metrics(fast_trace(sc))
+    for key in ("period_ms", "period_p50_ms", "fps", "stage0_ms", "stage1_ms",
+                "overlap_score", "overlap_window", "ttff_ms", "latency_p95_ms", "mesh_idle_ms",
+                "q_in_max", "q_out_max", "peak_bytes_in_flight"):
+        assert fast[key] == pytest.approx(ref[key], abs=1e-9), key
+    assert fast["bubble"] == pytest.approx(ref["bubble"], abs=1e-12)
+
+
+def test_choice_dependent_schedules_are_refused_with_the_reason():
+    raw = {**_default_raw(), "policy": {"name": "phase_pp", "stage0_order": "consumer_first"}}
+    sc = build_scenario(raw)
+    assert "consumer_first with d_in=2, d_out=2 is a greedy choice" in str(fast_reason(sc))
+    with pytest.raises(NotFixedOrder, match="fast path needs a fixed order"):
+        compile_plan(sc)
+    window = {"name": "multi_session", "batch_window_ms": 5.0}
+    sc = build_scenario({**_default_raw(), "policy": window, "run": {"sessions": 2}})
+    assert "batching window" in str(fast_reason(sc))
+
+
+def _default_raw() -> dict:
+    from pipefill.sim.scenario import load_raw
+
+    return load_raw(None)[0]
+
+
+def test_cli_engine_choice(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from pipefill.cli import app
+    from pipefill.traces.io import read_trace
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["simulate", "--set", "run.chunks=30", "--json"])
+    assert res.exit_code == 0, res.output
+    fast = json.loads(res.stdout)
+    assert fast["engine"] == "fast"
+    res = runner.invoke(app, ["simulate", "--set", "run.chunks=30", "--engine", "simpy",
+                              "--json"])
+    ref = json.loads(res.stdout)
+    assert ref["engine"] == "simpy"
+    assert fast["period_ms"] == pytest.approx(ref["period_ms"], abs=1e-9)
+    # forcing the fast path on a greedy order: one line naming --engine, exit 2, no file
+    out = tmp_path / "t.parquet"
+    res = runner.invoke(app, ["simulate", "--set", 'policy.stage0_order="consumer_first"',
+                              "--engine", "fast", "--out", str(out)])
+    assert res.exit_code == 2
+    assert "--engine: fast: phase_pp: consumer_first" in res.output
+    assert not out.exists()
+    # a forced fast path writes its trace with counters; the metadata names the engine
+    res = runner.invoke(app, ["simulate", "--set", "run.chunks=30", "--engine", "fast",
+                              "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    trace = read_trace(out)
+    assert trace.meta["engine"] == "fast" and len(trace.counters("q_in"))
+    assert json.loads(res.stdout)["q_in_max"] == ref["q_in_max"]
+    res = runner.invoke(app, ["sweep", "--grid", "policy.recompute_lag=1,2",
+                              "--set", "run.chunks=30", "--json"])
+    rows = json.loads(res.stdout)
+    assert [r["engine"] for r in rows] == ["fast", "simpy"]  # lag 2 >= d_in: greedy
+    res = runner.invoke(app, ["simulate", "--set", "run.chunks=30", "--replicas", "3",
+                              "--json"])
+    assert json.loads(res.stdout)["replicas"]["metrics"]["period_ms"]["n"] == 3
