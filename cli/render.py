@@ -193,11 +193,9 @@ SWEEP_TERMINAL: dict[str, tuple[str, float]] = {
 
 def sweep_columns(table: Any, axes: list[str]) -> list[tuple[str, str, float]]:
     """(column, header, scale) for the terminal: the axes that vary (by their last name),
-    the key metrics, the engine that ran each point, and ``error`` when a point stalled."""
+    the key metrics, and ``error`` when a point stalled."""
     cols = [(a, a.split(".")[-1], 1.0) for a in axes if table[a].nunique(dropna=False) > 1]
     cols += [(c, h, k) for c, (h, k) in SWEEP_TERMINAL.items() if c in table.columns]
-    if "engine" in table.columns:
-        cols.append(("engine", "engine", 1.0))
     if "error" in table.columns and table["error"].notna().any():
         cols.append(("error", "error", 1.0))
     return cols
@@ -213,6 +211,10 @@ def print_sweep(name: str, table: Any, axes: list[str]) -> None:
     for rec in table.to_dict(orient="records"):
         view.add_row(*(_fmt(_scaled(rec.get(c), k)) for c, _, k in cols))
     out_console.print(view)
+    if "engine" in table.columns:  # which engine ran the points (the column has each's)
+        counts = table["engine"].value_counts()
+        out_console.print("engine: " + ", ".join(f"{e} for {n} point{'s' * (n != 1)}"
+                                                 for e, n in counts.items()), markup=False)
     out_console.print(f"{len(cols)} of {len(table.columns)} columns shown; --out or --json "
                       "has all", markup=False)
     fixed = [a for a in axes if table[a].nunique(dropna=False) <= 1]
