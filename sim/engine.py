@@ -41,6 +41,7 @@ from pipefill.sim.actions import (
     WaitChange,
     WaitInput,
 )
+from pipefill.sim.contention import DeviceModel
 from pipefill.sim.costs import CostTable
 from pipefill.sim.driver import ProgramDriver
 from pipefill.sim.errors import StallError
@@ -106,6 +107,8 @@ class SimEngine:
         self.env = simpy.Environment()
         self.rec = Recorder() if rec is None else rec
         self.costs = CostTable(scenario.costs, run.sessions, run.chunks, run.seed)
+        #: computes of stages that share a device slow each other (sim/contention.py)
+        self.devices = DeviceModel(self.env, scenario)
         specs = scenario.policy.queues(scenario)
         self.queues: dict[str, _Queue] = make_queues(specs, _same)
         by_src: dict[str, _Lane] = {}
@@ -258,12 +261,12 @@ class _StageBackend:
         if shared is None:
             yield engine.soon()  # the instant a free resource would have granted
             start = float(engine.env.now)
-            yield engine.env.timeout(dur)
+            yield from engine.devices.work(self.stage, dur)
         else:
             with shared.request() as req:
                 yield req
                 start = float(engine.env.now)
-                yield engine.env.timeout(dur)
+                yield from engine.devices.work(self.stage, dur)
         end = float(engine.env.now)
         for tag in a.items:
             engine.rec.span(a.phase, self.stage, "compute", tag, start, end)

@@ -1,8 +1,9 @@
 """Scenarios: a TOML file (or the built-in default) validated into frozen models.
 
-Tables: ``[run]``, ``[policy]`` (``name`` plus that policy's fields), ``[costs.<phase>]``
-and ``[transport]``. Any field can be overridden with ``--set table.field=value``
-(values parsed as TOML, so ``2``, ``1.5``, ``"x"``, ``[3, 7]`` and ``true`` work).
+Tables: ``[run]``, ``[policy]`` (``name`` plus that policy's fields), ``[costs.<phase>]``,
+``[transport]`` and optionally ``[placement]`` + ``[devices.<name>]`` (stages that share a
+device; see :mod:`pipefill.sim.devices`). Any field can be overridden with
+``--set table.field=value`` (values parsed as TOML, so ``2``, ``1.5``, ``"x"``, ``[3, 7]`` and ``true`` work).
 Every validation failure becomes a :class:`ScenarioError` naming the dotted field.
 
 A scenario file may give only some tables: it is merged over the built-in default
@@ -21,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipefill.sim.costs import PHASES, CostSpec
+from pipefill.sim.devices import DeviceSpec, Placement
 from pipefill.sim.errors import ScenarioError, error_from_validation
 from pipefill.sim.policies import make_policy
 
@@ -105,6 +107,8 @@ class Scenario(BaseModel):
     policy: Any = Field(description="a registered policy object")
     costs: dict[str, CostSpec]
     transport: Transport = Field(default_factory=Transport)
+    placement: Placement = Field(default_factory=Placement,
+                                 description="stage -> device and contention per device")
     raw: dict[str, Any] = Field(default_factory=dict, description="source tables")
 
     def cost(self, phase: str) -> CostSpec | None:
@@ -118,6 +122,20 @@ class Scenario(BaseModel):
     @property
     def deterministic(self) -> bool:
         return all(spec.deterministic for spec in self.costs.values())
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(self.policy.stages(self))
+
+    def shared_devices(self) -> dict[str, tuple[str, ...]]:
+        """Device -> its stages, for every device more than one stage runs on."""
+        return self.placement.shared(self.stage_names)
+
+    @property
+    def has_shared_device(self) -> bool:
+        """Two stages share a device: their computes contend, so the timing decides the
+        order (not a fixed-order event graph; no fast path, the bound is a range)."""
+        return bool(self.shared_devices())
 
 
 def default_scenario_text() -> str:
@@ -204,9 +222,10 @@ def merge_over_default(raw: dict[str, Any]) -> dict[str, Any]:
 def build_scenario(raw: dict[str, Any], name: str = "scenario") -> Scenario:
     """Validate raw tables into a Scenario (policy resolved through the registry)."""
     raw = _normalize(copy.deepcopy(raw))
-    unknown = set(raw) - {"run", "policy", "costs", "transport", "name"}
+    unknown = set(raw) - {"run", "policy", "costs", "transport", "name", "placement", "devices"}
     if unknown:
-        raise ScenarioError(sorted(unknown)[0], "unknown table (use run, policy, costs, transport)")
+        raise ScenarioError(sorted(unknown)[0], "unknown table (use run, policy, costs, "
+                            "transport, placement, devices)")
     costs_raw = raw.get("costs")
     if not isinstance(costs_raw, dict) or not costs_raw:
         raise ScenarioError("costs", "missing: give [costs.<phase>] for the policy's phases")
@@ -221,10 +240,43 @@ def build_scenario(raw: dict[str, Any], name: str = "scenario") -> Scenario:
         table = _which_table(exc, raw)
         raise error_from_validation(exc, table) from None
     policy = make_policy(raw.get("policy", {}))
+    placement = build_placement(raw.get("placement", {}), raw.get("devices", {}))
     sc = Scenario(name=str(raw.get("name", name)), run=run, policy=policy, costs=costs,
-                  transport=transport, raw=raw)
+                  transport=transport, placement=placement, raw=raw)
     policy.check(sc)
+    _check_placement(sc)
     return sc
+
+
+def build_placement(stages: Any, devices: Any) -> Placement:
+    """Validate ``[placement]`` (stage -> device name) and ``[devices.<name>]``."""
+    if not isinstance(stages, dict):
+        raise ScenarioError("placement", "must be a table of stage = \"device\"")
+    for stage, dev in stages.items():
+        if not isinstance(dev, str) or not dev:
+            raise ScenarioError(f"placement.{stage}", f"must be a device name (got {dev!r})")
+    if not isinstance(devices, dict):
+        raise ScenarioError("devices", "must be a table of [devices.<name>] tables")
+    specs = {}
+    for dev, table in devices.items():
+        try:
+            specs[dev] = DeviceSpec.model_validate(table)
+        except ValidationError as exc:
+            raise error_from_validation(exc, f"devices.{dev}") from None
+    return Placement(stages=dict(stages), devices=specs)
+
+
+def _check_placement(sc: Scenario) -> None:
+    stages = sc.stage_names
+    for stage in sc.placement.stages:
+        if stage not in stages:
+            raise ScenarioError(f"placement.{stage}", f"unknown stage (policy {sc.policy.name} "
+                                f"runs {', '.join(stages)})")
+    used = {sc.placement.device_of(s) for s in stages}
+    for dev in sc.placement.devices:
+        if dev not in used:
+            raise ScenarioError(f"devices.{dev}", "no stage is placed on it (name it in "
+                                "[placement])")
 
 
 def _which_table(exc: ValidationError, raw: dict[str, Any]) -> str:
