@@ -29,17 +29,42 @@ def test_iterations_size_a_phase_to_within_half_an_iteration(iter_ms, duration):
 def test_calibration_is_measured_once_and_cached_as_json(tmp_path, monkeypatch):
     path = tmp_path / "cache" / "calibration.json"
     rt = CpuRuntime(STAGES, 1)
-    cal, cached = load_or_measure(rt, path)
-    assert not cached and cal.iter_ms > 0 and cal.n >= 32
+    cal, use = load_or_measure(rt, path)
+    assert use.source == "measured" and cal.iter_ms > 0 and cal.n >= 32
     data = json.loads(path.read_text())
     entry = data["entries"][rt.calibration_key()]
     assert data["version"] == 1 and entry["n"] == cal.n and entry["iter_ms"] == cal.iter_ms
+    assert entry["measured_at"] == use.measured_at and entry["load"]["cores"] >= 1
 
     def no_measuring(runtime):
         raise AssertionError("must come from the cache")
 
     monkeypatch.setattr(calibrated, "measure", no_measuring)
-    assert load_or_measure(rt, path) == (cal, True)
+    agrees = lambda runtime, c: c.iter_ms * 1.04  # noqa: E731
+    again, use = load_or_measure(rt, path, check_fn=agrees)
+    assert again == cal and use.cached and use.quick_ms == pytest.approx(cal.iter_ms * 1.04)
+    assert use.measured_at == entry["measured_at"] and use.load_at_measure == entry["load"]
+
+
+@pytest.mark.parametrize(("ratio", "recalibrate", "source"), [
+    (1.06, False, "remeasured"),    # the machine got slower than the cache says
+    (0.94, False, "remeasured"),    # ... or faster
+    (1.0, True, "recalibrated"),    # --recalibrate: even when the check agrees
+])
+def test_a_cache_that_disagrees_with_a_quick_check_is_measured_again(
+        tmp_path, monkeypatch, ratio, recalibrate, source):
+    path = tmp_path / "calibration.json"
+    rt = CpuRuntime(STAGES, 1)
+    old = Calibration(rt.calibration_key(), 64, 0.5, "float32")
+    monkeypatch.setattr(calibrated, "measure", lambda runtime: old)
+    load_or_measure(rt, path)
+    new = Calibration(rt.calibration_key(), 64, 0.5 * ratio, "float32")
+    monkeypatch.setattr(calibrated, "measure", lambda runtime: new)
+    cal, use = load_or_measure(rt, path, recalibrate=recalibrate,
+                               check_fn=lambda runtime, c: c.iter_ms * ratio)
+    assert cal == new and use.source == source and use.cached_ms == 0.5
+    entry = json.loads(path.read_text())["entries"][rt.calibration_key()]
+    assert entry["iter_ms"] == pytest.approx(0.5 * ratio)
 
 
 @pytest.mark.parametrize("content", ["{not json", '{"version": 1, "entries": {"x": 1}}',
@@ -51,8 +76,8 @@ def test_a_broken_or_foreign_cache_is_measured_again_and_rewritten(tmp_path, mon
     rt = CpuRuntime(STAGES, 1)
     monkeypatch.setattr(calibrated, "measure",
                         lambda runtime: Calibration(runtime.calibration_key(), 64, 0.5, "float32"))
-    cal, cached = load_or_measure(rt, path)
-    assert not cached and cal.iter_ms == 0.5
+    cal, use = load_or_measure(rt, path)
+    assert use.source == "measured" and cal.iter_ms == 0.5
     assert json.loads(path.read_text())["entries"][rt.calibration_key()]["n"] == 64
 
 

@@ -5,6 +5,11 @@ matmul, n chosen so an iteration takes about ``TARGET_ITER_MS``) takes, and cach
 as JSON (never pickle) keyed by the runtime's :meth:`calibration_key`. A phase whose
 cost-table duration is d then runs ``round(d / iter_ms)`` iterations, so replaying a
 simulated scenario differs from the simulation only by scheduling effects.
+
+The cache records when and under what load (load average, free cores) each entry was
+measured. A cached entry is trusted only after a quick check (a few short batches, about
+30 ms) agrees with it within ``QUICK_TOLERANCE``; otherwise, or when asked to
+(``--recalibrate``), it is measured again. :class:`CacheUse` says which happened.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ TARGET_ITER_MS = 0.25
 CACHE_VERSION = 1
 #: iterations between two looks at the cancel flag
 CANCEL_EVERY = 8
+#: a cached speed is re-measured when a quick check disagrees by more than this
+QUICK_TOLERANCE = 0.05
+#: ms per batch of the quick check (median of 3)
+QUICK_BATCH_MS = 10.0
 
 
 def default_cache_path() -> Path:
@@ -85,6 +94,62 @@ def measure(runtime: Runtime) -> Calibration:
                        str(_dtype(runtime)).removeprefix("torch."))
 
 
+@dataclass(frozen=True)
+class CacheUse:
+    """Which calibration a run used and why.
+
+    ``source``: ``cache`` (the quick check agreed), ``measured`` (no usable entry),
+    ``remeasured`` (the quick check disagreed by more than QUICK_TOLERANCE) or
+    ``recalibrated`` (forced); ``measured_at`` and ``load_at_measure`` describe the entry
+    in use; ``cached_ms`` / ``quick_ms``: the cached speed and the quick check's, if any.
+    """
+
+    source: str
+    measured_at: str
+    load_at_measure: dict[str, Any]
+    cached_ms: float | None = None
+    quick_ms: float | None = None
+
+    @property
+    def cached(self) -> bool:
+        return self.source == "cache"
+
+    def describe(self) -> str:
+        check = (f", quick check {self.quick_ms:.4g} vs cached {self.cached_ms:.4g} ms"
+                 if self.quick_ms is not None and self.cached_ms is not None else "")
+        return f"{self.source} (measured {self.measured_at}{check})"
+
+
+def load_now() -> dict[str, Any]:
+    """The machine's load right now: 1-minute load average and cores this process has."""
+    try:
+        avg = round(os.getloadavg()[0], 2)
+    except OSError:
+        avg = None
+    getter = getattr(os, "sched_getaffinity", None)
+    cores = len(getter(0)) if getter is not None else os.cpu_count()
+    return {"loadavg_1m": avg, "cores": cores}
+
+
+def quick_check(runtime: Runtime, cal: Calibration) -> float:
+    """ms per iteration of ``cal``'s workload now: median of 3 short batches."""
+    iters = max(4, round(QUICK_BATCH_MS / cal.iter_ms))
+    gen = torch.Generator(device=runtime.device).manual_seed(0)
+    a = torch.randn(cal.n, cal.n, generator=gen, device=runtime.device).to(_dtype(runtime))
+    out = torch.empty_like(a)
+    samples = []
+    for _ in range(4):
+        if runtime.kind == "cuda":
+            torch.cuda.synchronize(runtime.device)
+        t = time.perf_counter()
+        for _ in range(iters):
+            torch.mm(a, a, out=out)
+        if runtime.kind == "cuda":
+            torch.cuda.synchronize(runtime.device)
+        samples.append((time.perf_counter() - t) * 1e3 / iters)
+    return statistics.median(samples[1:])
+
+
 def _load(path: Path) -> dict[str, Any]:
     """Cache entries; an unreadable or foreign file counts as empty (it is re-measured)."""
     try:
@@ -128,22 +193,39 @@ def in_stage_thread(runtime: Runtime, fn: Callable[[], Any], stage: str | None =
 def load_or_measure(runtime: Runtime, path: Path | None = None,
                     workload: str = "matmul",
                     measure_fn: Callable[[Runtime], Calibration] | None = None,
-                    ) -> tuple[Calibration, bool]:
-    """The cached calibration of ``workload`` for this runtime, measuring (and caching)
-    it if missing. Returns the calibration and whether it came from the cache.
+                    recalibrate: bool = False,
+                    check_fn: Callable[[Runtime, Calibration], float] | None = None,
+                    ) -> tuple[Calibration, CacheUse]:
+    """The calibration of ``workload`` for this runtime and how it was obtained.
+
+    A cached entry is used when a quick check (``check_fn``, default :func:`quick_check`)
+    agrees with it within QUICK_TOLERANCE; otherwise, when missing or when
+    ``recalibrate``, it is measured (``measure_fn``) and cached with its time and load.
     """
     path = path or default_cache_path()
     entries = _load(path)
     key = runtime.calibration_key() + ("" if workload == "matmul" else f"|{workload}")
-    cached = _from_entry(key, entries.get(key))
-    if cached is not None:
-        return cached, True
+    entry = entries.get(key) or {}
+    cached = _from_entry(key, entry)
+    source, quick = "measured", None
+    if cached is not None and recalibrate:
+        source = "recalibrated"
+    elif cached is not None:
+        check = check_fn or quick_check
+        quick = float(in_stage_thread(runtime, lambda: check(runtime, cached)))
+        if abs(quick - cached.iter_ms) <= QUICK_TOLERANCE * cached.iter_ms:
+            return cached, CacheUse("cache", str(entry.get("measured_at", "?")),
+                                    dict(entry.get("load") or {}), cached.iter_ms, quick)
+        source = "remeasured"
     fn = measure_fn or measure  # looked up per call: tests replace the measurement
+    load = load_now()
     cal: Calibration = in_stage_thread(runtime, lambda: fn(runtime))
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     entries[key] = {k: v for k, v in asdict(cal).items() if k != "key"}
-    entries[key]["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    entries[key].update(measured_at=stamp, load=load)
     write_text(path, json.dumps({"version": CACHE_VERSION, "entries": entries}, indent=1))
-    return cal, False
+    return cal, CacheUse(source, stamp, load,
+                         cached.iter_ms if cached is not None else None, quick)
 
 
 class CalibratedKernels:

@@ -9,7 +9,7 @@ family, never by action type: the executor hands every ``Compute`` to ``run``.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,6 +55,7 @@ class KernelSetup:
     model_size: str = "small"
     calibration_path: Path | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    recalibrate: bool = False
 
 
 def _stage_seed(setup: KernelSetup, stage: str) -> int:
@@ -66,10 +67,12 @@ class CalibratedFamily:
 
     def __init__(self, setup: KernelSetup) -> None:
         self.setup = setup
-        self.cal, cached = load_or_measure(setup.runtime, setup.calibration_path)
+        self.cal, use = load_or_measure(setup.runtime, setup.calibration_path,
+                                        recalibrate=setup.recalibrate)
         self.info: dict[str, Any] = {"kernels": "calibrated", "matmul_n": self.cal.n,
                                      "iter_ms": self.cal.iter_ms, "dtype": self.cal.dtype,
-                                     "calibration_cached": cached}
+                                     "calibration_cached": use.cached,
+                                     "calibration": asdict(use)}
 
     def for_stage(self, stage: str) -> CalibratedKernels:
         kernels = CalibratedKernels(self.setup.costs, self.cal, self.setup.runtime,
@@ -96,7 +99,8 @@ class ModelFamily:
 
     def _fallback(self, stage: str) -> CalibratedKernels:
         if self._cal is None:
-            self._cal, _ = load_or_measure(self.setup.runtime, self.setup.calibration_path)
+            self._cal, _ = load_or_measure(self.setup.runtime, self.setup.calibration_path,
+                                           recalibrate=self.setup.recalibrate)
         return CalibratedKernels(self.setup.costs, self._cal, self.setup.runtime,
                                  _stage_seed(self.setup, stage), self.setup.cancel)
 
@@ -113,10 +117,13 @@ class SpinFamily:
             raise ExecConfigError("--kernels", "spin kernels need --device cuda "
                                   "(use calibrated on the CPU)")
         self.setup = setup
-        self.cal, cached = load_or_measure(setup.runtime, setup.calibration_path,
-                                           workload="spin", measure_fn=measure_spin)
+        self.cal, use = load_or_measure(setup.runtime, setup.calibration_path,
+                                        workload="spin", measure_fn=measure_spin,
+                                        recalibrate=setup.recalibrate,
+                                        check_fn=lambda rt, _cal: measure_spin(rt).iter_ms)
         self.info: dict[str, Any] = {"kernels": "spin", "ms_per_cycle_block": self.cal.iter_ms,
-                                     "cycle_block": self.cal.n, "calibration_cached": cached}
+                                     "cycle_block": self.cal.n, "calibration_cached": use.cached,
+                                     "calibration": asdict(use)}
 
     def for_stage(self, stage: str) -> SpinKernels:
         kernels = SpinKernels(self.setup.costs, self.cal, self.setup.cancel)

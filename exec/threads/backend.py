@@ -21,6 +21,7 @@ from pipefill.exec.kernels.registry import Kernels, prepare
 from pipefill.exec.threads.comm_lane import CommLane
 from pipefill.exec.threads.runtime import Runtime
 from pipefill.exec.threads.state import QueuedMessage, SharedState, StallDetected
+from pipefill.exec.threads.trust import StageUsage
 from pipefill.sim.actions import (
     Action,
     Compute,
@@ -64,6 +65,8 @@ class RunContext:
     #: workers warm up in their own thread, meet here, then wait for time zero (``go``)
     ready: threading.Barrier | None = None
     go: threading.Event = field(default_factory=threading.Event)
+    #: CPU time vs wall time of each stage's compute spans (exec/threads/trust.py)
+    usage: StageUsage = field(default_factory=StageUsage)
     _fail_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fail(self, message: str) -> None:
@@ -96,9 +99,10 @@ class StageBackend:
         if not lock.acquire(timeout=self.state.timeout_s):
             raise StallDetected(f"{self.stage} stayed busy for {self.state.timeout_s:g} s")
         try:
-            token = run.runtime.begin(self.stage)
+            token, cpu0 = run.runtime.begin(self.stage), time.thread_time()
             out = run.kernels[self.stage].run(a)
             start, end = run.runtime.end(self.stage, token)
+            run.usage.add(self.stage, (time.thread_time() - cpu0) * 1e3, start, end)
         finally:
             lock.release()
         # a batched call is one span per item, all with the call's start and end

@@ -18,8 +18,10 @@ from pipefill.exec.errors import ExecConfigError, ExecError
 from pipefill.exec.kernels.registry import Fault, FaultyKernels, Kernels, KernelSetup, make_family
 from pipefill.exec.threads.backend import Progress, RunContext, drive
 from pipefill.exec.threads.comm_lane import CommLane, feed_inputs
+from pipefill.exec.threads.placement import cpu_pins
 from pipefill.exec.threads.runtime import Runtime, open_runtime
 from pipefill.exec.threads.state import SharedState
+from pipefill.exec.threads.trust import free_cores, parallelism
 from pipefill.sim.costs import CostTable
 from pipefill.sim.scenario import Scenario
 from pipefill.traces.meta import run_metadata, versions
@@ -40,7 +42,9 @@ class ReplayOptions:
     ``calibration_path``: the JSON calibration cache (default under ~/.cache/pipefill);
     ``timeout_s``: the longest any wait or kernel may take before the run fails;
     ``transport``: ``auto`` = modelled for calibrated kernels, handoff for model ones;
-    ``fault``: make one kernel call raise (tests, ``--inject``).
+    ``fault``: make one kernel call raise (tests, ``--inject``);
+    ``recalibrate``: re-measure the kernel-speed calibration even if the cache agrees;
+    ``probe_load``: measure the free cores before and after the run (CPU).
     """
 
     device: str = "cpu"
@@ -51,6 +55,8 @@ class ReplayOptions:
     timeout_s: float = 60.0
     transport: Literal["auto", "modelled", "handoff"] = "auto"
     fault: Fault | None = None
+    recalibrate: bool = False
+    probe_load: bool = True
 
     def check(self) -> None:
         if self.threads < 1:
@@ -72,7 +78,8 @@ def replay(sc: Scenario, options: ReplayOptions | None = None,
     """Run ``sc`` for real and return its measured trace (raises ExecError on failure)."""
     opts = options or ReplayOptions()
     opts.check()
-    runtime = open_runtime(opts.device, sc.policy.stages(sc), opts.threads)
+    pins = cpu_pins(sc) if opts.device == "cpu" else {}
+    runtime = open_runtime(opts.device, sc.policy.stages(sc), opts.threads, pins)
     try:
         return _Replay(sc, opts, runtime, progress).execute()
     finally:
@@ -91,13 +98,15 @@ class _Replay:
     def __init__(self, sc: Scenario, opts: ReplayOptions, runtime: Runtime,
                  progress: Progress | None) -> None:
         self.sc, self.opts, self.runtime = sc, opts, runtime
+        self.free_before: float | None = None
+        self.free_after: float | None = None
         run = sc.run
         rec = Recorder()
         state = SharedState(sc.policy.queues(sc), run.sessions, run.chunks,
                             run.source == "saturated", rec, runtime.now_ms, opts.timeout_s)
         costs = CostTable(sc.costs, run.sessions, run.chunks, run.seed)
         setup = KernelSetup(sc, costs, runtime, opts.model_size, opts.calibration_path,
-                            cancel=state.aborted)
+                            cancel=state.aborted, recalibrate=opts.recalibrate)
         self.family = make_family(opts.kernels, setup)
         self.ctx = RunContext(state, runtime, self._kernels(), rec, sc.transport,
                               run.source == "saturated", progress=progress,
@@ -128,6 +137,7 @@ class _Replay:
 
     def execute(self) -> Trace:
         ctx, state = self.ctx, self.ctx.state
+        self.free_before = self._free_cores()
         workers = self._threads()
         ctx.ready = threading.Barrier(len(workers) + 1)
         realtime = self.sc.run.source == "realtime"
@@ -149,6 +159,7 @@ class _Replay:
         for lane in ctx.lanes.values():
             lane.close()
             lane.thread.join(self.opts.timeout_s)
+        self.free_after = None if ctx.failure else self._free_cores()
         trace = ctx.rec.trace(self._meta())
         if ctx.failure is not None:
             stuck = tuple(w.name.removeprefix("pipefill-") for w in workers if w.is_alive())
@@ -190,9 +201,20 @@ class _Replay:
                 self.ctx.fail(f"no progress for {idle:.1f} s (timeout {timeout:g} s): {doing}; "
                               f"{state.describe_queues()}")
 
+    def _groups(self) -> dict[str, tuple[str, ...]]:
+        return self.sc.placement.groups(self.runtime.stages)
+
+    def _free_cores(self) -> float | None:
+        """Free cores for the stages' devices right now (CPU, when probing is on)."""
+        if not self.opts.probe_load or self.runtime.kind != "cpu":
+            return None
+        return free_cores(len(self._groups()))
+
     def _meta(self) -> dict[str, Any]:
         ctx, opts = self.ctx, self.opts
         extra = {
+            "parallelism": parallelism(self.runtime.kind, self._groups(), ctx.usage,
+                                       (self.free_before, self.free_after)),
             "kernels": self.family.info,
             "threads": opts.threads,
             "transport_mode": "modelled" if opts.modelled_transport else "handoff",

@@ -4,8 +4,11 @@
 run (validation there: ``cuda`` without CUDA is an :class:`ExecConfigError`), then
 each worker thread enters :meth:`stage_context` for its stage.
 
-CPU: each stage sets its own intra-op thread count; spans are timed with a monotonic
-clock. CUDA: each stage has its own stream; spans are timed with CUDA events against
+CPU: each stage sets its own intra-op thread count and, when the scenario names devices,
+pins its thread to its device's cores (:mod:`pipefill.exec.threads.placement`); spans are
+timed with a monotonic clock.
+
+CUDA: each stage has its own stream; spans are timed with CUDA events against
 a reference event recorded at run start; a tensor crossing stages is handed over with
 a ready event the consumer's stream waits on, plus ``record_stream`` so the caching
 allocator does not recycle it under the consumer. A compute waits on *its own* end
@@ -25,6 +28,7 @@ from typing import Any, ClassVar
 import torch
 
 from pipefill.exec.errors import ExecConfigError
+from pipefill.exec.threads.placement import pin_current_thread
 
 
 def tensors_of(obj: Any) -> Iterator[torch.Tensor]:
@@ -59,14 +63,18 @@ class CpuRuntime:
     kind: ClassVar[str] = "cpu"
     model_dtype: ClassVar[torch.dtype] = torch.float32
 
-    def __init__(self, stages: tuple[str, ...], threads: int) -> None:
+    def __init__(self, stages: tuple[str, ...], threads: int,
+                 pins: dict[str, tuple[int, ...]] | None = None) -> None:
         self.stages, self.threads = stages, threads
+        self.pins = dict(pins or {})
         self.device = torch.device("cpu")
         self._t0 = time.perf_counter()
         self._saved_threads = torch.get_num_threads()
 
     def describe(self) -> str:
-        return f"cpu: {cpu_name()}, {self.threads} intra-op thread(s) per stage"
+        pinned = "; pinned " + ", ".join(f"{s}->cores {list(c)}" for s, c in self.pins.items()) \
+            if self.pins else ""
+        return f"cpu: {cpu_name()}, {self.threads} intra-op thread(s) per stage{pinned}"
 
     def calibration_key(self) -> str:
         return f"cpu|{cpu_name()}|threads={self.threads}|torch={torch.__version__}"
@@ -86,6 +94,8 @@ class CpuRuntime:
         # ATen sizes a thread's OpenMP pool lazily from a process-wide value: force that
         # first, so the setting below is this thread's own and not a race with others
         torch.get_num_threads()
+        if stage in self.pins:  # before the pool exists: its threads inherit the mask
+            pin_current_thread(self.pins[stage])
         torch.set_num_threads(self.threads)
         with torch.inference_mode():
             yield
@@ -109,7 +119,8 @@ class CudaRuntime:
     kind: ClassVar[str] = "cuda"
     model_dtype: ClassVar[torch.dtype] = torch.bfloat16
 
-    def __init__(self, stages: tuple[str, ...], threads: int) -> None:
+    def __init__(self, stages: tuple[str, ...], threads: int,
+                 pins: dict[str, tuple[int, ...]] | None = None) -> None:
         if not torch.cuda.is_available():
             raise ExecConfigError("--device", f"cuda requested but torch {torch.__version__} "
                                   "sees no CUDA device (allowed here: cpu)")
@@ -177,9 +188,11 @@ DEVICES: dict[str, type[CpuRuntime] | type[CudaRuntime]] = {"cpu": CpuRuntime,
                                                             "cuda": CudaRuntime}
 
 
-def open_runtime(device: str, stages: tuple[str, ...], threads: int) -> Runtime:
+def open_runtime(device: str, stages: tuple[str, ...], threads: int,
+                 pins: dict[str, tuple[int, ...]] | None = None) -> Runtime:
+    """``pins``: stage -> CPU cores its thread runs on (CPU only; CUDA ignores it)."""
     cls = DEVICES.get(device)
     if cls is None:
         raise ExecConfigError("--device", f"unknown device {device!r} "
                               f"(allowed: {', '.join(DEVICES)})")
-    return cls(stages, threads)
+    return cls(stages, threads, pins)

@@ -1,0 +1,113 @@
+"""Can a measurement be trusted? The parallelism a replay actually had.
+
+Two measurements, both cheap:
+
+- per stage, the CPU time its thread spent inside kernels over the wall time of its
+  compute spans (``cpu_share``): about 1 for a stage that had a core to itself, about
+  0.5 for one that time-shared a core with another process or stage; and per device,
+  the CPU time of all its stages over the time any of them computed (``device_share``):
+  about 1 for a device that got a core's worth (stages sharing a core included);
+- around the run (before and after), how many of ``k`` single-threaded matmul loops run
+  in parallel right now (``free_cores``; ``k`` = the devices the stages run on): k on an
+  idle machine, less when another process holds a core.
+
+A stage on a device of its own with a low share, or fewer free cores than devices,
+means the stages could not run in parallel as the scenario assumes: the replay says so
+in its summary, JSON and trace metadata (``parallelism.warnings``). Stages placed on one
+device are expected to share it: only their device's share is checked. CUDA stages wait on events,
+so their thread CPU time says nothing; only the probe of free cores is skipped there too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+#: a stage whose thread got less than this share of a core while computing was starved
+MIN_SHARE = 0.85
+#: fewer free cores than this fraction of the devices needed means no full parallelism
+MIN_FREE = 0.9
+#: matmul size and iterations of one probe loop (about 10 ms on a 2020s core)
+PROBE_N, PROBE_ITERS = 128, 60
+
+
+@dataclass
+class StageUsage:
+    """CPU time (ms) a stage's thread spent in compute spans, and the spans (thread-safe)."""
+
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    spans: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, stage: str, cpu_ms: float, start: float, end: float) -> None:
+        with self._lock:
+            self.cpu_ms[stage] = self.cpu_ms.get(stage, 0.0) + cpu_ms
+            self.spans.setdefault(stage, []).append((start, end))
+
+    def share(self, stages: tuple[str, ...]) -> float | None:
+        """CPU time of ``stages`` over the time at least one of them computed."""
+        with self._lock:
+            cpu = sum(self.cpu_ms.get(s, 0.0) for s in stages)
+            spans = sorted(iv for s in stages for iv in self.spans.get(s, []))
+        wall, reach = 0.0, float("-inf")
+        for start, end in spans:  # length of the union of the intervals
+            if end > reach:
+                wall += end - max(start, reach)
+                reach = end
+        return round(cpu / wall, 4) if wall > 0 else None
+
+
+def _probe_loop(out: list[float]) -> None:
+    torch.get_num_threads()  # the setting below is this thread's own (see runtime.py)
+    torch.set_num_threads(1)
+    a = torch.randn(PROBE_N, PROBE_N, generator=torch.Generator().manual_seed(0))
+    t = time.perf_counter()
+    for _ in range(PROBE_ITERS):
+        torch.mm(a, a)
+    out.append(time.perf_counter() - t)
+
+
+def free_cores(k: int) -> float:
+    """How many of ``k`` single-threaded matmul loops run in parallel now (k when idle)."""
+    if k < 2:
+        return float(k)
+    one: list[float] = []
+    _probe_loop(one)  # warm-up
+    one.clear()
+    _probe_loop(one)
+    many: list[float] = []
+    threads = [threading.Thread(target=_probe_loop, args=(many,), name="pipefill-probe")
+               for _ in range(k)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30.0)
+    return round(min(float(k), k * one[0] / max(many)), 3) if len(many) == k else 0.0
+
+
+def parallelism(kind: str, groups: dict[str, tuple[str, ...]], usage: StageUsage,
+                free: tuple[float | None, float | None]) -> dict[str, Any]:
+    """The ``parallelism`` record of a replay: shares, free cores and warnings."""
+    need = len(groups)
+    stages = sorted(s for group in groups.values() for s in group)
+    cpu = kind == "cpu"
+    shares = {s: usage.share((s,)) for s in stages} if cpu else {}
+    devices = {d: usage.share(group) for d, group in groups.items()} if cpu else {}
+    warnings: list[str] = []
+    for dev, share in devices.items():
+        if share is not None and share < MIN_SHARE:
+            who = dev if groups[dev] == (dev,) else f"device {dev} ({', '.join(groups[dev])})"
+            warnings.append(f"{who} got {share:.0%} of a core while computing: the machine "
+                            "is loaded, the stages could not run as modelled and the "
+                            "measured period is too long")
+    measured = [f for f in free if f is not None]
+    if need >= 2 and measured and min(measured) < MIN_FREE * need:
+        warnings.append(f"only {min(measured):.2f} of {need} cores were free around the run: "
+                        "the stages could not run in parallel")
+    return {"devices_needed": need, "cpu_share": shares, "device_share": devices,
+            "free_cores_before": free[0], "free_cores_after": free[1],
+            "parallel": not warnings, "warnings": warnings}
