@@ -84,6 +84,29 @@ def window_note(metrics: dict[str, Any]) -> str:
             f"{win.get('periods', 0)} periods after warm-up {warmup}")
 
 
+def print_trust(meta: dict[str, Any]) -> None:
+    """How far a measured run can be trusted: its parallelism and its kernel calibration."""
+    trust = meta.get("parallelism") or {}
+    if trust:
+        shares = ", ".join(f"{d} {v:.0%}" for d, v in trust.get("device_share", {}).items()
+                           if v is not None)
+        free = [trust.get("free_cores_before"), trust.get("free_cores_after")]
+        cores = ("; free cores before/after " + "/".join(f"{f:.2f}" for f in free if f is not None)
+                 if any(f is not None for f in free) else "")
+        verdict = "stages ran as modelled" if trust.get("parallel") else "NOT TRUSTWORTHY"
+        out_console.print(f"parallelism: {verdict}; CPU share while computing: "
+                          f"{shares or 'n/a'}{cores}")
+    use = (meta.get("kernels") or {}).get("calibration")
+    if isinstance(use, dict):
+        check = (f", quick check {use['quick_ms']:.4g} vs cached {use['cached_ms']:.4g} ms/iter"
+                 if use.get("quick_ms") is not None and use.get("cached_ms") is not None
+                 else "")
+        load = use.get("load_at_measure") or {}
+        out_console.print(f"kernel calibration: {use.get('source')} (measured "
+                          f"{use.get('measured_at')}, load average "
+                          f"{load.get('loadavg_1m', '?')}{check})")
+
+
 def add_fill_and_memory_rows(table: Table, metrics: dict[str, Any]) -> None:
     """Rows for cyclic schedules, finite batches, several sessions and memory by stage."""
     for stage, value in sorted(metrics.get("bubble_run", {}).items()):

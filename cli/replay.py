@@ -16,6 +16,7 @@ from pipefill.cli.app import (
     app,
     check_out,
     crash_exit,
+    err_console,
     fail,
     handled,
     out_console,
@@ -62,11 +63,14 @@ def replay_cmd(
         help="dist: rendezvous port (a free one unless given).")] = None,
     dist_backend: Annotated[str, typer.Option(
         help="dist: auto (gloo on CPU, NCCL on CUDA), gloo or nccl.")] = "auto",
+    recalibrate: Annotated[bool, typer.Option(
+        help="Re-measure the kernel-speed calibration even when a quick check agrees with "
+             "the cache.")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Run the scenario's policy on real torch kernels and measure it (same trace format)."""
     # imported here: torch is slow to load and only the executor needs it
-    from pipefill.cli.render import describe, print_json, print_summary
+    from pipefill.cli.render import describe, print_json, print_summary, print_trust
     from pipefill.exec.backends import ReplayRequest, replay_to_file
     from pipefill.exec.dist.config import DistOptions
     from pipefill.exec.threads.replay import ReplayOptions
@@ -79,7 +83,7 @@ def replay_cmd(
         sc = load_scenario(scenario, with_policy(policy, sets))
         opts = ReplayOptions(device=device, kernels=kernels, threads=threads,
                              model_size=model_size, calibration_path=calibration,
-                             timeout_s=timeout)
+                             timeout_s=timeout, recalibrate=recalibrate)
         dopts = DistOptions(mesh_size=mesh_size, world_size=world_size,
                             master_addr=master_addr, master_port=master_port,
                             dist_backend=dist_backend)
@@ -93,11 +97,17 @@ def replay_cmd(
         if trace is None:
             return  # a mesh rank under torchrun: rank0 reports
         metrics = compute_metrics(trace)
+    trust = trace.meta.get("parallelism") or {}
+    for warning in trust.get("warnings", []):
+        err_console.print(f"warning: {warning}", markup=False)
     if json_:
         print_json({"scenario": sc.name, "policy": sc.policy.params(),
                     "device": trace.meta["device"], "kernels": trace.meta["kernels"],
-                    "engine": trace.meta.get("backend"), **metrics})
+                    "engine": trace.meta.get("backend"),
+                    "parallelism": trust or None, "warnings": trust.get("warnings", []),
+                    **metrics})
         return
     print_summary(f"{describe(sc)} measured on {trace.meta['device']} ({kernels} kernels)",
                   metrics)
+    print_trust(trace.meta)
     out_console.print(f"trace: {out}")

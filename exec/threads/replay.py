@@ -206,9 +206,10 @@ class _Replay:
 
     def _free_cores(self) -> float | None:
         """Free cores for the stages' devices right now (CPU, when probing is on)."""
-        if not self.opts.probe_load or self.runtime.kind != "cpu":
+        need = len(self._groups())
+        if not self.opts.probe_load or self.runtime.kind != "cpu" or need < 2:
             return None
-        return free_cores(len(self._groups()))
+        return free_cores(need)
 
     def _meta(self) -> dict[str, Any]:
         ctx, opts = self.ctx, self.opts
