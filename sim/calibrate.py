@@ -6,17 +6,22 @@ to the steady-state spans (chunks after the warm-up) and the link by latency and
 bandwidth fitted to the ``send`` spans, and validates the result as a scenario, so
 ``simulate`` accepts it as is. Pattern and drift are not fitted: a phase's measured
 samples become one stationary distribution.
+
+Stages that share a device (``[placement]``): their spans are first turned into solo
+durations and the device's contention rates are fitted (:mod:`pipefill.sim.contention_fit`);
+the fitted rates, with their sample counts, go into ``[devices.<name>]`` and the header.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
+from pipefill.sim.contention_fit import DeviceFit, solo_durations
 from pipefill.sim.costs import PHASES, CostSpec
 from pipefill.sim.errors import ScenarioError, error_from_validation
 from pipefill.sim.scenario import (
@@ -24,6 +29,7 @@ from pipefill.sim.scenario import (
     Scenario,
     Transport,
     apply_overrides,
+    build_placement,
     build_scenario,
 )
 from pipefill.traces.schema import Trace, TraceError
@@ -65,9 +71,21 @@ class Calibrated:
     scenario: Scenario
     fits: list[PhaseFit]
     transport: dict[str, Any]
+    devices: list[DeviceFit] = field(default_factory=list)
+
+    def notes(self) -> list[str]:
+        """Comment lines: what was fitted from how many samples."""
+        lines = [f"costs.{f.phase}: {f.spec.get('dist')} mean {f.mean_ms:.4g} ms, cv "
+                 f"{f.cv:.3g} from {f.samples} spans ({f.outliers} outliers left out)"
+                 for f in self.fits if f.samples]
+        for dev in self.devices:
+            lines.append(dev.describe())
+            lines.extend(f"  {note}" for note in dev.notes)
+        return lines
 
     def toml(self, header: str = "") -> str:
-        return to_toml(self.raw, header=header)
+        text = "\n".join([header, *self.notes()]) if header else "\n".join(self.notes())
+        return to_toml(self.raw, header=text)
 
 
 def _loglik_normal(x: np.ndarray, mean: float, sd: float) -> float:
@@ -141,10 +159,17 @@ def _steady(spans: pd.DataFrame, warmup: int) -> pd.DataFrame:
     return later if len(later) >= MIN_SAMPLES else spans
 
 
-def fit_phases(trace: Trace, costs: dict[str, Any], warmup: int, dist: str) -> list[PhaseFit]:
-    """Fit every phase the trace ran; keep the given spec of phases it did not run."""
+def fit_phases(trace: Trace, costs: dict[str, Any], warmup: int, dist: str,
+               solo: pd.Series | None = None) -> list[PhaseFit]:
+    """Fit every phase the trace ran; keep the given spec of phases it did not run.
+
+    ``solo``: each compute span's solo-equivalent duration (index of ``trace.spans``);
+    by default its measured duration.
+    """
     sp = trace.spans
     sp = sp[sp["lane"] == "compute"]
+    if solo is not None:
+        sp = sp.assign(end_ms=sp["start_ms"] + solo.loc[sp.index])
     fits = []
     for phase in PHASES:
         runs = _steady(sp[sp["name"] == phase], warmup)
@@ -248,7 +273,11 @@ def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
                          "nothing to fit (was the run cut short?)")
     run = _run_of(trace)
     wu = int(warmup if warmup is not None else run.get("warmup", 0))
-    fits = fit_phases(trace, meta.get("costs") or {}, wu, dist)
+    tables = _placement_tables(meta)
+    placement = build_placement(tables.get("placement", {}), tables.get("devices", {}))
+    stages = tuple(sorted(compute["stage"].unique()))
+    solo, devices = solo_durations(compute, placement, stages, wu)
+    fits = fit_phases(trace, meta.get("costs") or {}, wu, dist, solo)
     transport = fit_transport(trace, meta.get("transport") or {})
     name = f"{meta.get('scenario_name', 'scenario')}-calibrated"
     raw: dict[str, Any] = {
@@ -257,6 +286,7 @@ def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
         "policy": _policy_of(trace, policy),
         "costs": {f.phase: f.spec for f in fits},
         "transport": transport,
+        **_placement_tables(meta, devices),
     }
     raw = apply_overrides(raw, list(sets or []))
     pol = raw.get("policy")
@@ -264,4 +294,21 @@ def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
         raise TraceError("meta.policy", "missing: the trace names no policy; pass "
                          "--policy NAME (e.g. phase_pp) or --set policy.name=NAME")
     scenario = build_scenario(raw, name=name)
-    return Calibrated(raw, scenario, fits, transport)
+    return Calibrated(raw, scenario, fits, transport, devices)
+
+
+def _placement_tables(meta: dict[str, Any], fits: list[DeviceFit] | None = None
+                      ) -> dict[str, Any]:
+    """The trace scenario's ``[placement]`` and ``[devices]`` with the fitted rates."""
+    source = meta.get("scenario")
+    raw: dict[str, Any] = source if isinstance(source, dict) else {}
+    out: dict[str, Any] = {}
+    if raw.get("placement"):
+        out["placement"] = dict(raw["placement"])
+    devices = {d: dict(t) for d, t in (raw.get("devices") or {}).items()}
+    for fit in fits or []:
+        table = devices.setdefault(fit.device, {})
+        table["rate"] = {str(n): round(r, 6) for n, r in fit.rates.items()}
+    if devices:
+        out["devices"] = devices
+    return out

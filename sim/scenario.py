@@ -3,7 +3,8 @@
 Tables: ``[run]``, ``[policy]`` (``name`` plus that policy's fields), ``[costs.<phase>]``,
 ``[transport]`` and optionally ``[placement]`` + ``[devices.<name>]`` (stages that share a
 device; see :mod:`pipefill.sim.devices`). Any field can be overridden with
-``--set table.field=value`` (values parsed as TOML, so ``2``, ``1.5``, ``"x"``, ``[3, 7]`` and ``true`` work).
+``--set table.field=value`` (values parsed as TOML, so ``2``, ``1.5``, ``"x"``, ``[3, 7]``
+and ``true`` work).
 Every validation failure becomes a :class:`ScenarioError` naming the dotted field.
 
 A scenario file may give only some tables: it is merged over the built-in default
