@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pipefill.sim.contention_bound import with_contention
 from pipefill.sim.costs import CostSpec, CostTable
 from pipefill.sim.derived_graph import priced_graph, table_for
 from pipefill.sim.event_graph import Cycle, DeadlockCycle, PeriodicGraph, Solution, solve
@@ -133,6 +134,8 @@ class Bound:
     cyclicity: int
     notes: list[str] = field(default_factory=list)
     explanation: str = ""
+    #: stages sharing a device: lower/upper bounds (sim/contention_bound.py), else None
+    contention: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -144,7 +147,7 @@ class Bound:
             "serial_ms": self.serial_ms, "busy_ms": self.busy_ms,
             "sensitivity": self.sensitivity, "limits": self.limits,
             "cyclicity_chunks": self.cyclicity, "notes": self.notes,
-            "explanation": self.explanation,
+            "explanation": self.explanation, "contention": self.contention,
         }
 
 
@@ -309,6 +312,9 @@ def period_bound(sc: Scenario) -> PeriodBound:
     cyc = solved.model.chunks_per_period
     if solved.critical.cycle is not None:
         cyc *= solved.solution.cyclicity()
+    if sc.has_shared_device:  # contention: the full range needs compute_bound
+        return PeriodBound(compute_bound(sc).period_ms, "lower_bound", cyc,
+                           solved.critical.chain)
     return PeriodBound(solved.period, solved.model.kind, cyc, solved.critical.chain)
 
 
@@ -337,6 +343,7 @@ def compute_bound(sc: Scenario) -> Bound:
     result = Bound(period, fps, mg.kind, mg.reason, not sc.deterministic, solved.critical,
                    mg.graph.work_per_period() / mg.chunks_per_period, _busy(mg), sens,
                    limits, cyclicity, notes)
+    result = with_contention(result, sc, mg, lambda costs: _solve(sc, costs).period)
     result.explanation = explain(result)
     return result
 

@@ -37,6 +37,10 @@ class NotFixedOrder(ValueError):
 
 def fast_reason(sc: Scenario) -> str | None:
     """None when the fast path is valid for ``sc``, else why not (one line)."""
+    if sc.has_shared_device:
+        shared = ", ".join(f"{d} ({', '.join(s)})" for d, s in sc.shared_devices().items())
+        return (f"stages share a device ({shared}): contention makes the timing decide the "
+                "order; the fast path needs a fixed order")
     order = sc.policy.order(sc)
     if not order.fixed:
         return f"{sc.policy.name}: {order.reason}; the fast path needs a fixed order"

@@ -9,11 +9,11 @@ import simpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipefill.sim.bound import compute_bound
 from pipefill.sim.contention import SharedDevice
 from pipefill.sim.devices import DeviceSpec
 from pipefill.sim.engine import simulate
 from pipefill.sim.scenario import ScenarioError, build_scenario
-from pipefill.traces.metrics import compute_metrics
 
 
 def _finish_times(jobs: list[tuple[float, float]], rate: dict[int, float]) -> list[float]:
@@ -61,6 +61,15 @@ def test_processor_sharing_invariants(jobs: list[tuple[float, float]], r2: float
     assert max(ends) <= max(at for at, _ in jobs) + total / min(tput) + 1e-9
 
 
+def mean_period(trace: Any, first: int, last: int) -> float:
+    """The mean emit gap of chunks first..last (steady state: past the fill, before the
+    drain), independent of traces/metrics.py."""
+    emits = trace.marks("emit")
+    chunk = emits["chunk"]
+    t = emits[(chunk >= first) & (chunk <= last)]["start_ms"].sort_values().to_numpy()
+    return float((t[-1] - t[0]) / (len(t) - 1))
+
+
 def _scenario(extra: dict[str, Any], policy: dict[str, Any] | None = None) -> Any:
     raw: dict[str, Any] = {
         "run": {"chunks": 40, "warmup": 5},
@@ -82,16 +91,15 @@ SHARED = {"placement": {"stage0": "g", "stage1": "g"}}
     ({"placement": {"stage0": "a", "stage1": "b"}}, 30.0),         # named, not shared
 ])
 def test_engine_period_with_shared_device(extra: dict[str, Any], period: float) -> None:
-    m = compute_metrics(simulate(_scenario(extra)))
-    assert m["period_ms"] == pytest.approx(period, rel=1e-9)
+    assert mean_period(simulate(_scenario(extra)), 10, 30) == pytest.approx(period, rel=1e-9)
 
 
 def test_serial_policy_is_unaffected_by_sharing() -> None:
     """Serial never overlaps its stages: a shared device changes nothing."""
     pol = {"name": "serial"}
-    alone = compute_metrics(simulate(_scenario({}, pol)))
-    shared = compute_metrics(simulate(_scenario(SHARED, pol)))
-    assert shared["period_ms"] == pytest.approx(alone["period_ms"], rel=1e-12)
+    alone = simulate(_scenario({}, pol)).spans
+    shared = simulate(_scenario(SHARED, pol)).spans
+    assert shared[["start_ms", "end_ms"]].equals(alone[["start_ms", "end_ms"]])
 
 
 def test_shared_predicate() -> None:
@@ -115,3 +123,34 @@ def test_bad_placement_names_the_field(extra: dict[str, Any], field: str) -> Non
     with pytest.raises(ScenarioError) as info:
         _scenario(extra)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(("rate", "lower", "upper"), [(0.5, 60.0, 60.0), (0.75, 40.0, 40.0),
+                                                      (1.0, 30.0, 30.0)])
+def test_bound_range_by_hand(rate: float, lower: float, upper: float) -> None:
+    """stage0 10 + 20, stage1 30 on one device: work 60 ms per chunk at best throughput
+    2 * rate; the slowest speed stretches stage1 to 30 / rate."""
+    b = compute_bound(_scenario({**SHARED, "devices": {"g": {"rate": {2: rate}}}}))
+    assert b.contention is not None and b.kind == "lower_bound"
+    assert (b.contention["lower_ms"], b.contention["upper_ms"]) == pytest.approx((lower, upper))
+    assert b.period_ms == pytest.approx(lower)
+    assert compute_bound(_scenario({})).contention is None
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(st.integers(1, 3), st.integers(1, 3), st.sampled_from(["r1", "r0a"]),
+       st.lists(st.integers(2, 40), min_size=5, max_size=5), st.floats(0.3, 1.0))
+def test_simulated_period_lies_in_the_bound_range(d_in: int, d_out: int, rec: str,
+                                                  costs: list[int], r2: float) -> None:
+    phases = ("build", "decode", "denoise", "recompute", "encode")
+    raw = {**SHARED, "devices": {"g": {"rate": {2: r2}}},
+           "run": {"chunks": 60, "warmup": 20}, "transport": {"latency_ms": 0},
+           "policy": {"name": "phase_pp", "d_in": d_in, "d_out": d_out, "recompute": rec},
+           "costs": dict(zip(phases, costs, strict=True))}
+    sc = build_scenario(raw)
+    rng = compute_bound(sc).contention
+    assert rng is not None
+    period = mean_period(simulate(sc), 20, 50)
+    assert period >= rng["lower_ms"] * (1 - 1e-6)
+    if rng["upper_is_bound"]:
+        assert period <= rng["upper_ms"] * (1 + 1e-6)
