@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from pipefill.cli.app import JsonOpt, SetOpt, app, check_out, err_console, handled, out_console
+from pipefill.cli.app import (
+    JsonOpt,
+    SetOpt,
+    app,
+    check_out,
+    err_console,
+    fail,
+    handled,
+    out_console,
+)
 
 
 @app.command("diff")
@@ -51,9 +60,18 @@ def calibrate_cmd(
         help="Policy of the scenario (replaces the trace's; needed if it names none).")
     ] = None,
     sets: SetOpt = None,
+    probe_contention: Annotated[bool, typer.Option(
+        help="Measure every shared device's contention rates here with the replay kernels "
+             "(concurrent calibrated loops) instead of fitting them from the trace.")] = False,
+    device: Annotated[str, typer.Option(
+        help="--probe-contention: cpu (on the device's cores) or cuda.")] = "cpu",
     json_: JsonOpt = False,
 ) -> None:
-    """Fit per-phase cost distributions and transport to a trace; write a scenario."""
+    """Fit per-phase cost distributions and transport to a trace; write a scenario.
+
+    Stages that share a device: solo costs come from calls that ran alone and the
+    device's contention rates from calls that overlapped (or from --probe-contention).
+    """
     from pipefill.cli.render import print_calibration, print_json
     from pipefill.sim.calibrate import calibrate_trace
     from pipefill.traces.io import read_trace, write_text
@@ -62,14 +80,45 @@ def calibrate_cmd(
     with handled():
         trace = read_trace(measured)
         cal = calibrate_trace(trace, dist=dist, warmup=warmup, policy=policy, sets=sets)
+        if probe_contention:
+            cal = calibrate_trace(trace, dist=dist, warmup=warmup, policy=policy, sets=sets,
+                                  probed=_probe(cal.scenario, device))
         write_text(out, cal.toml(header=f"pipefill calibrate {measured.name} "
                                  f"(source {trace.source}, {trace.meta.get('device', '?')})"))
     if json_:
         print_json({"out": str(out), "costs": cal.raw["costs"], "transport": cal.transport,
                     "samples": {f.phase: f.samples for f in cal.fits},
-                    "outliers": {f.phase: f.outliers for f in cal.fits}})
+                    "outliers": {f.phase: f.outliers for f in cal.fits},
+                    "devices": {d.device: {"rates": d.rates, "fitted": list(d.fitted),
+                                           "overlapped": d.overlapped,
+                                           "solo_calls": d.solo_calls} for d in cal.devices},
+                    "rates": {d: t.get("rate") for d, t in (cal.raw.get("devices") or {}).items()},
+                    "notes": cal.notes()})
         return
     print_calibration(measured.name, cal, out)
+
+
+def _probe(sc: Any, device: str) -> dict[str, tuple[dict[int, float], str]]:
+    """Each shared device's rates probed on this machine: device -> (rates, note)."""
+    from pipefill.exec.errors import ExecConfigError
+    from pipefill.exec.threads.placement import cpu_pins
+    from pipefill.exec.threads.probe import ProbeError, probe_contention
+
+    shared = sc.shared_devices()
+    if not shared:
+        fail("--probe-contention: the trace's scenario has no shared device (name one in "
+             "[placement])")
+    out = {}
+    try:
+        pins = cpu_pins(sc) if device == "cpu" else {}
+        for dev, stages in shared.items():
+            res = probe_contention(device, pins.get(stages[0]), len(stages))
+            out[dev] = (res.rates, res.describe(dev))
+    except ExecConfigError as exc:
+        fail(str(exc), 2)
+    except ProbeError as exc:
+        fail(str(exc), 3)
+    return out
 
 
 @app.command("report")

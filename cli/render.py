@@ -265,6 +265,10 @@ def print_calibration(source: str, cal: Any, out: Any) -> None:
     tr = cal.transport
     out_console.print(f"transport: latency {tr.get('latency_ms')} ms, "
                       f"bandwidth {tr.get('bandwidth_gbps')} GB/s")
+    for dev in cal.devices:
+        out_console.print(dev.describe())
+        for note in dev.notes:
+            out_console.print(f"  {note}")
     out_console.print(f"scenario: {out}")
 
 

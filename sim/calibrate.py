@@ -257,12 +257,16 @@ def _policy_of(trace: Trace, name: str | None) -> dict[str, Any]:
 
 
 def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
-                    policy: str | None = None, sets: list[str] | None = None) -> Calibrated:
+                    policy: str | None = None, sets: list[str] | None = None,
+                    probed: dict[str, tuple[dict[int, float], str]] | None = None
+                    ) -> Calibrated:
     """The trace's scenario with its cost model and transport fitted to the trace.
 
     ``policy`` names the policy to use instead of the trace's (a probe or imported trace
     may name none); ``sets`` are ``table.field=value`` overrides applied to the result
-    before it is validated (``policy.d_in=2``, ``run.frames_per_chunk=4``).
+    before it is validated (``policy.d_in=2``, ``run.frames_per_chunk=4``);
+    ``probed``: device -> (rates, note) measured by a probe; those rates are used as
+    they are (not fitted) and the solo costs are derived with them.
     """
     if dist not in DISTS:
         raise ScenarioError("--dist", f"unknown family {dist!r} (allowed: {', '.join(DISTS)})")
@@ -276,7 +280,7 @@ def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
     tables = _placement_tables(meta)
     placement = build_placement(tables.get("placement", {}), tables.get("devices", {}))
     stages = tuple(sorted(compute["stage"].unique()))
-    solo, devices = solo_durations(compute, placement, stages, wu)
+    solo, devices = solo_durations(compute, placement, stages, wu, probed)
     fits = fit_phases(trace, meta.get("costs") or {}, wu, dist, solo)
     transport = fit_transport(trace, meta.get("transport") or {})
     name = f"{meta.get('scenario_name', 'scenario')}-calibrated"

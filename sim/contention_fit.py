@@ -50,7 +50,7 @@ class DeviceFit:
 
     def describe(self) -> str:
         levels = ", ".join(
-            f"rate[{n}] = {r:.3f} ({'fitted from' if n in self.fitted else 'kept;'} "
+            f"rate[{n}] = {r:.3f} ({'fitted from' if n in self.fitted else 'not fitted;'} "
             f"{self.overlapped.get(n, 0)} overlapped calls, {self.overlap_ms.get(n, 0.0):.0f} ms)"
             for n, r in self.rates.items())
         return (f"device {self.device} ({', '.join(self.stages)}): {self.solo_calls} calls "
@@ -120,9 +120,11 @@ def fit_device(calls: pd.DataFrame, levels: np.ndarray, given: dict[int, float],
 
 
 def solo_durations(spans: pd.DataFrame, placement: Placement, stages: tuple[str, ...],
-                   warmup: int) -> tuple[pd.Series, list[DeviceFit]]:
+                   warmup: int, probed: dict[str, tuple[dict[int, float], str]] | None = None
+                   ) -> tuple[pd.Series, list[DeviceFit]]:
     """Solo-equivalent duration of every compute span (indexed like ``spans``) and the
-    fit of each shared device. Spans on devices of their own keep their duration."""
+    fit of each shared device. Spans on devices of their own keep their duration;
+    ``probed`` devices (device -> (rates, note)) use the probed rates as they are."""
     solo = (spans["end_ms"] - spans["start_ms"]).astype(float)
     fits = []
     for dev, group in placement.shared(stages).items():
@@ -134,8 +136,13 @@ def solo_durations(spans: pd.DataFrame, placement: Placement, stages: tuple[str,
         steady = (calls["chunk"] >= warmup).to_numpy()
         if steady.sum() < MIN_OVERLAPPED:
             steady = np.ones(len(calls), dtype=bool)
-        given = placement.spec(dev).rate
-        rates, fitted, notes = fit_device(calls, levels, given, steady)
+        if probed and dev in probed:
+            top = max(len(group), *probed[dev][0])
+            rates = {n: probed[dev][0].get(n, 1.0 / n) for n in range(2, top + 1)}
+            fitted: tuple[int, ...] = ()
+            notes = [f"{probed[dev][1]}: used instead of a fit"]
+        else:
+            rates, fitted, notes = fit_device(calls, levels, placement.spec(dev).rate, steady)
         slow = sum((1.0 - r) * levels[:, n] for n, r in rates.items() if n < levels.shape[1])
         calls["solo"] = (calls["end_ms"] - calls["start_ms"]).to_numpy(float) - slow
         key = ["stage", "start_ms", "end_ms"]
