@@ -16,6 +16,9 @@ stage1) (median busy time per chunk), target <= 1.05.
 
 Run: .venv/bin/python bench/fidelity.py [--chunks 30] [--scale 1.0] [--out table.csv]
 (the default run takes about 3 minutes on 2 CPU cores).
+
+``--mode oos``: out of sample (bench/fidelity_oos.py): calibrate once from a serial
+replay, predict phase_pp and the other policies on separate and on shared devices.
 """
 
 from __future__ import annotations
@@ -130,8 +133,22 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every phase cost")
     ap.add_argument("--calibration", type=Path, default=None, help="calibration cache JSON")
     ap.add_argument("--out", type=Path, default=None, help="also write the table (.csv)")
+    ap.add_argument("--mode", choices=("fit", "oos"), default="fit",
+                    help="fit: calibrate each point from its own replay; oos: out of sample")
+    ap.add_argument("--layout", choices=("separate", "shared"), default=None,
+                    help="oos: only this layout (default both)")
     args = ap.parse_args()
     opts = ReplayOptions(calibration_path=args.calibration, timeout_s=60.0)
+    if args.mode == "oos":
+        from fidelity_oos import main_oos  # bench/ is not a package: a sibling script
+
+        print(f"load average {os.getloadavg()[0]:.2f}; cores free for two stages: "
+              f"{cores_free():.2f} of 2")
+        table = main_oos(args.chunks, args.scale, opts, args.layout)
+        if args.out is not None:
+            write_table(table, args.out, {"kind": "fidelity-oos", "chunks": args.chunks,
+                                          "scale": args.scale})
+        return
     rows = []
     t0 = time.perf_counter()
     print(f"load average {os.getloadavg()[0]:.2f}; cores free for the two stages: "

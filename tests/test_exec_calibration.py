@@ -45,6 +45,11 @@ def test_calibration_is_measured_once_and_cached_as_json(tmp_path, monkeypatch):
     assert again == cal and use.cached and use.quick_ms == pytest.approx(cal.iter_ms * 1.04)
     assert use.measured_at == entry["measured_at"] and use.load_at_measure == entry["load"]
 
+    def no_checking(runtime, c):
+        raise AssertionError("recheck=False uses the cache as is")
+
+    assert load_or_measure(rt, path, check_fn=no_checking, recheck=False)[0] == cal
+
 
 @pytest.mark.parametrize(("ratio", "recalibrate", "source"), [
     (1.06, False, "remeasured"),    # the machine got slower than the cache says

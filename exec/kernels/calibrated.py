@@ -195,11 +195,12 @@ def load_or_measure(runtime: Runtime, path: Path | None = None,
                     measure_fn: Callable[[Runtime], Calibration] | None = None,
                     recalibrate: bool = False,
                     check_fn: Callable[[Runtime, Calibration], float] | None = None,
-                    ) -> tuple[Calibration, CacheUse]:
+                    recheck: bool = True) -> tuple[Calibration, CacheUse]:
     """The calibration of ``workload`` for this runtime and how it was obtained.
 
     A cached entry is used when a quick check (``check_fn``, default :func:`quick_check`)
-    agrees with it within QUICK_TOLERANCE; otherwise, when missing or when
+    agrees with it within QUICK_TOLERANCE (or as is when not ``recheck``: a series of
+    replays that must run the same workload); otherwise, when missing or when
     ``recalibrate``, it is measured (``measure_fn``) and cached with its time and load.
     """
     path = path or default_cache_path()
@@ -210,6 +211,9 @@ def load_or_measure(runtime: Runtime, path: Path | None = None,
     source, quick = "measured", None
     if cached is not None and recalibrate:
         source = "recalibrated"
+    elif cached is not None and not recheck:
+        return cached, CacheUse("cache", str(entry.get("measured_at", "?")),
+                                dict(entry.get("load") or {}), cached.iter_ms, None)
     elif cached is not None:
         check = check_fn or quick_check
         quick = float(in_stage_thread(runtime, lambda: check(runtime, cached)))

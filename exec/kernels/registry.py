@@ -56,6 +56,7 @@ class KernelSetup:
     calibration_path: Path | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     recalibrate: bool = False
+    recheck: bool = True
 
 
 def _stage_seed(setup: KernelSetup, stage: str) -> int:
@@ -68,7 +69,7 @@ class CalibratedFamily:
     def __init__(self, setup: KernelSetup) -> None:
         self.setup = setup
         self.cal, use = load_or_measure(setup.runtime, setup.calibration_path,
-                                        recalibrate=setup.recalibrate)
+                                        recalibrate=setup.recalibrate, recheck=setup.recheck)
         self.info: dict[str, Any] = {"kernels": "calibrated", "matmul_n": self.cal.n,
                                      "iter_ms": self.cal.iter_ms, "dtype": self.cal.dtype,
                                      "calibration_cached": use.cached,
@@ -100,7 +101,8 @@ class ModelFamily:
     def _fallback(self, stage: str) -> CalibratedKernels:
         if self._cal is None:
             self._cal, _ = load_or_measure(self.setup.runtime, self.setup.calibration_path,
-                                           recalibrate=self.setup.recalibrate)
+                                           recalibrate=self.setup.recalibrate,
+                                           recheck=self.setup.recheck)
         return CalibratedKernels(self.setup.costs, self._cal, self.setup.runtime,
                                  _stage_seed(self.setup, stage), self.setup.cancel)
 

@@ -44,7 +44,9 @@ class ReplayOptions:
     ``transport``: ``auto`` = modelled for calibrated kernels, handoff for model ones;
     ``fault``: make one kernel call raise (tests, ``--inject``);
     ``recalibrate``: re-measure the kernel-speed calibration even if the cache agrees;
-    ``probe_load``: measure the free cores before and after the run (CPU).
+    ``probe_load``: measure the free cores before and after the run (CPU);
+    ``recheck_calibration``: quick-check a cached kernel calibration (off: use it as is,
+    so a series of replays runs the very same kernels).
     """
 
     device: str = "cpu"
@@ -57,6 +59,7 @@ class ReplayOptions:
     fault: Fault | None = None
     recalibrate: bool = False
     probe_load: bool = True
+    recheck_calibration: bool = True
 
     def check(self) -> None:
         if self.threads < 1:
@@ -106,7 +109,8 @@ class _Replay:
                             run.source == "saturated", rec, runtime.now_ms, opts.timeout_s)
         costs = CostTable(sc.costs, run.sessions, run.chunks, run.seed)
         setup = KernelSetup(sc, costs, runtime, opts.model_size, opts.calibration_path,
-                            cancel=state.aborted, recalibrate=opts.recalibrate)
+                            cancel=state.aborted, recalibrate=opts.recalibrate,
+                            recheck=opts.recheck_calibration)
         self.family = make_family(opts.kernels, setup)
         self.ctx = RunContext(state, runtime, self._kernels(), rec, sc.transport,
                               run.source == "saturated", progress=progress,

@@ -1,0 +1,216 @@
+"""Out-of-sample fidelity (``bench/fidelity.py --mode oos``): calibrate once, predict many.
+
+Per layout (``separate``: each stage a device of its own, threads unpinned as before;
+``shared``: both stages on one device pinned to one core) and per stage imbalance:
+
+1. replay the *serial* policy (nothing overlaps) and calibrate solo costs from it; on the
+   shared layout probe the core's contention rate (``calibrate --probe-contention``);
+2. predict, with those costs only, phase_pp over D_in/D_out 1-3, recompute_lag 0-2 and
+   r1/r0a, and every other policy the threads backend runs (stream_batch, layer_pp,
+   rolling_window, multi_session); replay each and compare.
+
+``after``: the prediction with the layout's devices; ``before``: today's model without
+them (every stage on a device of its own). Period = mean emit gap over chunks warm-up..end
+(DESIGN.md), OverlapScore from ``compute_metrics``. ``ok`` = the replay's parallelism
+record had no warning. Targets: median period error <= 2 %, max <= 5 %, OverlapScore
+error <= 0.05 (max), both layouts.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import replace
+from typing import Any
+
+import pandas as pd
+
+from pipefill.exec.kernels.calibrated import load_or_measure
+from pipefill.exec.threads.placement import available_cores
+from pipefill.exec.threads.probe import probe_contention
+from pipefill.exec.threads.replay import ReplayOptions, replay
+from pipefill.exec.threads.runtime import open_runtime
+from pipefill.sim.calibrate import calibrate_trace
+from pipefill.sim.engine import simulate
+from pipefill.sim.scenario import build_scenario
+from pipefill.traces.metrics import compute_metrics
+
+#: stage costs (ms) before --scale; stage0 = build + decode (+ encode), stage1 = 2 denoise
+#: steps (+ recompute)
+RATIOS: dict[str, dict[str, float]] = {
+    "s1-bound": {"build": 20.0, "decode": 40.0, "encode": 20.0, "denoise": 40.0,
+                 "recompute": 25.0},
+    "s0-bound": {"build": 25.0, "decode": 75.0, "encode": 20.0, "denoise": 25.0,
+                 "recompute": 20.0},
+}
+#: phase_pp points: (recompute, d_in, d_out, recompute_lag)
+PHASE_PP = [("r1", 1, 1, 0), ("r1", 2, 2, 0), ("r1", 3, 3, 0), ("r1", 1, 3, 0),
+            ("r1", 3, 1, 0), ("r0a", 1, 1, 0), ("r0a", 2, 2, 0), ("r0a", 2, 2, 1),
+            ("r0a", 3, 3, 1), ("r0a", 3, 3, 2), ("r0a", 2, 3, 2)]
+#: the other policies the threads backend runs (two stages each)
+OTHERS: dict[str, dict[str, Any]] = {
+    "stream_batch": {"name": "stream_batch", "stages": 2},
+    "layer_pp": {"name": "layer_pp", "stages": 2, "items": 2},
+    "rolling_window": {"name": "rolling_window", "window": 2, "d_in": 1, "d_out": 2},
+    "multi_session": {"name": "multi_session", "d_in": 2, "d_out": 2, "max_batch": 2},
+}
+TARGET_MEDIAN, TARGET_MAX, TARGET_OVERLAP = 0.02, 0.05, 0.05
+
+
+def layouts() -> dict[str, dict[str, Any]]:
+    core = available_cores()[-1]
+    return {"separate": {},
+            "shared": {"placement": {"stage0": "cpu0", "stage1": "cpu0"},
+                       "devices": {"cpu0": {"cores": [core]}}}}
+
+
+def base_raw(ratio: str, chunks: int, scale: float) -> dict[str, Any]:
+    costs: dict[str, Any] = {p: {"dist": "lognormal", "mean": ms * scale, "cv": 0.05}
+                             for p, ms in RATIOS[ratio].items()}
+    costs["denoise"]["steps"] = 2
+    return {"run": {"chunks": chunks, "warmup": 5, "seed": 1},
+            "costs": costs,
+            "transport": {"latency_ms": 0.05, "bandwidth_gbps": 20.0,
+                          "envelope_bytes": 600_000, "result_bytes": 600_000,
+                          "context_bytes": 1_200_000}}
+
+
+def points() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(label, policy table, run overrides) of every predicted point."""
+    out: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+        (f"phase_pp {rec} {d_in}x{d_out} lag{lag}",
+         {"name": "phase_pp", "d_in": d_in, "d_out": d_out, "recompute": rec,
+          "recompute_lag": lag}, {}) for rec, d_in, d_out, lag in PHASE_PP]
+    for name, pol in OTHERS.items():
+        out.append((name, pol, {"sessions": 2} if name == "multi_session" else {}))
+    return out
+
+
+def mean_period(trace: Any, warmup: int) -> float:
+    """Mean emit gap over chunks >= warmup (all sessions' emits, in time order)."""
+    emits = trace.marks("emit")
+    t = emits[emits["chunk"] >= warmup]["start_ms"].sort_values().to_numpy()
+    return float((t[-1] - t[0]) / (len(t) - 1))
+
+
+def _overlap(trace: Any) -> float | None:
+    value = compute_metrics(trace).get("overlap_score")
+    return None if value is None else float(value)
+
+
+class Grid:
+    """One layout x ratio: the serial calibration and the points predicted from it."""
+
+    def __init__(self, layout: str, ratio: str, chunks: int, scale: float,
+                 opts: ReplayOptions) -> None:
+        self.layout, self.ratio, self.opts = layout, ratio, opts
+        self.devices = layouts()[layout]
+        self.base = {**base_raw(ratio, chunks, scale), **self.devices}
+        self.probe: dict[str, tuple[dict[int, float], str]] | None = None
+
+    def calibrate(self) -> dict[str, Any]:
+        """Solo costs from a serial replay (+ the probed rate on a shared device)."""
+        serial = build_scenario({**self.base, "policy": {"name": "serial", "recompute": "r0a"}})
+        trace = replay(serial, self.opts)
+        if self.devices:
+            core = tuple(self.devices["devices"]["cpu0"]["cores"])
+            res = probe_contention("cpu", core, 2, self.opts.calibration_path)
+            self.probe = {"cpu0": (res.rates, res.describe("cpu0"))}
+        cal = calibrate_trace(trace, probed=self.probe)
+        return {k: v for k, v in cal.raw.items() if k not in ("name", "policy")}
+
+    def run(self, fitted: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = []
+        for label, policy, run in points():
+            rows.append(self.point(label, policy, run, fitted))
+        return rows
+
+    def point(self, label: str, policy: dict[str, Any], run: dict[str, Any],
+              fitted: dict[str, Any]) -> dict[str, Any]:
+        warmup = int(self.base["run"]["warmup"])
+        truth = build_scenario({**self.base, "policy": policy,
+                                "run": {**self.base["run"], **run}})
+        after = build_scenario({**fitted, "policy": policy, "run": {**fitted["run"], **run}})
+        before = build_scenario({k: v for k, v in fitted.items()
+                                 if k not in ("placement", "devices")}
+                                | {"policy": policy, "run": {**fitted["run"], **run}})
+        measured = replay(truth, self.opts)
+        meas = mean_period(measured, warmup)
+        pred_after, pred_before = simulate(after), simulate(before)
+        ovl = _overlap(measured)
+        trust = measured.meta.get("parallelism", {})
+        row = {"layout": self.layout, "ratio": self.ratio, "point": label,
+               "meas_ms": meas, "ok": bool(trust.get("parallel", False)),
+               "share": min((v for v in trust.get("device_share", {}).values()
+                             if v is not None), default=float("nan"))}
+        for tag, tr in (("after", pred_after), ("before", pred_before)):
+            pred = mean_period(tr, warmup)
+            row[f"{tag}_ms"] = pred
+            row[f"{tag}_err"] = abs(pred - meas) / meas
+            o = _overlap(tr)
+            row[f"{tag}_ovl_err"] = (abs(o - ovl) if o is not None and ovl is not None
+                                     else float("nan"))
+        return row
+
+
+def _line(row: dict[str, Any]) -> str:
+    return (f"{row['layout']:8} {row['ratio']:8} {row['point']:26} {row['meas_ms']:8.2f} "
+            f"{row['after_ms']:8.2f} {row['after_err']:6.1%} {row['after_ovl_err']:6.3f} "
+            f"{row['before_ms']:8.2f} {row['before_err']:6.1%} {row['before_ovl_err']:6.3f} "
+            f"{row['share']:5.2f} {'ok' if row['ok'] else 'WARN'}")
+
+
+def summarize(label: str, t: pd.DataFrame) -> None:
+    print(f"{label} ({len(t)} points):")
+    for tag in ("after", "before"):
+        err, ovl = t[f"{tag}_err"], t[f"{tag}_ovl_err"]
+        ok = (err.median() <= TARGET_MEDIAN and err.max() <= TARGET_MAX
+              and ovl.max() <= TARGET_OVERLAP)
+        print(f"  {tag:6}: period error median {err.median():.2%} max {err.max():.2%}; "
+              f"OverlapScore error median {ovl.median():.3f} max {ovl.max():.3f}"
+              + (f"  {'PASS' if ok else 'FAIL'} (median <= 2 %, max <= 5 %, ovl <= 0.05)"
+                 if tag == "after" else ""))
+
+
+def fixed_kernels(opts: ReplayOptions) -> ReplayOptions:
+    """Measure the kernel speed once, then every replay runs the very same kernels (a
+    re-measurement between the serial calibration and a point would change the truth)."""
+    runtime = open_runtime("cpu", ("stage0", "stage1"), opts.threads)
+    try:
+        cal, use = load_or_measure(runtime, opts.calibration_path, recalibrate=True)
+    finally:
+        runtime.close()
+    print(f"# kernels: {cal.n}x{cal.n} matmul, {cal.iter_ms:.4f} ms/iter, measured "
+          f"{use.measured_at} at load {use.load_at_measure}")
+    return replace(opts, recheck_calibration=False)
+
+
+def main_oos(chunks: int, scale: float, opts: ReplayOptions,
+             only: str | None = None) -> pd.DataFrame:
+    rows: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    opts = fixed_kernels(opts)
+    print(f"{'layout':8} {'ratio':8} {'point':26} {'meas ms':>8} {'after':>8} {'err':>6} "
+          f"{'ovl e':>6} {'before':>8} {'err':>6} {'ovl e':>6} {'share':>5} trust")
+    for layout in layouts():
+        if only and layout != only:
+            continue
+        for ratio in RATIOS:
+            grid = Grid(layout, ratio, chunks, scale, opts)
+            fitted = grid.calibrate()
+            if grid.probe:
+                print(f"# {grid.probe['cpu0'][1]}")
+            for row in grid.run(fitted):
+                rows.append(row)
+                print(_line(row), flush=True)
+    table = pd.DataFrame(rows)
+    print(f"\n{len(table)} points in {time.perf_counter() - t0:.0f} s")
+    for layout, part in table.groupby("layout", sort=False):
+        summarize(f"{layout}", part)
+        trusted = part[part["ok"]]
+        if 0 < len(trusted) < len(part):
+            summarize(f"{layout}, replays without a parallelism warning", trusted)
+    shares = table["share"].dropna()
+    print(f"device CPU share during replays: median {statistics.median(shares):.2f}, "
+          f"min {shares.min():.2f}")
+    return table
