@@ -89,5 +89,11 @@ def with_contention(bound: Any, sc: Scenario, mg: ModelGraph,
     if rng is None:
         return bound
     fps = sc.run.frames_per_chunk * 1000.0 / rng.lower_ms if rng.lower_ms > 0 else None
-    return replace(bound, period_ms=rng.lower_ms, fps=fps, kind="lower_bound",
+    crit = bound.critical
+    dev, info = max(rng.devices.items(), key=lambda kv: kv[1]["work_ms"] / kv[1]["best_throughput"])
+    if info["work_ms"] / info["best_throughput"] > bound.period_ms:  # the device binds
+        crit = replace(crit, chain=f"device {dev} busy: {' + '.join(info['stages'])} at best "
+                       f"throughput {info['best_throughput']:.2f}", per_chunk_ms=rng.lower_ms,
+                       lag_chunks=1, stages=(dev,), cycle=None, load=None, one_stage_busy=True)
+    return replace(bound, period_ms=rng.lower_ms, fps=fps, kind="lower_bound", critical=crit,
                    contention=rng.to_json(), notes=[*bound.notes, rng.note()])
