@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipefill.sim.calibrate import calibrate_trace
 from pipefill.sim.contention_fit import overlap_levels
@@ -89,3 +91,17 @@ def test_simulated_shared_device_round_trips_through_calibrate() -> None:
     assert cal.scenario.placement.spec("g").rate_at(2) == pytest.approx(0.7)
     assert {p: c.mean for p, c in cal.scenario.costs.items()} == pytest.approx(
         {"build": 10.0, "decode": 20.0, "denoise": 30.0})
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(1, 30)), min_size=1, max_size=8))
+def test_overlap_levels_match_a_unit_step_count(iv: list[tuple[int, int]]) -> None:
+    """Integer intervals: count the active intervals in every unit step (reference)."""
+    starts = np.array([float(s) for s, _ in iv])
+    ends = starts + np.array([float(d) for _, d in iv])
+    lv = overlap_levels(starts, ends)
+    ref = np.zeros_like(lv)
+    for t in range(int(ends.max())):
+        active = (starts <= t) & (ends >= t + 1)
+        ref[active, int(active.sum())] += 1.0
+    assert lv == pytest.approx(ref)

@@ -135,3 +135,17 @@ def test_one_core_replay_is_predicted_as_time_sharing(tmp_path: Path) -> None:
             assert (meas - old) / meas >= 0.3, seen
             return
     pytest.skip(f"core {CORE} was busy with other processes in every attempt: {seen}")
+
+
+def test_free_cores_probe_is_bounded() -> None:
+    from pipefill.exec.threads.trust import free_cores
+
+    assert free_cores(1) == 1.0
+    assert 0.0 < free_cores(2) <= 2.0
+
+
+def test_cuda_parallelism_has_no_cpu_shares() -> None:
+    usage = StageUsage()
+    usage.add("stage0", 0.1, 0.0, 10.0)  # a CUDA stage waits on events: tiny CPU time
+    rec = parallelism("cuda", {"g": ("stage0", "stage1")}, usage, (None, None))
+    assert rec["cpu_share"] == {} and rec["device_share"] == {} and rec["parallel"]
