@@ -137,8 +137,13 @@ def main() -> None:
                     help="fit: calibrate each point from its own replay; oos: out of sample")
     ap.add_argument("--layout", choices=("separate", "shared"), default=None,
                     help="oos: only this layout (default both)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="oos: cuda runs both stages on the one GPU (untested here)")
+    ap.add_argument("--kernels", choices=("calibrated", "model"), default="calibrated",
+                    help="oos: model = the DiT + VAE kernels (their own costs)")
     args = ap.parse_args()
-    opts = ReplayOptions(calibration_path=args.calibration, timeout_s=60.0)
+    opts = ReplayOptions(calibration_path=args.calibration, timeout_s=60.0,
+                         device=args.device, kernels=args.kernels)
     if args.mode == "oos":
         from fidelity_oos import main_oos  # bench/ is not a package: a sibling script
 
