@@ -119,37 +119,47 @@ def fit_device(calls: pd.DataFrame, levels: np.ndarray, given: dict[int, float],
     return rates, tuple(fitted), []
 
 
+Probed = dict[str, tuple[dict[int, float], str]]
+
+
 def solo_durations(spans: pd.DataFrame, placement: Placement, stages: tuple[str, ...],
-                   warmup: int, probed: dict[str, tuple[dict[int, float], str]] | None = None
+                   warmup: int, probed: Probed | None = None
                    ) -> tuple[pd.Series, list[DeviceFit]]:
     """Solo-equivalent duration of every compute span (indexed like ``spans``) and the
     fit of each shared device. Spans on devices of their own keep their duration;
     ``probed`` devices (device -> (rates, note)) use the probed rates as they are."""
     solo = (spans["end_ms"] - spans["start_ms"]).astype(float)
     fits = []
+    key = ["stage", "start_ms", "end_ms"]
     for dev, group in placement.shared(stages).items():
         mine = spans[spans["stage"].isin(group)]
         if mine.empty:
             continue
-        calls = _calls(mine)
-        levels = overlap_levels(calls["start_ms"].to_numpy(float), calls["end_ms"].to_numpy(float))
-        steady = (calls["chunk"] >= warmup).to_numpy()
-        if steady.sum() < MIN_OVERLAPPED:
-            steady = np.ones(len(calls), dtype=bool)
-        if probed and dev in probed:
-            top = max(len(group), *probed[dev][0])
-            rates = {n: probed[dev][0].get(n, 1.0 / n) for n in range(2, top + 1)}
-            fitted: tuple[int, ...] = ()
-            notes = [f"{probed[dev][1]}: used instead of a fit"]
-        else:
-            rates, fitted, notes = fit_device(calls, levels, placement.spec(dev).rate, steady)
-        slow = sum((1.0 - r) * levels[:, n] for n, r in rates.items() if n < levels.shape[1])
-        calls["solo"] = (calls["end_ms"] - calls["start_ms"]).to_numpy(float) - slow
-        key = ["stage", "start_ms", "end_ms"]
+        calls, fit = _fit_one(dev, group, _calls(mine), placement, warmup, probed or {})
         merged = mine[key].reset_index().merge(calls[[*key, "solo"]], on=key, how="left")
         solo.loc[merged["index"].to_numpy()] = merged["solo"].to_numpy()
-        over_n = {n: int((levels[steady, n] > 0).sum()) for n in rates if n < levels.shape[1]}
-        over_ms = {n: float(levels[steady, n].sum()) for n in rates if n < levels.shape[1]}
-        alone = int((levels[steady, 2:].sum(axis=1) == 0).sum())
-        fits.append(DeviceFit(dev, group, rates, fitted, over_n, over_ms, alone, notes))
+        fits.append(fit)
     return solo, fits
+
+
+def _fit_one(dev: str, group: tuple[str, ...], calls: pd.DataFrame, placement: Placement,
+             warmup: int, probed: Probed) -> tuple[pd.DataFrame, DeviceFit]:
+    """One device: its rates (probed or fitted) and each call's solo duration."""
+    levels = overlap_levels(calls["start_ms"].to_numpy(float), calls["end_ms"].to_numpy(float))
+    steady = (calls["chunk"] >= warmup).to_numpy()
+    if steady.sum() < MIN_OVERLAPPED:
+        steady = np.ones(len(calls), dtype=bool)
+    fitted: tuple[int, ...] = ()
+    if dev in probed:
+        top = max(len(group), *probed[dev][0])
+        rates = {n: probed[dev][0].get(n, 1.0 / n) for n in range(2, top + 1)}
+        notes = [f"{probed[dev][1]}: used instead of a fit"]
+    else:
+        rates, fitted, notes = fit_device(calls, levels, placement.spec(dev).rate, steady)
+    seen = [n for n in rates if n < levels.shape[1]]
+    slow = sum((1.0 - rates[n]) * levels[:, n] for n in seen)
+    calls = calls.assign(solo=(calls["end_ms"] - calls["start_ms"]).to_numpy(float) - slow)
+    over_n = {n: int((levels[steady, n] > 0).sum()) for n in seen}
+    over_ms = {n: float(levels[steady, n].sum()) for n in seen}
+    alone = int((levels[steady, 2:].sum(axis=1) == 0).sum())
+    return calls, DeviceFit(dev, group, rates, fitted, over_n, over_ms, alone, notes)
