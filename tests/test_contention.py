@@ -102,6 +102,14 @@ def test_serial_policy_is_unaffected_by_sharing() -> None:
     assert shared[["start_ms", "end_ms"]].equals(alone[["start_ms", "end_ms"]])
 
 
+def test_shared_device_runs_are_bit_for_bit_repeatable() -> None:
+    raw = {**SHARED, "devices": {"g": {"rate": {2: 0.62}}}, "run": {"chunks": 30, "seed": 4},
+           "costs": {"build": {"dist": "lognormal", "mean": 10, "cv": 0.2}, "decode": 20,
+                     "denoise": {"dist": "normal", "mean": 30, "cv": 0.1}}}
+    one, two = simulate(_scenario(raw)), simulate(_scenario(raw))
+    assert one.events.equals(two.events)
+
+
 def test_shared_predicate() -> None:
     assert not _scenario({}).has_shared_device
     assert not _scenario({"placement": {"stage0": "a"}}).has_shared_device

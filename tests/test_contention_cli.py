@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipefill.cli import app
+from pipefill.sim.scenario import load_scenario
 
 runner = CliRunner()
 SHARED = ["--set", 'placement.stage0="g"', "--set", 'placement.stage1="g"',
@@ -52,6 +53,7 @@ def test_calibrate_probes_shared_devices(tmp_path: Path) -> None:
     text = out.read_text()
     assert "(probed: 3 rounds per level" in text and "used instead of a fit" in text
     assert tomllib.loads(text)["devices"]["g"]["rate"]["2"] == rate
+    assert load_scenario(out).placement.spec("g").rate_at(2) == rate  # reads back
 
 
 def test_probe_without_a_shared_device_exits_2(tmp_path: Path) -> None:
