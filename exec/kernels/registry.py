@@ -121,7 +121,7 @@ class SpinFamily:
         self.setup = setup
         self.cal, use = load_or_measure(setup.runtime, setup.calibration_path,
                                         workload="spin", measure_fn=measure_spin,
-                                        recalibrate=setup.recalibrate,
+                                        recalibrate=setup.recalibrate, recheck=setup.recheck,
                                         check_fn=lambda rt, _cal: measure_spin(rt).iter_ms)
         self.info: dict[str, Any] = {"kernels": "spin", "ms_per_cycle_block": self.cal.iter_ms,
                                      "cycle_block": self.cal.n, "calibration_cached": use.cached,
