@@ -55,6 +55,8 @@ OTHERS: dict[str, dict[str, Any]] = {
     "multi_session": {"name": "multi_session", "d_in": 2, "d_out": 2, "max_batch": 2},
 }
 TARGET_MEDIAN, TARGET_MAX, TARGET_OVERLAP = 0.02, 0.05, 0.05
+#: the serial calibration replay runs this many times a point's chunks
+SERIAL_CHUNKS = 3
 
 
 def layouts(device: str = "cpu") -> dict[str, dict[str, Any]]:
@@ -113,8 +115,11 @@ class Grid:
         self.probe: dict[str, tuple[dict[int, float], str]] | None = None
 
     def calibrate(self) -> dict[str, Any]:
-        """Solo costs from a serial replay (+ the probed rate on a shared device)."""
-        serial = build_scenario({**self.base, "policy": {"name": "serial", "recompute": "r0a"}})
+        """Solo costs from a serial replay (+ the probed rate on a shared device), three
+        times as long as a point: a phase mean off by 1 % would shift every prediction."""
+        run = {**self.base["run"], "chunks": SERIAL_CHUNKS * self.base["run"]["chunks"]}
+        serial = build_scenario({**self.base, "run": run,
+                                 "policy": {"name": "serial", "recompute": "r0a"}})
         trace = replay(serial, self.opts)
         if self.devices and self.opts.kernels == "calibrated":
             dev = self.devices["placement"]["stage0"]
@@ -125,7 +130,8 @@ class Grid:
         # model kernels: the rates are fitted from the overlapped spans of the points' own
         # kind of work instead (a matmul probe would not contend like DiT vs VAE)
         cal = calibrate_trace(trace, probed=self.probe)
-        return {k: v for k, v in cal.raw.items() if k not in ("name", "policy")}
+        fitted = {k: v for k, v in cal.raw.items() if k not in ("name", "policy")}
+        return {**fitted, "run": self.base["run"]}
 
     def run(self, fitted: dict[str, Any]) -> list[dict[str, Any]]:
         rows = []
@@ -219,6 +225,7 @@ def main_oos(chunks: int, scale: float, opts: ReplayOptions,
         if 0 < len(trusted) < len(part):
             summarize(f"{layout}, replays without a parallelism warning", trusted)
     shares = table["share"].dropna()
-    print(f"device CPU share during replays: median {statistics.median(shares):.2f}, "
-          f"min {shares.min():.2f}")
+    if len(shares):
+        print(f"device CPU share during replays: median {statistics.median(shares):.2f}, "
+              f"min {shares.min():.2f}")
     return table
