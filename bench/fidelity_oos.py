@@ -10,7 +10,8 @@ Per layout (``separate``: each stage a device of its own, threads unpinned as be
    rolling_window, multi_session); replay each and compare.
 
 ``after``: the prediction with the layout's devices; ``before``: today's model without
-them (every stage on a device of its own). Period = mean emit gap over chunks warm-up..end
+them (every stage on a device of its own). ``trust`` is ok when neither the point's
+replay nor its grid's serial calibration replay had a parallelism warning. Period = mean emit gap over chunks warm-up..end
 (DESIGN.md), OverlapScore from ``compute_metrics``. ``ok`` = the replay's parallelism
 record had no warning. Targets: median period error <= 2 %, max <= 5 %, OverlapScore
 error <= 0.05 (max), both layouts.
@@ -113,6 +114,7 @@ class Grid:
         self.devices = layouts(opts.device)[layout]
         self.base = {**base_raw(ratio, chunks, scale), **self.devices}
         self.probe: dict[str, tuple[dict[int, float], str]] | None = None
+        self.serial_ok = False
 
     def calibrate(self) -> dict[str, Any]:
         """Solo costs from a serial replay (+ the probed rate on a shared device), three
@@ -121,6 +123,11 @@ class Grid:
         serial = build_scenario({**self.base, "run": run,
                                  "policy": {"name": "serial", "recompute": "r0a"}})
         trace = replay(serial, self.opts)
+        trust = trace.meta.get("parallelism", {})
+        self.serial_ok = bool(trust.get("parallel", False))
+        print(f"# {self.layout} {self.ratio}: serial calibration replay "
+              f"{'ok' if self.serial_ok else 'WARN'} (device share "
+              f"{trust.get('device_share')}, free cores {trust.get('free_cores_before')})")
         if self.devices and self.opts.kernels == "calibrated":
             dev = self.devices["placement"]["stage0"]
             cores = (self.devices.get("devices") or {}).get(dev, {}).get("cores")
@@ -154,7 +161,7 @@ class Grid:
         ovl = _overlap(measured)
         trust = measured.meta.get("parallelism", {})
         row = {"layout": self.layout, "ratio": self.ratio, "point": label,
-               "meas_ms": meas, "ok": bool(trust.get("parallel", False)),
+               "meas_ms": meas, "ok": bool(trust.get("parallel", False)) and self.serial_ok,
                "share": min((v for v in trust.get("device_share", {}).values()
                              if v is not None), default=float("nan"))}
         for tag, tr in (("after", pred_after), ("before", pred_before)):
