@@ -11,9 +11,9 @@ Per layout (``separate``: each stage a device of its own, threads unpinned as be
 
 ``after``: the prediction with the layout's devices; ``before``: today's model without
 them (every stage on a device of its own). ``trust`` is ok when neither the point's
-replay nor its grid's serial calibration replay had a parallelism warning. Period = mean emit gap over chunks warm-up..end
-(DESIGN.md), OverlapScore from ``compute_metrics``. ``ok`` = the replay's parallelism
-record had no warning. Targets: median period error <= 2 %, max <= 5 %, OverlapScore
+replay nor its grid's serial calibration replay had a parallelism warning. Period =
+mean emit gap over chunks warm-up..end (DESIGN.md), OverlapScore from
+``compute_metrics``. Targets: median period error <= 2 %, max <= 5 %, OverlapScore
 error <= 0.05 (max), both layouts.
 """
 
