@@ -51,7 +51,7 @@ def test_calibrate_probes_shared_devices(tmp_path: Path) -> None:
     rate = json.loads(res.stdout)["rates"]["g"]["2"]
     assert 0.2 <= rate <= 1.0  # one core shared by two loops: about 0.5 when quiet
     text = out.read_text()
-    assert "(probed: 3 rounds per level" in text and "used instead of a fit" in text
+    assert "(probed: 5 rounds per level" in text and "used instead of a fit" in text
     assert tomllib.loads(text)["devices"]["g"]["rate"]["2"] == rate
     assert load_scenario(out).placement.spec("g").rate_at(2) == rate  # reads back
 

@@ -248,6 +248,13 @@ class CalibratedKernels:
         self.out = torch.empty_like(self.a)
         self.costs, self.cal = costs, cal
         self.cancel = cancel or threading.Event()
+        #: iterations run so far (time zero on): their calibrated ms is the solo work done
+        self.done = 0
+
+    @property
+    def work_ms(self) -> float:
+        """The calibrated (solo) milliseconds of the iterations run so far."""
+        return self.done * self.cal.iter_ms
 
     def warm_up(self) -> None:
         """A few iterations before time zero (first calls allocate)."""
@@ -259,4 +266,5 @@ class CalibratedKernels:
             if i % CANCEL_EVERY == 0 and self.cancel.is_set():
                 raise Aborted
             torch.mm(self.a, self.a, out=self.out)
+            self.done += 1
         return None

@@ -4,7 +4,9 @@ For ``n`` = 1, 2, ... ``levels``: ``n`` threads set up like replay stages on the
 (pinned to its cores on the CPU, a stream each on CUDA) each run the same calibrated
 matmul loop of about ``work_ms`` solo milliseconds at once. ``rate_n`` = solo wall time
 / the mean wall time of the ``n`` concurrent loops (the speed of each, as a fraction of
-solo speed; 1/n is pure time-sharing). Each level is the median of ``repeats`` rounds.
+solo speed; 1/n is pure time-sharing). Each level is the median over ``repeats`` rounds
+of a solo loop and, right after it, the concurrent ones (so slow drift in the machine's
+load cancels in each ratio).
 """
 
 from __future__ import annotations
@@ -73,8 +75,8 @@ def _round(runtime: Runtime, cal: Calibration, n: int, iters: int) -> float:
 
 
 def probe_contention(device: str, cores: tuple[int, ...] | None, levels: int,
-                     calibration_path: Path | None = None, work_ms: float = 150.0,
-                     repeats: int = 3) -> ProbeResult:
+                     calibration_path: Path | None = None, work_ms: float = 80.0,
+                     repeats: int = 5) -> ProbeResult:
     """Rates for 2..``levels`` concurrent computes on one device (CPU: on ``cores``)."""
     stages = tuple(f"probe{i}" for i in range(levels))
     pins = dict.fromkeys(stages, cores) if cores else {}
@@ -82,10 +84,13 @@ def probe_contention(device: str, cores: tuple[int, ...] | None, levels: int,
     try:
         cal, _ = load_or_measure(runtime, calibration_path)
         iters = cal.iterations(work_ms)
-        solo = statistics.median(_round(runtime, cal, 1, iters) for _ in range(repeats))
-        rates = {n: round(solo / statistics.median(_round(runtime, cal, n, iters)
-                                                   for _ in range(repeats)), 4)
-                 for n in range(2, levels + 1)}
-        return ProbeResult(rates, repeats, solo, runtime.describe())
+        solos, rates = [], {}
+        for n in range(2, levels + 1):
+            ratios = []
+            for _ in range(repeats):  # solo and concurrent back to back: drift cancels
+                solos.append(_round(runtime, cal, 1, iters))
+                ratios.append(solos[-1] / _round(runtime, cal, n, iters))
+            rates[n] = round(statistics.median(ratios), 4)
+        return ProbeResult(rates, repeats, statistics.median(solos), runtime.describe())
     finally:
         runtime.close()

@@ -208,6 +208,18 @@ class _Replay:
     def _groups(self) -> dict[str, tuple[str, ...]]:
         return self.sc.placement.groups(self.runtime.stages)
 
+    def _work_ms(self) -> dict[str, float]:
+        """Calibrated ms of kernel work per stage (calibrated kernels; looks through
+        wrappers such as fault injection)."""
+        out = {}
+        for stage, kernels in self.ctx.kernels.items():
+            k: Any = kernels
+            while k is not None and not hasattr(k, "work_ms"):
+                k = getattr(k, "inner", None)
+            if k is not None:
+                out[stage] = float(k.work_ms)
+        return out
+
     def _free_cores(self) -> float | None:
         """Free cores for the stages' devices right now (CPU, when probing is on)."""
         need = len(self._groups())
@@ -219,7 +231,7 @@ class _Replay:
         ctx, opts = self.ctx, self.opts
         extra = {
             "parallelism": parallelism(self.runtime.kind, self._groups(), ctx.usage,
-                                       (self.free_before, self.free_after)),
+                                       (self.free_before, self.free_after), self._work_ms()),
             "kernels": self.family.info,
             "threads": opts.threads,
             "transport_mode": "modelled" if opts.modelled_transport else "handoff",

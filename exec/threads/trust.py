@@ -1,21 +1,26 @@
 """Can a measurement be trusted? The parallelism a replay actually had.
 
-Two measurements, both cheap:
+Three measurements, all cheap:
 
 - per stage, the CPU time its thread spent inside kernels over the wall time of its
   compute spans (``cpu_share``): about 1 for a stage that had a core to itself, about
   0.5 for one that time-shared a core with another process or stage; and per device,
   the CPU time of all its stages over the time any of them computed (``device_share``):
   about 1 for a device that got a core's worth (stages sharing a core included);
+- per stage, the calibrated kernels' speed: the calibrated milliseconds of the
+  iterations they ran over the CPU time they took (``kernel_speed``): about 1 when the
+  core ran as fast as when it was calibrated, less when its hardware is shared with
+  other work (an SMT sibling, a noisy neighbour on a VM) or its clock dropped, which a
+  CPU-time share cannot see;
 - around the run (before and after), how many of ``k`` single-threaded matmul loops run
   in parallel right now (``free_cores``; ``k`` = the devices the stages run on): k on an
   idle machine, less when another process holds a core.
 
-A stage on a device of its own with a low share, or fewer free cores than devices,
-means the stages could not run in parallel as the scenario assumes: the replay says so
-in its summary, JSON and trace metadata (``parallelism.warnings``). Stages placed on one
-device are expected to share it: only their device's share is checked. CUDA stages wait on events,
-so their thread CPU time says nothing; only the probe of free cores is skipped there too.
+A device with a low share, a kernel speed below MIN_SPEED or fewer free cores than
+devices means the stages could not run as the scenario assumes: the replay says so in
+its summary, JSON and trace metadata (``parallelism.warnings``). Stages placed on one
+device are expected to share it: only their device's share is checked. CUDA stages
+wait on events, so their thread CPU time says nothing: only the free cores are kept.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import torch
 
 #: a stage whose thread got less than this share of a core while computing was starved
 MIN_SHARE = 0.85
+#: calibrated kernels running slower than this fraction of their calibrated speed
+MIN_SPEED = 0.9
 #: fewer free cores than this fraction of the devices needed means no full parallelism
 MIN_FREE = 0.9
 #: matmul size and iterations of one probe loop (about 10 ms on a 2020s core)
@@ -89,9 +96,19 @@ def free_cores(k: int) -> float:
     return round(min(float(k), k * one[0] / max(many)), 3) if len(many) == k else 0.0
 
 
+def kernel_speed(usage: StageUsage, work_ms: dict[str, float]) -> dict[str, float]:
+    """Per stage: calibrated ms of work done per ms of CPU time (stages with work only)."""
+    with usage._lock:
+        cpu = dict(usage.cpu_ms)
+    return {s: round(w / cpu[s], 4) for s, w in sorted(work_ms.items())
+            if w > 0 and cpu.get(s, 0.0) > 0}
+
+
 def parallelism(kind: str, groups: dict[str, tuple[str, ...]], usage: StageUsage,
-                free: tuple[float | None, float | None]) -> dict[str, Any]:
-    """The ``parallelism`` record of a replay: shares, free cores and warnings."""
+                free: tuple[float | None, float | None],
+                work_ms: dict[str, float] | None = None) -> dict[str, Any]:
+    """The ``parallelism`` record of a replay: shares, kernel speed, free cores and
+    warnings. ``work_ms``: calibrated ms of the kernel iterations each stage ran."""
     need = len(groups)
     stages = sorted(s for group in groups.values() for s in group)
     cpu = kind == "cpu"
@@ -104,10 +121,17 @@ def parallelism(kind: str, groups: dict[str, tuple[str, ...]], usage: StageUsage
             warnings.append(f"{who} got {share:.0%} of a core while computing: the machine "
                             "is loaded, the stages could not run as modelled and the "
                             "measured period is too long")
+    speed = kernel_speed(usage, work_ms or {}) if cpu else {}
+    for stage, value in speed.items():
+        if value < MIN_SPEED:
+            warnings.append(f"{stage}'s kernels ran at {value:.0%} of their calibrated speed "
+                            "per CPU second: the core is shared with other work at the "
+                            "hardware level (or its clock dropped); the period is too long")
     measured = [f for f in free if f is not None]
     if need >= 2 and measured and min(measured) < MIN_FREE * need:
         warnings.append(f"only {min(measured):.2f} of {need} cores were free around the run: "
                         "the stages could not run in parallel")
     return {"devices_needed": need, "cpu_share": shares, "device_share": devices,
+            "kernel_speed": speed,
             "free_cores_before": free[0], "free_cores_after": free[1],
             "parallel": not warnings, "warnings": warnings}
