@@ -9,6 +9,7 @@ Per layout (``separate``: each stage a device of its own, threads unpinned as be
    r1/r0a, and every other policy the threads backend runs (stream_batch, layer_pp,
    rolling_window, multi_session); replay each and compare.
 
+Overlap error: OverlapScore for phase_pp, overlap_window for the other policies.
 ``after``: the prediction with the layout's devices; ``before``: today's model without
 them (every stage on a device of its own). ``trust`` is ok when neither the point's
 replay nor its grid's serial calibration replay had a parallelism warning. Period =
@@ -101,7 +102,12 @@ def mean_period(trace: Any, warmup: int) -> float:
 
 
 def _overlap(trace: Any) -> float | None:
-    value = compute_metrics(trace).get("overlap_score")
+    """OverlapScore where it is meaningful (one chunk at a time per stage, in order:
+    phase_pp); overlap_window for the other policies (DESIGN.md)."""
+    m = compute_metrics(trace)
+    key = "overlap_score" if trace.meta.get("policy", {}).get("name") == "phase_pp" \
+        else "overlap_window"
+    value = m.get(key)
     return None if value is None else float(value)
 
 
