@@ -162,3 +162,15 @@ def test_simulated_period_lies_in_the_bound_range(d_in: int, d_out: int, rec: st
     assert period >= rng["lower_ms"] * (1 - 1e-6)
     if rng["upper_is_bound"]:
         assert period <= rng["upper_ms"] * (1 + 1e-6)
+
+
+def test_shared_device_never_takes_the_fast_path() -> None:
+    from pipefill.sim.engines import choose
+
+    serial = {"name": "serial"}  # fixed order: the fast path's unless a device is shared
+    sc = _scenario(SHARED, serial)
+    assert choose(sc, "auto") == "simpy" and choose(_scenario({}, serial), "auto") == "fast"
+    with pytest.raises(ScenarioError) as info:
+        choose(sc, "fast")
+    assert info.value.field == "--engine" and "stages share a device (g (stage0, stage1))" \
+        in str(info.value)
