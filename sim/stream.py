@@ -39,7 +39,7 @@ def simulate_summary(scenario: Scenario, out: str | Path | None = None,
 
     A failure (a stall) leaves no file: the trace is written atomically or not at all.
     """
-    reducer = TraceReducer(scenario.run.warmup)
+    reducer = TraceReducer(scenario.run.warmup, scenario.run.chunks)
     sinks: list[Callable[[list[Row]], object]] = [reducer.feed]
 
     def sink(rows: list[Row]) -> None:

@@ -31,7 +31,7 @@ NO_TAG = Tag()
 
 Row = tuple[Any, ...]
 #: rows a streaming recorder holds before it hands them to its sink
-BLOCK_ROWS = 65_536
+BLOCK_ROWS = 16_384
 
 
 class Recorder:

@@ -34,14 +34,14 @@ Row = tuple[Any, ...]
 class ChunkArray:
     """A float per chunk index (grows on demand), combined with min, max or sum."""
 
-    def __init__(self, fill: float) -> None:
+    def __init__(self, fill: float, size: int = 256) -> None:
         self.fill = fill
-        self.a = np.full(256, fill)
+        self.a = np.full(max(size, 1), fill)
         self.n = 0
 
     def _room(self, k: int) -> None:
         if k >= len(self.a):
-            grown = np.full(max(2 * len(self.a), k + 1), self.fill)
+            grown = np.full(max(len(self.a) * 3 // 2, k + 1), self.fill)
             grown[: len(self.a)] = self.a
             self.a = grown
         self.n = max(self.n, k + 1)
@@ -143,16 +143,22 @@ class CounterState:
 class SessionState:
     """Per-session emits and per-chunk quantities."""
 
+    t_input: ChunkArray
+    busy0: ChunkArray
+    busy1: ChunkArray
+    mesh_start: ChunkArray
+    mesh_end: ChunkArray
     t_emit: array = field(default_factory=lambda: array("d"))
     chunk: array = field(default_factory=lambda: array("q"))
-    t_input: ChunkArray = field(default_factory=lambda: ChunkArray(np.nan))
-    busy0: ChunkArray = field(default_factory=lambda: ChunkArray(0.0))
-    busy1: ChunkArray = field(default_factory=lambda: ChunkArray(0.0))
-    mesh_start: ChunkArray = field(default_factory=lambda: ChunkArray(np.nan))
-    mesh_end: ChunkArray = field(default_factory=lambda: ChunkArray(np.nan))
     first_input: float = np.inf
     drops: int = 0
     stages: set[str] = field(default_factory=set)
+
+    @classmethod
+    def sized(cls, chunks: int) -> SessionState:
+        """Per-chunk arrays sized for ``chunks`` up front (no growth slack on long runs)."""
+        return cls(ChunkArray(np.nan, chunks), ChunkArray(0.0, chunks), ChunkArray(0.0, chunks),
+                   ChunkArray(np.nan, chunks), ChunkArray(np.nan, chunks))
 
     def emits(self) -> tuple[np.ndarray, np.ndarray]:
         return np.frombuffer(self.t_emit, dtype=float), np.frombuffer(self.chunk, dtype=np.int64)
@@ -166,14 +172,16 @@ def _family(stage: str) -> str:
 class TraceReducer:
     """Consumes rows in recording order (see the module contract) and keeps the summary state.
 
-    ``warmup``: emits before the steady-state window of each session (the window's first
+    ``chunks``: how many chunks a session is expected to have (sizes its arrays; more
+    are fine). ``warmup``: emits before the steady-state window of each session (the window's first
     counted gap ends at emit ``max(warmup, 1)``). Instants it settles: each session's
     window start (``("t0", s)``) and latest emit (``("last", s)``), the run's first input
     (``"run0"``) and latest emit (``"run1"``).
     """
 
-    def __init__(self, warmup: int) -> None:
+    def __init__(self, warmup: int, chunks: int = 256) -> None:
         self.first = max(warmup, 1)
+        self.chunks_hint = chunks
         self.sessions: dict[int, SessionState] = {}
         self.stages: dict[str, StageBusy] = {}
         self.counters: dict[str, CounterState] = {}
@@ -207,7 +215,7 @@ class TraceReducer:
     def session(self, s: int) -> SessionState:
         st = self.sessions.get(s)
         if st is None:
-            st = self.sessions[s] = SessionState()
+            st = self.sessions[s] = SessionState.sized(self.chunks_hint)
         return st
 
     def _register(self, key: Any, x: float) -> None:
