@@ -165,6 +165,8 @@ def print_bound(title: str, b: Bound) -> None:
     # Text: the chain's [k] indices are not rich markup
     table.add_row("critical cycle", f"{b.critical.lag_chunks} chunk(s)", Text(b.critical.chain))
     table.add_row("regime", f"{b.cyclicity} chunk(s)", "the steady state repeats every")
+    if b.settled is not None:
+        table.add_row("settled period_ms", _fmt(b.settled.period_ms), b.settled.describe())
     for stage, ms in b.busy_ms.items():
         table.add_row(f"busy {stage}", _fmt(ms), "ms of work per chunk")
     for phase, slope in b.sensitivity.items():

@@ -38,6 +38,7 @@ from pipefill.sim.greedy_bound import (
     greedy_phase_pp,
     greedy_unroll,
 )
+from pipefill.sim.greedy_settle import Settled, settle
 from pipefill.sim.scenario import Scenario, ScenarioError
 
 #: the explicit lower-bound models of timing-dependent (greedy) schedules, by policy
@@ -136,6 +137,8 @@ class Bound:
     explanation: str = ""
     #: stages sharing a device: lower/upper bounds (sim/contention_bound.py), else None
     contention: dict[str, Any] | None = None
+    #: a greedy order's steady state at mean costs (sim/greedy_settle.py), else None
+    settled: Settled | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,6 +151,9 @@ class Bound:
             "sensitivity": self.sensitivity, "limits": self.limits,
             "cyclicity_chunks": self.cyclicity, "notes": self.notes,
             "explanation": self.explanation, "contention": self.contention,
+            "settled": None if self.settled is None else {
+                "period_ms": self.settled.period_ms, "cycle_emits": self.settled.cycle,
+                "span_ms": self.settled.span_ms},
         }
 
 
@@ -344,6 +350,8 @@ def compute_bound(sc: Scenario) -> Bound:
                    mg.graph.work_per_period() / mg.chunks_per_period, _busy(mg), sens,
                    limits, cyclicity, notes)
     result = with_contention(result, sc, mg, lambda costs: _solve(sc, costs).period)
+    if mg.kind == "lower_bound" and not sc.has_shared_device:
+        result.settled = settle(sc)
     result.explanation = explain(result)
     return result
 
@@ -362,6 +370,10 @@ def explain(b: Bound) -> str:
     idle = [f"{s} {1 - ms / b.period_ms:.0%} idle" for s, ms in b.busy_ms.items()
             if s not in crit.stages and b.period_ms > 0]
     slack = f"; {', '.join(idle)}" if idle else ""
+    if b.settled is not None:
+        # the user's question is the period they will get: say it first
+        return (f"{b.settled.describe()[0].upper()}{b.settled.describe()[1:]}; "
+                f"no order of this policy beats {b.period_ms:.1f} ms, which {why}{slack}.")
     if not b.sensitivity:
         return f"{head} {why}{slack}."
     phase, slope = next(iter(b.sensitivity.items()))

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipefill.sim.bound import compute_bound
 from pipefill.sim.engine import simulate
 from pipefill.traces.metrics import BURSTY_TOLERANCE, compute_metrics
 from pipefill.traces.recorder import Recorder, Tag
@@ -165,3 +166,27 @@ def test_overlap_above_one_carries_its_reason():
     assert m["overlap_score"] == 2.0
     assert m["notes"]["overlap_score"].startswith("2.00 > 1: ")
     assert 0.0 <= m["overlap_window"] <= 1.0 and m["period_ms"] > 0 and m["bursty"]
+
+
+def test_bound_names_the_bursty_steady_state_the_simulation_has():
+    # the bursty case: the analytic model of a greedy stage0 only bounds it below (10 ms);
+    # the bound also says where the order settles at these (constant) costs: pairs every
+    # 30 ms, i.e. the 15 ms the simulated mean gives over whole cycles
+    pol = {"name": "phase_pp", "d_in": 2, "d_out": 2, "stage0_order": "producer_first",
+           "recompute": "r1"}
+    sc = make_scenario(pol, BURSTY, chunks=120, transport=ZERO_TRANSPORT)
+    b = compute_bound(sc)
+    assert b.kind == "lower_bound" and b.period_ms == 10.0
+    assert b.settled is not None and (b.settled.cycle, b.settled.span_ms) == (2, 30.0)
+    t = np.sort(simulate(sc).marks("emit")["start_ms"].to_numpy())
+    steady = (t[100] - t[20]) / 80  # whole cycles, before the drain
+    assert b.settled.period_ms == steady == 15.0
+    assert b.explanation.startswith("At mean costs the greedy order settles into a cycle "
+                                    "of 2 emits every 30.0 ms: 15.0 ms per chunk")
+    assert b.to_json()["settled"] == {"period_ms": 15.0, "cycle_emits": 2, "span_ms": 30.0}
+
+
+def test_a_fixed_order_bound_has_no_settled_regime():
+    pol = {"name": "phase_pp", "recompute": "r0a", "recompute_lag": 0}
+    costs = {**BURSTY, "decode": 5.0, "recompute": 2.0, "encode": 3.0}
+    assert compute_bound(make_scenario(pol, costs, chunks=40)).settled is None
