@@ -139,13 +139,14 @@ class CostTable:
             if spec is None:
                 continue
             rng = np.random.default_rng(np.random.SeedSequence([seed, idx]))
-            base = spec.draw(rng, (sessions, chunks, spec.steps))
-            k = np.arange(chunks, dtype=float)
-            scale = np.ones(chunks)
+            vals = spec.draw(rng, (sessions, chunks, spec.steps))
+            # in place: a million-chunk run holds one table per phase, not three
             if spec.pattern:
-                scale = np.asarray(spec.pattern, dtype=float)[np.arange(chunks) % len(spec.pattern)]
-            vals = base * scale[None, :, None] + spec.drift_ms * k[None, :, None]
-            self._tables[phase] = np.clip(vals, 0.0, None)
+                pattern = np.asarray(spec.pattern, dtype=float)
+                vals *= pattern[np.arange(chunks) % len(pattern)][None, :, None]
+            if spec.drift_ms:
+                vals += spec.drift_ms * np.arange(chunks, dtype=float)[None, :, None]
+            self._tables[phase] = np.clip(vals, 0.0, None, out=vals)
 
     def has(self, phase: str) -> bool:
         return phase in self._tables
