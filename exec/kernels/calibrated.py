@@ -66,13 +66,14 @@ def _dtype(runtime: Runtime) -> torch.dtype:
     return torch.float32 if runtime.kind == "cpu" else torch.bfloat16
 
 
-def _time_iters(runtime: Runtime, n: int, iters: int) -> float:
-    """ms per matmul iteration of size n, median of 5 batches (setup time, not steady)."""
+def _time_iters(runtime: Runtime, n: int, iters: int, batches: int = 6) -> float:
+    """ms per matmul iteration of size n: the median of ``batches`` - 1 timed batches (the
+    first is left out: setup time, not steady)."""
     gen = torch.Generator(device=runtime.device).manual_seed(0)
     a = torch.randn(n, n, generator=gen, device=runtime.device).to(_dtype(runtime))
     out = torch.empty_like(a)
     samples = []
-    for _ in range(6):
+    for _ in range(batches):
         if runtime.kind == "cuda":
             torch.cuda.synchronize(runtime.device)
         t = time.perf_counter()
@@ -133,21 +134,7 @@ def load_now() -> dict[str, Any]:
 
 def quick_check(runtime: Runtime, cal: Calibration) -> float:
     """ms per iteration of ``cal``'s workload now: median of 3 short batches."""
-    iters = max(4, round(QUICK_BATCH_MS / cal.iter_ms))
-    gen = torch.Generator(device=runtime.device).manual_seed(0)
-    a = torch.randn(cal.n, cal.n, generator=gen, device=runtime.device).to(_dtype(runtime))
-    out = torch.empty_like(a)
-    samples = []
-    for _ in range(4):
-        if runtime.kind == "cuda":
-            torch.cuda.synchronize(runtime.device)
-        t = time.perf_counter()
-        for _ in range(iters):
-            torch.mm(a, a, out=out)
-        if runtime.kind == "cuda":
-            torch.cuda.synchronize(runtime.device)
-        samples.append((time.perf_counter() - t) * 1e3 / iters)
-    return statistics.median(samples[1:])
+    return _time_iters(runtime, cal.n, max(4, round(QUICK_BATCH_MS / cal.iter_ms)), batches=4)
 
 
 def _load(path: Path) -> dict[str, Any]:
