@@ -10,6 +10,7 @@ for the same run's trace, and the file reads back as that trace.
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,10 @@ def simulate_summary(scenario: Scenario, out: str | Path | None = None,
             sinks.append(stack.enter_context(TraceWriter(out, meta)).write)
         engine.execute()
         rec.flush()
+    # the engine's pre-drawn costs and SimPy's process cycles are done with: free them
+    # before the summary's window arrays are built (a long run's memory peak)
+    del engine
+    gc.collect()
     reducer.finish()
     return StreamedRun(summarize(reducer, meta), meta, len(rec),
                        Path(out) if out is not None else None)

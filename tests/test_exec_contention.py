@@ -130,6 +130,9 @@ def _attempt(opts: ReplayOptions) -> tuple[float, float, float, float]:
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no thread affinity")
+@pytest.mark.skipif(not os.environ.get("PIPEFILL_TIMING_TESTS"), reason=(
+    "a real-timing fidelity check (3% on a replay): flaky on a shared machine, so it runs "
+    "with PIPEFILL_TIMING_TESTS=1; bench/fidelity.py --mode oos prints the same figures"))
 def test_one_core_replay_is_predicted_as_time_sharing(tmp_path: Path) -> None:
     """Calibrated from a serial replay on one core, phase_pp pinned to that core is
     predicted within 3 % with the shared device; without it the model is off by the
