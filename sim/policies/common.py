@@ -171,6 +171,15 @@ class Stage0Ops:
             # the frames are out; re-encoding them is for the next envelope's context
             self.context[c] = yield from self._encode(msg.tag, frames)
             self.encoded.add(c)
+        self._forget(c)
+
+    def _forget(self, decoded: int) -> None:
+        """Drop what no later step looks up, so a long stream's state stays bounded:
+        results decode in order (every chunk <= ``decoded`` is done) and a build j's
+        context source, when it has one, is j - 1 - lag >= next_chunk - 1 - lag."""
+        horizon = min(decoded, self.next_chunk - 2 - self.coupling.lag)
+        if self.encoded and min(self.encoded) <= horizon:
+            self.encoded = {e for e in self.encoded if e > horizon}
 
     def _drop(self, msg: Message) -> Program:
         yield Mark("drop", msg.tag)
