@@ -26,6 +26,7 @@ from pipefill.sim.costs import PHASES, CostSpec
 from pipefill.sim.devices import DeviceSpec, Placement
 from pipefill.sim.errors import ScenarioError, error_from_validation
 from pipefill.sim.policies import make_policy
+from pipefill.traces.toml_writer import read_toml
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
 
@@ -298,16 +299,7 @@ def load_raw(path: str | Path | None) -> tuple[dict[str, Any], str]:
     """Read a scenario file (or the built-in default) into raw tables and a name."""
     if path is None:
         return tomllib.loads(default_scenario_text()), "default"
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError("scenario", f"{p}: cannot read ({exc.strerror or exc})") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError("scenario", f"{p.name}: invalid TOML ({exc})") from None
-    return merge_over_default(raw), p.stem
+    return merge_over_default(read_toml(path, "scenario", ScenarioError)), Path(path).stem
 
 
 def load_scenario(path: str | Path | None = None, sets: list[str] | None = None) -> Scenario:

@@ -24,13 +24,13 @@ groups and ``pid``, ``tid``, ``rank`` (the trace's ``distributedInfo.rank``, els
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipefill.traces.schema import TraceError
+from pipefill.traces.toml_writer import read_toml
 
 #: time unit -> milliseconds per unit
 TIME_UNITS: dict[str, float] = {"us": 1e-3, "ns": 1e-6, "ms": 1.0}
@@ -107,13 +107,4 @@ def parse_map(raw: dict[str, Any]) -> ImportMap:
 
 def load_map(path: str | Path) -> ImportMap:
     """Read and validate a map file; :class:`TraceError` names the bad field."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TraceError("map", f"{p}: cannot read ({exc.strerror or exc})") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise TraceError("map", f"{p.name}: invalid TOML ({exc})") from None
-    return parse_map(raw)
+    return parse_map(read_toml(path, "map", TraceError))

@@ -4,13 +4,18 @@ Covers what scenarios and trace metadata hold: str, bool, int, float (``nan``, `
 and ``-inf`` are TOML floats too), lists, and tables (nested ``[a.b]`` tables at the top,
 inline ``{k = v}`` tables inside lists). ``None`` values are left out (TOML has no null;
 a missing field takes its default). Keys are bare when TOML allows, else quoted as basic
-strings; ``tomllib`` reads every output back to the same data.
+strings; ``tomllib`` reads every output back to the same data. :func:`read_toml` is the
+one reader of TOML files (scenarios, import maps), with the caller's error type.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
@@ -77,3 +82,17 @@ def _emit(table: dict[str, Any], path: tuple[str, ...], lines: list[str]) -> Non
     lines.extend(f"{toml_key(k)} = {toml_value(v)}" for k, v in scalars.items())
     for k, v in subtables.items():
         _emit(v, (*path, k), lines)
+
+
+def read_toml(path: str | os.PathLike[str], field: str,
+              error: Callable[[str, str], Exception]) -> dict[str, Any]:
+    """A TOML file's tables; an unreadable or invalid file raises ``error(field, message)``."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(field, f"{p}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise error(field, f"{p.name}: invalid TOML ({exc})") from None
