@@ -15,10 +15,37 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from pipefill.sim.fastpath import Timed
 from pipefill.sim.scenario import Scenario
 from pipefill.traces.metrics import BURSTY_TOLERANCE, SUMMARY_KEYS, overlap_window, steady_window
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Values grouped by chunk, prepared once per plan: ``perm`` sorts the values by
+    chunk, ``starts`` are where each of ``keys`` (the chunks, ascending) begins. A
+    min/max per chunk is then one ``reduceat`` (``ufunc.at`` is many times slower)."""
+
+    perm: np.ndarray
+    starts: np.ndarray
+    keys: np.ndarray
+
+    @staticmethod
+    def of(chunks: np.ndarray) -> Groups:
+        perm = np.argsort(chunks, kind="stable")
+        ordered = chunks[perm]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(ordered) \
+            else np.zeros(0, np.int64)
+        return Groups(perm, starts, ordered[starts])
+
+    def reduce(self, ufunc: np.ufunc, values: np.ndarray, fill: float, size: int) -> np.ndarray:
+        """``out[k]`` = ``ufunc`` over the values of chunk k (``fill`` where it has none)."""
+        out = np.full(size, fill)
+        if len(self.keys):
+            out[self.keys] = ufunc.reduceat(values[self.perm], self.starts)
+        return out
 
 
 @dataclass(frozen=True)
@@ -28,7 +55,8 @@ class MetricIndex:
     ``emit_*``/``input_*``: session 0's marks (node, chunk); ``item_*``: one row per
     item of a compute call (its node, chunk, the call's item count) on ``stage0`` (and
     its per-session copies: ``s0``), on ``stage1`` (``s1``); ``stage_nodes``: compute
-    nodes per stage (bubbles, overlap_window).
+    nodes per stage (bubbles, overlap_window); ``input_groups``/``s1_groups``: those
+    nodes grouped by chunk.
     """
 
     emit_node: np.ndarray
@@ -40,6 +68,8 @@ class MetricIndex:
     s1_exact: tuple[np.ndarray, np.ndarray]
     stage_nodes: dict[str, np.ndarray]
     chunks: int
+    input_groups: Groups
+    s1_groups: Groups
 
 
 def metric_index(timed: Timed) -> MetricIndex:
@@ -63,11 +93,13 @@ def metric_index(timed: Timed) -> MetricIndex:
 
     exact = item_stage == "stage1"
     top = max([c for _, c in emits] + [int(item_chunk.max()) if len(item_chunk) else 0]) + 2
+    input_chunk = np.array([c for _, c in inputs], dtype=np.int64)
     return MetricIndex(
         np.array([n for n, _ in emits], dtype=np.int64), np.array([c for _, c in emits]),
-        np.array([n for n, _ in inputs], dtype=np.int64), np.array([c for _, c in inputs]),
+        np.array([n for n, _ in inputs], dtype=np.int64), input_chunk,
         on("stage0"), on("stage1"), (item_node[exact], item_chunk[exact]),
-        {str(x): nodes[stage == x] for x in sorted(set(stage))}, top)
+        {str(x): nodes[stage == x] for x in sorted(set(stage))}, top,
+        Groups.of(input_chunk), Groups.of(item_chunk[exact]))
 
 
 def fast_metrics(timed: Timed, column: int, sc: Scenario,
@@ -78,8 +110,7 @@ def fast_metrics(timed: Timed, column: int, sc: Scenario,
     t_all = _times(end, ix.emit_node)
     order = np.argsort(t_all, kind="stable")
     chunks, t_emit = ix.emit_chunk[order], t_all[order]
-    t_in = np.full(ix.chunks, np.inf)
-    np.minimum.at(t_in, ix.input_chunk, _times(end, ix.input_node))
+    t_in = ix.input_groups.reduce(np.minimum, _times(end, ix.input_node), np.inf, ix.chunks)
     res: dict[str, Any] = dict.fromkeys(SUMMARY_KEYS)
     missing: dict[str, str] = {}
     res.update(chunks=len(t_emit), warmup=sc.run.warmup, engine="fast", bubble={})
@@ -107,49 +138,66 @@ def _queues(res: dict[str, Any], timed: Timed, end: np.ndarray,
             window: tuple[float, float] | None) -> None:
     """Queue depth max and time-weighted mean over the window (if there is one), peak
     bytes in flight and the memory per queue and receiving stage (as ``compute_metrics``
-    reads counters)."""
+    reads counters: changes in time order, ties in recording order)."""
     c = timed.plan.counts
-    order, held, total = c.replay(end)
-    t = _times(end, c.node[order])
-    q = c.queue[order]
     res["queues"] = {}
+    if not len(c.node):
+        return
+    order = np.argsort(_times(end, c.node), kind="stable")
+    dsts = sorted(set(c.dst))
+    stage_of = np.array([dsts.index(d) for d in c.dst], dtype=np.int64)
+    t0, t1 = window if window is not None else (0.0, 0.0)
+    seen, qmax, acc, width, qpeak, speak, total = _scan(
+        _times(end, c.node[order]), c.queue[order], c.held[order], c.nbytes[order],
+        stage_of, len(dsts), t0, t1)
     for i, name in enumerate(c.names):
-        sel = q == i
-        if sel.any():
-            res["queues"][name] = _stats(t[sel], held[sel].astype(float), window)
+        if seen[i]:
+            res["queues"][name] = {"max": float(qmax[i])}
+            if window is not None and t1 > t0 and width[i] > 0:
+                res["queues"][name]["mean"] = float(acc[i] / width[i])
     for key in ("q_in", "q_out"):
         name = key if key in res["queues"] else f"{key}.0"
         if name in res["queues"]:
             res[f"{key}_max"] = int(res["queues"][name]["max"])
-    if len(total):
-        res["peak_bytes_in_flight"] = int(total.max())
-        res["memory"] = _memory(c, q, c.nbytes[order], int(total.max()))
+    res["peak_bytes_in_flight"] = int(total)
+    queues = {name: int(qpeak[i]) for i, name in enumerate(c.names) if seen[i]}
+    res["memory"] = {"peak_bytes": int(total), "queues": dict(sorted(queues.items())),
+                     "stages": {d: int(speak[k]) for k, d in enumerate(dsts)
+                                if seen[stage_of == k].any()}}
 
 
-def _stats(times: np.ndarray, vals: np.ndarray,
-           window: tuple[float, float] | None) -> dict[str, float]:
-    stats = {"max": float(vals.max())}
-    if window is None:
-        return stats
-    t0, t1 = window
-    widths = np.diff(np.clip(np.append(times, t1), t0, t1))
-    if t1 > t0 and widths.sum() > 0:
-        stats["mean"] = float((vals * widths).sum() / widths.sum())
-    return stats
-
-
-def _memory(c: Any, q: np.ndarray, delta: np.ndarray, peak: int) -> dict[str, Any]:
-    """Peaks of each queue's and each receiving stage's bytes (changes in time order)."""
-    dsts = sorted(set(c.dst))
-    stage_of = np.array([dsts.index(d) for d in c.dst], dtype=np.int64)
-    queues = {name: _peak(delta[q == i]) for i, name in enumerate(c.names) if (q == i).any()}
-    st = stage_of[q]
-    stages = {d: _peak(delta[st == k]) for k, d in enumerate(dsts) if (st == k).any()}
-    return {"peak_bytes": peak, "queues": dict(sorted(queues.items())), "stages": stages}
-
-
-def _peak(delta: np.ndarray) -> int:
-    return int(max(0.0, float(np.cumsum(delta).max())))
+@njit(cache=True)
+def _scan(t: np.ndarray, q: np.ndarray, dh: np.ndarray, db: np.ndarray, stage_of: np.ndarray,
+          n_stages: int, t0: float, t1: float) -> tuple[np.ndarray, ...]:  # pragma: no cover
+    """One pass over the changes in time order: per queue whether it changed, its max
+    depth, the depth integral and width of the window [t0, t1] after the first change;
+    per queue and per receiving stage the peak bytes (never below 0); the peak total."""
+    nq = len(stage_of)
+    seen = np.zeros(nq, np.bool_)
+    held, qmax = np.zeros(nq, np.int64), np.zeros(nq, np.int64)
+    last = np.zeros(nq)
+    acc, width = np.zeros(nq), np.zeros(nq)
+    qbytes, qpeak = np.zeros(nq, np.int64), np.zeros(nq, np.int64)
+    sbytes, speak = np.zeros(n_stages, np.int64), np.zeros(n_stages, np.int64)
+    total, peak = 0, np.iinfo(np.int64).min
+    for i in range(len(t)):
+        k, s, now = q[i], stage_of[q[i]], min(max(t[i], t0), t1)
+        if seen[k]:
+            acc[k] += held[k] * (now - last[k])
+            width[k] += now - last[k]
+        held[k] += dh[i]
+        qmax[k] = held[k] if not seen[k] else max(qmax[k], held[k])
+        seen[k], last[k] = True, now
+        qbytes[k] += db[i]
+        sbytes[s] += db[i]
+        total += db[i]
+        qpeak[k], speak[s], peak = max(qpeak[k], qbytes[k]), max(speak[s], sbytes[s]), \
+            max(peak, total)
+    for k in range(nq):
+        if seen[k]:
+            acc[k] += held[k] * (t1 - last[k])
+            width[k] += t1 - last[k]
+    return seen, qmax, acc, width, qpeak, speak, peak
 
 
 def _times(end: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -203,10 +251,9 @@ def _window_fill(res: dict[str, Any], ix: MetricIndex, start: np.ndarray, end: n
 
 def _mesh_idle(res: dict[str, Any], ix: MetricIndex, start: np.ndarray, end: np.ndarray,
                chunks: np.ndarray, first: int) -> None:
-    node, chunk = ix.s1_exact
-    tb0, tb1 = np.full(ix.chunks, np.inf), np.full(ix.chunks, -np.inf)
-    np.minimum.at(tb0, chunk, start[node])
-    np.maximum.at(tb1, chunk, end[node])
+    node, _ = ix.s1_exact
+    tb0 = ix.s1_groups.reduce(np.minimum, start[node], np.inf, ix.chunks)
+    tb1 = ix.s1_groups.reduce(np.maximum, end[node], -np.inf, ix.chunks)
     cur, prev = tb0[chunks[first:]], tb1[chunks[first - 1:-1]]
     ok = np.isfinite(cur) & np.isfinite(prev)
     res["mesh_idle_ms"] = float(np.median(np.maximum(0.0, cur - prev)[ok])) if ok.any() \
