@@ -14,6 +14,13 @@ without running them. That is the order in which one broadcast "changed" event w
 have resumed them, so traces do not depend on this optimisation (tests/golden).
 Likewise a stage that runs one program needs no SimPy resource, and a comm lane is a
 FIFO of transfers: both keep the instants at which a resource would have granted.
+
+Programs run without SimPy processes: a :class:`_Runner` steps its program inside the
+callback of the event it waited for, where a process would have resumed, so the
+instants and the order of everything at one instant are a process's. An action that
+needs no waiting (Put, Release, Poll, Mark, a Reserve with a free slot...) returns its
+result at once; one that waits returns :data:`PENDING` and resumes the runner from the
+callback of the event or waiter it registered.
 """
 
 from __future__ import annotations
@@ -60,23 +67,16 @@ from pipefill.traces.schema import Trace
 
 SimGen = Generator[simpy.Event, Any, Any]
 _Queue = SlotQueue[Message]
-#: a waiter: the condition it waits for (None: any change) and the event resuming it
-_Waiter = tuple[Callable[[], bool] | None, Event]
+#: a waiter: the condition it waits for (None: any change) and what resumes it
+_Waiter = tuple[Callable[[], bool] | None, Callable[[], None]]
+#: an action handler's result when the program resumes later (from a callback)
+PENDING: Any = object()
 
 __all__ = ["SimEngine", "StallError", "simulate"]
 
 
 def _same(msg: Message) -> Message:
     return msg
-
-
-def _fire(ev: Event) -> None:
-    """Resume ``ev``'s waiting process now, inside the current dispatch (as processing
-    a shared event would have, at this waiter's place in its callback list)."""
-    ev._ok, ev._value = True, None
-    callbacks, ev.callbacks = ev.callbacks, None  # type: ignore[assignment]
-    for callback in callbacks:
-        callback(ev)
 
 
 def _succeed_once(ev: Event) -> None:
@@ -134,11 +134,10 @@ class SimEngine:
         self.env.schedule(ev, URGENT if urgent else NORMAL)
         return ev
 
-    def wait(self, until: Callable[[], bool] | None = None) -> Event:
-        """An event that fires at the first state change after which ``until()`` holds."""
-        ev = Event(self.env)
-        self.waiters.append((until, ev))
-        return ev
+    def wait(self, until: Callable[[], bool] | None, then: Callable[[], None]) -> None:
+        """Call ``then`` at the first state change after which ``until()`` holds (any
+        change when None), inside that change's dispatch."""
+        self.waiters.append((until, then))
 
     # -- shared state ------------------------------------------------------------
     def bump(self) -> None:
@@ -149,11 +148,11 @@ class SimEngine:
             self.soon(lambda _: self._dispatch(batch))
 
     def _dispatch(self, batch: list[_Waiter]) -> None:
-        for until, ev in batch:
+        for until, then in batch:
             if until is None or until():
-                _fire(ev)
+                then()
             else:
-                self.waiters.append((until, ev))
+                self.waiters.append((until, then))
 
     def view(self) -> StateView:
         return snapshot(self.queues, self.version, float(self.env.now), self.inputs)
@@ -206,15 +205,6 @@ class SimEngine:
         q.arrive(msg)
         self.bump()
 
-    def _drive(self, sp: StageProgram) -> SimGen:
-        backend = _StageBackend(self, sp.stage)
-        driver = ProgramDriver(sp, self._now, self._livelock_context)
-        self.running.append(driver)
-        result: Any = None
-        while (action := driver.next(result)) is not None:
-            result = yield from action.accept(backend)
-        self.running.remove(driver)
-
     def _now(self) -> float:
         return float(self.env.now)
 
@@ -235,7 +225,8 @@ class SimEngine:
         stages = [sp.stage for sp in programs]
         self.shared = {s: simpy.Resource(self.env, 1) for s in stages if stages.count(s) > 1}
         for sp in programs:
-            self.env.process(self._drive(sp))
+            runner = _Runner(self, sp)
+            self.soon(runner.start, urgent=True)  # where a process would have started
         self.env.run()
         if self.running:
             blocked = ", ".join(sorted(f"{d.stage} blocked at '{d.describe()}'"
@@ -247,41 +238,104 @@ class SimEngine:
         return run_metadata(self.sc, source="sim", backend="simpy")
 
 
-class _StageBackend:
-    """Interprets actions for one stage's program; each handler is a SimPy generator."""
+class _Runner:
+    """Steps one stage's program and interprets its actions (one ``on_*`` per type).
 
-    def __init__(self, engine: SimEngine, stage: str) -> None:
+    Contract: :meth:`resume` runs the program until an action must wait; a handler
+    either returns the action's result or :data:`PENDING`, having arranged that a
+    callback calls :meth:`resume` with the result when the wait ends. Handlers that
+    are SimPy generators (a compute on a shared stage or device) are followed as a
+    process would follow them (:meth:`_follow`).
+    """
+
+    __slots__ = ("device", "driver", "engine", "shared", "stage")
+
+    def __init__(self, engine: SimEngine, sp: StageProgram) -> None:
         self.engine = engine
-        self.stage = stage
+        self.stage = sp.stage
+        self.driver = ProgramDriver(sp, engine._now, engine._livelock_context)
+        self.shared: simpy.Resource | None = None
+        self.device = sp.stage in engine.devices.of
 
-    def on_compute(self, a: Compute) -> SimGen:
+    def start(self, _ev: Event) -> None:
+        self.shared = self.engine.shared.get(self.stage)
+        self.engine.running.append(self.driver)
+        self.resume(None)
+
+    def resume(self, result: Any) -> None:
+        driver = self.driver
+        while (action := driver.next(result)) is not None:
+            result = action.accept(self)
+            if result is PENDING:
+                return
+        self.engine.running.remove(driver)
+
+    def _follow(self, gen: SimGen, value: Any = None) -> None:
+        """Run a generator handler: at each event it yields, continue from its callback
+        (at once if it was processed already, as a process does)."""
+        while True:
+            try:
+                ev = gen.send(value)
+            except StopIteration as stop:
+                self.resume(stop.value)
+                return
+            if ev.callbacks is not None:
+                ev.callbacks.append(lambda done: self._follow(gen, done._value))
+                return
+            value = ev._value
+
+    # -- compute -------------------------------------------------------------------
+    def on_compute(self, a: Compute) -> Any:
         engine = self.engine
         dur = engine.costs.duration(a)
-        shared = engine.shared.get(self.stage)
-        if shared is None:
-            yield engine.soon()  # the instant a free resource would have granted
-            start = float(engine.env.now)
-            yield from engine.devices.work(self.stage, dur)
+        if self.shared is not None or self.device:
+            self._follow(self._compute_shared(a, dur))
         else:
-            with shared.request() as req:
-                yield req
-                start = float(engine.env.now)
-                yield from engine.devices.work(self.stage, dur)
+            engine.soon(lambda _: self._compute_start(a, dur))  # when a resource would grant
+        return PENDING
+
+    def _compute_start(self, a: Compute, dur: float) -> None:
+        start = float(self.engine.env.now)
+        self.engine.env.timeout(dur).callbacks.append(lambda _: self._computed(a, start))
+
+    def _computed(self, a: Compute, start: float) -> None:
+        self._record(a, start)
+        self.resume(None)
+
+    def _record(self, a: Compute, start: float) -> None:
+        engine = self.engine
         end = float(engine.env.now)
         for tag in a.items:
             engine.rec.span(a.phase, self.stage, "compute", tag, start, end)
+
+    def _compute_shared(self, a: Compute, dur: float) -> SimGen:
+        engine = self.engine
+        if self.shared is None:
+            yield engine.soon()
+            start = float(engine.env.now)
+            yield from engine.devices.work(self.stage, dur)
+        else:
+            with self.shared.request() as req:
+                yield req
+                start = float(engine.env.now)
+                yield from engine.devices.work(self.stage, dur)
+        self._record(a, start)
         return None
 
-    def on_reserve(self, a: Reserve) -> SimGen:
-        engine = self.engine
-        q = engine.queues[a.queue]
-        if q.free <= 0:
-            yield engine.wait(lambda: q.free > 0)
-        q.take_slot()
-        engine.count(q)
-        engine.bump()
+    # -- queues --------------------------------------------------------------------
+    def on_reserve(self, a: Reserve) -> Any:
+        q = self.engine.queues[a.queue]
+        if q.free > 0:
+            return self._reserved(q)
+        self.engine.wait(lambda: q.free > 0, lambda: self.resume(self._reserved(q)))
+        return PENDING
 
-    def on_put(self, a: Put) -> SimGen:
+    def _reserved(self, q: _Queue) -> None:
+        q.take_slot()
+        self.engine.count(q)
+        self.engine.bump()
+
+    def on_put(self, a: Put) -> Any:
         engine = self.engine
         q = engine.queues[a.queue]
         q.send(a.message)
@@ -296,18 +350,20 @@ class _StageBackend:
             # the producer's other state changes (ties would otherwise hinge on event order)
             engine.deliver(q, a.message, float(engine.env.now))
         return None
-        yield  # makes this a generator
 
-    def on_get(self, a: Get) -> SimGen:
-        engine = self.engine
-        q = engine.queues[a.queue]
-        if not q.items:
-            yield engine.wait(lambda: bool(q.items))
+    def on_get(self, a: Get) -> Any:
+        q = self.engine.queues[a.queue]
+        if q.items:
+            return self._take(q)
+        self.engine.wait(lambda: bool(q.items), lambda: self.resume(self._take(q)))
+        return PENDING
+
+    def _take(self, q: _Queue) -> Message:
         msg = q.take()
-        engine.bump()
+        self.engine.bump()
         return msg
 
-    def on_release(self, a: Release) -> SimGen:
+    def on_release(self, a: Release) -> Any:
         engine = self.engine
         q = engine.queues[a.queue]
         if not q.release():
@@ -315,51 +371,52 @@ class _StageBackend:
         engine.count(q)
         engine.bump()
         return None
-        yield
 
-    def on_flush(self, a: Flush) -> SimGen:
+    def on_flush(self, a: Flush) -> Any:
         engine = self.engine
         q = engine.queues[a.queue]
         flushed = q.flush()
         engine.count(q)
         engine.bump()
         return flushed
-        yield
 
-    def on_poll(self, a: Poll) -> SimGen:
+    # -- state and time ------------------------------------------------------------
+    def on_poll(self, a: Poll) -> Any:
         return self.engine.view()
-        yield
 
-    def on_wait_change(self, a: WaitChange) -> SimGen:
+    def on_wait_change(self, a: WaitChange) -> Any:
         engine = self.engine
         if engine.version != a.version:
             return None
         if a.timeout_ms is None:
-            yield engine.wait()
-            return None
+            engine.wait(None, lambda: self.resume(None))
+            return PENDING
         # whichever comes first, the change or the timeout, resumes it one grant later
         # (as a SimPy AnyOf condition would)
         done = engine.env.event()
-        engine.wait().callbacks.append(lambda _: _succeed_once(done))
+        engine.wait(None, lambda: _succeed_once(done))
         timer = engine.env.timeout(max(0.0, a.timeout_ms))
         timer.callbacks.append(lambda _: _succeed_once(done))
-        yield done
-        return None
+        done.callbacks.append(lambda _: self.resume(None))
+        return PENDING
 
-    def on_wait_input(self, a: WaitInput) -> SimGen:
+    def on_wait_input(self, a: WaitInput) -> Any:
+        inputs, tag = self.engine.inputs, a.tag
+        if inputs[tag.session] > tag.chunk:
+            return self._input(tag)
+        self.engine.wait(lambda: inputs[tag.session] > tag.chunk,
+                         lambda: self.resume(self._input(tag)))
+        return PENDING
+
+    def _input(self, tag: Tag) -> None:
         engine = self.engine
-        inputs, tag = engine.inputs, a.tag
-        if inputs[tag.session] <= tag.chunk:
-            yield engine.wait(lambda: inputs[tag.session] > tag.chunk)
         if engine.sc.run.source == "saturated":
             engine.rec.mark("input", self.stage, tag, float(engine.env.now))
-        return None
 
-    def on_mark(self, a: Mark) -> SimGen:
+    def on_mark(self, a: Mark) -> Any:
         engine = self.engine
         engine.rec.mark(a.name, self.stage, a.tag, float(engine.env.now))
         return None
-        yield
 
 
 def simulate(scenario: Scenario) -> Trace:
