@@ -2,7 +2,8 @@
 
 The tandem: phase_pp r1, decode 0, one denoise step, build and denoise lognormal cv 0.3
 with means 10 ms, D_in = 2 slots circulating, no transport. Prints, each measured in
-this run: chunks/s of the SimPy engine (full trace, in-process); of Ciw on the same
+this run: chunks/s of the SimPy engine (full trace, in-process; and of its event loop
+alone, without freezing the trace into a DataFrame); of Ciw on the same
 closed tandem (2 customers circulating between two single-server stations); the fast
 path's chunk-configs/s with metrics only (many seeds re-timed at once, then
 ``fast_metrics`` per seed); the ratios; and the peak resident memory of the process.
@@ -19,7 +20,7 @@ import time
 import ciw
 import numpy as np
 
-from pipefill.sim.engine import simulate
+from pipefill.sim.engine import SimEngine
 from pipefill.sim.fast_metrics import fast_metrics, metric_index
 from pipefill.sim.fastpath import compile_plan, time_batch
 from pipefill.sim.scenario import build_scenario
@@ -59,12 +60,18 @@ def main() -> None:
     a = ap.parse_args()
     sc = tandem(a.chunks)
     t = time.perf_counter()
-    simulate(sc)
-    simpy_rate = a.chunks / (time.perf_counter() - t)
+    engine = SimEngine(sc)
+    meta = engine.execute()
+    loop = time.perf_counter()
+    engine.rec.trace(meta)
+    done = time.perf_counter()
+    simpy_rate = a.chunks / (done - t)
+    loop_rate, freeze_us = a.chunks / (loop - t), (done - loop) / a.chunks * 1e6
     ciw_cps = ciw_rate(a.chunks)
     plan = compile_plan(tandem(2_000))
     seeds = [tandem(2_000, seed) for seed in range(a.configs)]
-    time_batch(plan, seeds[:2])  # compile the kernel once
+    warm = time_batch(plan, seeds[:2])  # compile (or load) the numba kernels once
+    fast_metrics(warm, 0, seeds[0])
     t = time.perf_counter()
     timed = time_batch(plan, seeds)
     recurrence = 2_000 * a.configs / (time.perf_counter() - t)
@@ -73,7 +80,8 @@ def main() -> None:
         fast_metrics(timed, col, sc, index)
     fast_rate = 2_000 * a.configs / (time.perf_counter() - t)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"simpy engine : {simpy_rate:12,.0f} chunks/s (full trace, {a.chunks} chunks)")
+    print(f"simpy engine : {simpy_rate:12,.0f} chunks/s (full trace, {a.chunks} chunks); the "
+          f"event loop alone {loop_rate:,.0f}/s, freezing the trace {freeze_us:.1f} us/chunk")
     print(f"ciw          : {ciw_cps:12,.0f} chunks/s (closed tandem)")
     print(f"fast path    : {fast_rate:12,.0f} chunk-configs/s, metrics only ({a.configs} seeds"
           f" x 2000 chunks); durations + recurrence alone {recurrence:,.0f}")

@@ -143,12 +143,13 @@ def _queues(res: dict[str, Any], timed: Timed, end: np.ndarray,
     res["queues"] = {}
     if not len(c.node):
         return
-    order = np.argsort(_times(end, c.node), kind="stable")
+    t = _times(end, c.node)
+    order = np.argsort(t, kind="stable")
     dsts = sorted(set(c.dst))
     stage_of = np.array([dsts.index(d) for d in c.dst], dtype=np.int64)
     t0, t1 = window if window is not None else (0.0, 0.0)
     seen, qmax, acc, width, qpeak, speak, total = _scan(
-        _times(end, c.node[order]), c.queue[order], c.held[order], c.nbytes[order],
+        t[order], c.queue[order], c.held[order], c.nbytes[order],
         stage_of, len(dsts), t0, t1)
     for i, name in enumerate(c.names):
         if seen[i]:
