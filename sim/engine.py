@@ -330,10 +330,12 @@ class _Runner:
         self.engine.wait(lambda: q.free > 0, lambda: self.resume(self._reserved(q)))
         return PENDING
 
-    def _reserved(self, q: _Queue) -> None:
+    def _reserved(self, q: _Queue) -> Any:
+        """Take the free slot; the action's result (None)."""
         q.take_slot()
         self.engine.count(q)
         self.engine.bump()
+        return None
 
     def on_put(self, a: Put) -> Any:
         engine = self.engine
@@ -408,10 +410,12 @@ class _Runner:
                          lambda: self.resume(self._input(tag)))
         return PENDING
 
-    def _input(self, tag: Tag) -> None:
+    def _input(self, tag: Tag) -> Any:
+        """The input is there (a saturated source records it now); the result (None)."""
         engine = self.engine
         if engine.sc.run.source == "saturated":
             engine.rec.mark("input", self.stage, tag, float(engine.env.now))
+        return None
 
     def on_mark(self, a: Mark) -> Any:
         engine = self.engine

@@ -169,7 +169,7 @@ def _queues(res: dict[str, Any], timed: Timed, end: np.ndarray,
 
 @njit(cache=True)
 def _scan(t: np.ndarray, q: np.ndarray, dh: np.ndarray, db: np.ndarray, stage_of: np.ndarray,
-          n_stages: int, t0: float, t1: float) -> tuple[np.ndarray, ...]:  # pragma: no cover
+          n_stages: int, t0: float, t1: float) -> tuple[Any, ...]:
     """One pass over the changes in time order: per queue whether it changed, its max
     depth, the depth integral and width of the window [t0, t1] after the first change;
     per queue and per receiving stage the peak bytes (never below 0); the peak total."""
