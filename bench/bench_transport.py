@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipefill.exec.dist.config import RankPlan
 from pipefill.exec.dist.link import PeerLink, noop
-from pipefill.exec.dist.rendezvous import clock_offset
+from pipefill.exec.dist.rendezvous import sync_clock
 from pipefill.exec.dist.wire import Checker, Frame, Header, frame_message, message_frame
 from pipefill.sim.actions import INFER, Message
 from pipefill.traces.recorder import Tag
@@ -64,13 +64,15 @@ def worker(rank: int, port: int, reps: int, max_mb: int) -> None:
                             timeout=timedelta(seconds=30))
     group = dist.new_group([0, 1])
     link = PeerLink(group, 1 - rank, torch.device("cpu"))
-    offset, rtt, _ = clock_offset(group, RankPlan(rank, 2), torch.device("cpu"), now_ms)
+    point = sync_clock(RankPlan(rank, 2), torch.device("cpu"), now_ms)
+    offset = 0.0 if point is None else point.ref_ms - point.local_ms
     times, seq = exchange_all(link, rank, reps, max_mb, offset)
     if rank == 1:
-        link.exchange(Frame(Header("bye", seq), {"arrived": times}))
+        assert point is not None
+        link.exchange(Frame(Header("bye", seq), {"arrived": times, "rtt": point.rtt_ms}))
         return
     reply = link.exchange(Frame(Header("bye", seq)))
-    report(times, reply.body["arrived"], reps, max_mb, rtt)
+    report(times, reply.body["arrived"], reps, max_mb, float(reply.body["rtt"]))
     dist.destroy_process_group()
 
 

@@ -148,14 +148,16 @@ def test_only_registered_payload_types_cross_ranks():
         frame_message(Frame(Header("infer", 0, 1, 1, 0), body))
 
 
-def test_rows_ship_in_the_reference_clock_and_bad_rows_are_refused():
+def test_rows_ship_in_the_senders_clock_once_and_bad_rows_are_refused():
     rec = DrainRecorder()
     rec.span("denoise", "stage1", "compute", Tag(0, 1, 1, 0, 0), 10.0, 12.0)
     rec.counter("q_out", "stage0", 11.0, 1)
-    rows = rows_from_json(json.loads(json.dumps(rec.drain(offset_ms=-2.5))))
-    assert [(r[1], r[9], r[10]) for r in rows] == [("denoise", 7.5, 9.5), ("q_out", 8.5, 8.5)]
+    rows = rows_from_json(json.loads(json.dumps(rec.drain())))
+    assert [(r[1], r[9], r[10]) for r in rows] == [("denoise", 10.0, 12.0), ("q_out", 11.0, 11.0)]
     assert math.isnan(rows[0][11]) and rows[1][11] == 1.0
-    assert rec.drain(0.0) == []  # each row ships once
+    assert rec.drain() == [] and rec.take() == []  # each row ships once
+    rec.mark("emit", "stage1", Tag(0, 1), 13.0)
+    assert [r[1] for r in rec.take()] == ["emit"] and rec.drain() == []
     bad = [["span", "x", "stage1", "compute", 0, 1, 1, 0, 0, 5.0, 4.0, None]]
     with pytest.raises(WireError, match="bad times"):
         rows_from_json(bad)

@@ -28,7 +28,7 @@ import torch
 from pipefill.exec.dist.errors import error_line
 from pipefill.exec.dist.link import MeshCast, PeerLink, noop
 from pipefill.exec.dist.state import DistState, FollowerState, dropped_from_body, view_from_body
-from pipefill.exec.dist.trace import DrainRecorder, rows_from_json
+from pipefill.exec.dist.trace import DrainRecorder, Row, rows_from_json
 from pipefill.exec.dist.wire import Checker, Frame, Header, WireError, frame_message
 from pipefill.exec.threads.runtime import Runtime
 from pipefill.exec.threads.state import QueuedMessage
@@ -108,7 +108,8 @@ class CommsConfig:
     """``peer``: the rank at the other end of the link (None on followers);
     ``sends``/``receives``: queues this rank sends/receives on the link;
     ``cast_queues``: queues whose Get results the leader broadcasts; ``offset_ms``:
-    rank0's clock minus this rank's; ``ship_rows``: send trace rows to rank0."""
+    rank0's clock minus this rank's (at the start handshake); ``ship_rows``: send this
+    rank's trace rows to rank0 on link frames, in this rank's own clock."""
 
     rank: int
     peer: int | None
@@ -148,6 +149,8 @@ class Comms:
         self.last_out: Header | None = None  # the last queue messages, for error lines
         self.last_in: Header | None = None
         self.fillers: dict[int, torch.Tensor] = {}
+        #: the peer's shipped trace rows, in its own clock (rank0 merges them at the end)
+        self.received: list[Row] = []
         self.closed = threading.Event()
         self.channel = f"rank{cfg.peer}" if cfg.peer is not None else "rank1 (mesh leader)"
         self.thread = threading.Thread(target=self._main, daemon=True,
@@ -231,7 +234,7 @@ class Comms:
         self.handoff.before_send(ready)
         body = frame.body
         if link and self.cfg.ship_rows:
-            rows = self.rec.drain(self.cfg.offset_ms)
+            rows = self.rec.drain()
             body = {**body, "rows": rows} if rows else body
         seq = self.seq if link else self.cast_seq
         frame = Frame(replace(frame.header, seq=seq), body, frame.tensors)
@@ -263,7 +266,7 @@ class Comms:
         try:
             rows = frame.body.get("rows")
             if rows:
-                self.rec.extend(rows_from_json(rows))
+                self.received.extend(rows_from_json(rows))
             for name, call_ids in frame.body.get("credits", []):
                 assert isinstance(self.state, DistState)
                 self.state.credit(_queue_named(name, self.cfg.sends, frame), _ints(call_ids))

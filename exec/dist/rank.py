@@ -33,22 +33,32 @@ from pipefill.exec.dist.link import MeshCast, PeerLink
 from pipefill.exec.dist.rendezvous import (
     Groups,
     barrier,
-    clock_offset,
     close_groups,
     init_groups,
     open_store,
     publish_failure,
     read_failure,
+    sync_clock,
     wait_key,
 )
 from pipefill.exec.dist.rank_kernels import build_kernels, check_tp
 from pipefill.exec.dist.state import DistState, FollowerState, RankWiring
+from pipefill.exec.dist.gather import (
+    RankRecord,
+    dist_parallelism,
+    merge_or_keep,
+    post_record,
+    post_start,
+    read_records,
+)
 from pipefill.exec.dist.trace import DrainRecorder
 from pipefill.exec.errors import ExecConfigError
 from pipefill.exec.threads.replay import ReplayOptions
 from pipefill.exec.threads.runtime import Runtime, open_runtime
+from pipefill.exec.threads.trust import free_cores
 from pipefill.sim.scenario import Scenario
 from pipefill.traces.meta import run_metadata, versions
+from pipefill.traces.clock import SyncPoint
 from pipefill.traces.schema import Trace
 
 #: how often the watchdog looks at the store for another rank's failure
@@ -57,6 +67,9 @@ STORE_POLL_S = 0.1
 SETUP_TIMEOUT_S = 60.0
 #: how long a failed rank waits for its workers and comms to stop before it reports
 JOIN_S = 0.5
+#: after a failure, how long rank0 waits for the other ranks' records (they notice the
+#: failure within a store poll and wait JOIN_S for their workers)
+GATHER_GRACE_S = 1.5
 
 
 @dataclass(frozen=True)
@@ -159,6 +172,7 @@ class _Rank:
         self.cancel = threading.Event()
         self.parent = os.getppid()  # a rank outliving its launcher stops itself
         self.rec = DrainRecorder()
+        self.sync_note: str | None = None
         setup_s = max(SETUP_TIMEOUT_S, opts.timeout_s)
         if plan.rank != 0:  # rank0 calibrates first; the others then read its cache
             wait_key(store, "kernels0", setup_s)
@@ -168,9 +182,13 @@ class _Rank:
             store.set("kernels0", "1")
         barrier(store, "ready", plan.world_size, setup_s)
         runtime.start()
-        comm_dev = runtime.device if backend == "nccl" else torch.device("cpu")
-        self.offset_ms, self.rtt_ms, self.leader_offset = clock_offset(
-            groups.link, plan, comm_dev, runtime.now_ms)
+        self.comm_dev = comm_dev = runtime.device if backend == "nccl" else torch.device("cpu")
+        self.free = [self._free_cores(), None]  # rank0, while the others wait for it
+        point = sync_clock(plan, comm_dev, runtime.now_ms)
+        self.sync: list[SyncPoint] = [] if point is None else [point]
+        self.offset_ms = 0.0 if point is None else point.ref_ms - point.local_ms
+        if point is not None:
+            post_start(store, plan.rank, point)
         self.comms = self._comms(comm_dev)
         self.state = self._state()
         self.ctx = RankContext(self.state, runtime, {plan.stage: self.kernels}, self.rec,
@@ -316,10 +334,46 @@ class _Rank:
             self.comms.closed.wait(max(0.0, deadline - time.monotonic()))
         else:
             barrier(self.store, "done", plan.world_size, self.opts.timeout_s + 5.0)
+            self._end_sync()
             close_groups()
         stuck = tuple(w.name.removeprefix("pipefill-") for w in workers if w.is_alive())
-        trace = self.rec.trace(self._meta(error)) if plan.rank == 0 else None
-        return RankResult(plan.rank, trace, error, stuck)
+        record = RankRecord.of_rank(plan, self.ctx.usage, self.kernels, self.sync,
+                                    self.rec.take() if plan.rank else [])
+        if plan.rank != 0:
+            with contextlib.suppress(Exception):  # the store is gone (rank0 died)
+                post_record(self.store, record)
+            return RankResult(plan.rank, None, error, stuck)
+        return RankResult(plan.rank, self._gather(record, error), error, stuck)
+
+    def _end_sync(self) -> None:
+        """The end clock handshake (a drift needs two points); rank0 first measures the
+        free cores while the other ranks wait for it."""
+        self.free[1] = self._free_cores()
+        try:
+            point = sync_clock(self.plan, self.comm_dev, self.runtime.now_ms)
+        except Exception as exc:  # the run succeeded: align by the start offset alone
+            self.sync_note = f"end clock handshake failed: {error_line(exc)}"
+            return
+        if point is not None:
+            self.sync.append(point)
+
+    def _free_cores(self) -> float | None:
+        """Free cores for every rank (rank0, CPU, all ranks on this machine)."""
+        need = self.dopts.ranks_here()
+        if self.plan.rank != 0 or not self.opts.probe_load or self.runtime.kind != "cpu" \
+                or need < 2 or need != self.plan.world_size:
+            return None
+        return free_cores(need)
+
+    def _gather(self, own: RankRecord, error: str | None) -> Trace:
+        """Rank0's trace: every rank's rows merged on its clock, every rank's usage."""
+        wait = self.opts.timeout_s if error is None else GATHER_GRACE_S
+        records, missing = read_records(self.store, self.plan.mesh, wait)
+        complete = [own, *(r for r in records.values() if r.complete)]
+        trust, usage = dist_parallelism(self.runtime.kind, complete,
+                                        (self.free[0], self.free[1]))
+        trace = self.rec.trace(self._meta(error, trust, usage))
+        return merge_or_keep(trace, records, self.comms.received, missing)
 
     def _root_cause(self) -> str:
         line = self.ctx.failure or "failed"
@@ -330,9 +384,11 @@ class _Rank:
         except Exception:  # the store is gone (rank0 died): this rank's line stands
             return line
 
-    def _meta(self, error: str | None) -> dict[str, Any]:
+    def _meta(self, error: str | None, trust: dict[str, Any],
+              usage: dict[str, Any]) -> dict[str, Any]:
         opts, dopts = self.opts, self.dopts
         extra = {
+            "parallelism": trust,
             "kernels": self.family_info,
             "threads": opts.threads,
             "transport_mode": "dist",
@@ -342,8 +398,7 @@ class _Rank:
             "versions": versions("torch"),
             "dist": {"world_size": self.plan.world_size, "mesh_size": dopts.mesh_size,
                      "backend": self.backend, "master_addr": dopts.master_addr,
-                     "clock_offset_ms": {"1": self.leader_offset}, "clock_rtt_ms": self.rtt_ms,
-                     "poll_ms": dopts.poll_ms, "mesh_collectives": _mesh_collectives(
+                     "usage": usage, "clock_note": self.sync_note, "poll_ms": dopts.poll_ms, "mesh_collectives": _mesh_collectives(
                          opts.kernels, dopts.mesh_size),
                      "ranks": [RankPlan(r, self.plan.world_size).describe()
                                for r in range(self.plan.world_size)]},

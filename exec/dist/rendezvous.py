@@ -1,4 +1,4 @@
-"""Rendezvous of a dist replay: the store, process groups, barriers, clock offset.
+"""Rendezvous of a dist replay: the store, process groups, barriers, clock handshakes.
 
 The store is torch's TCPStore. Rank0 hosts it on a socket bound to ``master_addr``
 (loopback unless an address is given; TCPStore itself would listen on every
@@ -14,6 +14,7 @@ import contextlib
 import errno
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -24,9 +25,10 @@ import torch.distributed as dist
 from pipefill.exec.dist.config import RankEnv, RankPlan
 from pipefill.exec.dist.errors import RendezvousError
 from pipefill.exec.errors import ExecConfigError
+from pipefill.traces.clock import SyncPoint, handshake
 
 FAILURE_KEY = "failure"
-#: rounds of ping-pong behind the clock offset estimate (the fastest round wins)
+#: rounds of ping-pong behind each clock handshake (the fastest round wins)
 CLOCK_ROUNDS = 8
 
 
@@ -121,35 +123,31 @@ def read_failure(store: Any) -> str | None:
     return got.decode() if isinstance(got, bytes) else str(got)
 
 
-def clock_offset(group: Any, plan: RankPlan, device: torch.device,
-                 now_ms: Any) -> tuple[float, float, float]:
-    """(rank0's clock minus this rank's, round-trip ms, the leader's offset) between
-    rank0 and the mesh leader (zeros on followers, which ship no rows).
+def sync_clock(plan: RankPlan, device: torch.device, now_ms: Callable[[], float],
+               rounds: int = CLOCK_ROUNDS) -> SyncPoint | None:
+    """One clock handshake of every mesh rank with rank0, over the world group.
 
-    NTP-style: rank0 stamps t0, the leader answers its time tl, rank0 reads t2 and takes
-    the round with the smallest t2 - t0; the estimate is off by at most half of it.
+    A collective: every rank calls it, at the start and at the end of the run. Rank0
+    answers each mesh rank's ``rounds`` pings with its clock, one rank after the other;
+    each mesh rank keeps the round with the shortest round trip
+    (:func:`pipefill.traces.clock.handshake`, the probe's mechanism) and returns it as
+    a :class:`SyncPoint` of its own clock against rank0's (None on rank0). Waits are
+    bounded by the process group's timeout.
     """
-    if plan.rank not in (0, 1):
-        return 0.0, 0.0, 0.0
     buf = torch.zeros(1, dtype=torch.float64, device=device)
-    best = (float("inf"), 0.0)
-    for _ in range(CLOCK_ROUNDS):
-        if plan.rank == 0:
-            t0 = now_ms()
-            dist.send(torch.full_like(buf, t0), 1, group=group)
-            dist.recv(buf, 1, group=group)
-            t2 = now_ms()
-            best = min(best, (t2 - t0, (t0 + t2) / 2 - float(buf.item())))
-        else:
-            dist.recv(buf, 0, group=group)
-            dist.send(torch.full_like(buf, now_ms()), 0, group=group)
-    final = torch.tensor([best[1], best[0]], dtype=torch.float64, device=device)
     if plan.rank == 0:
-        dist.send(final, 1, group=group)
-        return 0.0, best[0], best[1]
-    dist.recv(final, 0, group=group)
-    offset = float(final[0].item())
-    return offset, float(final[1].item()), offset
+        for peer in plan.mesh:
+            for _ in range(rounds):
+                dist.recv(buf, peer)
+                dist.send(torch.full_like(buf, now_ms()), peer)
+        return None
+
+    def ask_ref_ms() -> float:
+        dist.send(buf, 0)
+        dist.recv(buf, 0)
+        return float(buf.item())
+
+    return handshake(now_ms, ask_ref_ms, rounds)
 
 
 def close_groups() -> None:

@@ -1,9 +1,29 @@
-"""Trace rows across ranks: mesh ranks ship their rows to rank0 inside link frames.
+"""Trace rows across ranks: every rank records its own, rank0 merges them on its clock.
 
-Rank0's clock is the reference. The mesh leader estimates its clock offset to rank0 at
-start-up (:func:`pipefill.exec.dist.rendezvous.clock_offset`) and shifts every row it ships by
-it, so rank0 merges rows without any clock synchronisation. Rows travel as JSON lists
-(never pickled) and are validated on receipt like any other frame content.
+Clocks. Every rank times its events on its own clock (ms since its runtime started).
+Each mesh rank runs a clock handshake with rank0 at the start of the run and another
+at its end (:func:`pipefill.exec.dist.rendezvous.sync_clock`, the probe's
+:class:`~pipefill.traces.clock.SyncPoint` mechanism); rank0 maps a rank's times onto
+its own clock by the line through the two points (offset and drift), with the very
+code ``pipefill merge`` runs (:func:`pipefill.traces.merge.merge_ranks`). A run that
+failed has no end handshake: its ranks are aligned by the start offset alone.
+
+Transport. The mesh leader ships its rows to rank0 inside link frames as it goes (so a
+leader that dies still leaves what it recorded), in its own clock; every mesh rank
+hands over the rest at its end (:mod:`pipefill.exec.dist.gather`). Rows travel as JSON
+lists (never pickled) and are validated on receipt like any other frame content.
+
+Lanes (what keeps the metrics counting a tensor-parallel call once). Rank0's rows are
+stage0's; the mesh leader's rows are stage1's, exactly as before: its compute spans on
+the ``compute`` lane, its queue counters, sends and marks. A mesh follower runs the
+same stage1 program in lockstep with the leader (every call is a collective over the
+mesh), so its calls are the leader's calls, not more work of stage1. Its compute spans
+keep stage ``stage1`` and go on their own lane, ``compute@r<rank>`` (:func:`rank_lane`):
+metrics count only the ``compute`` lane as a stage's busy time (DESIGN.md trace
+format, :mod:`pipefill.traces.reduce`), so stage1's busy time, OverlapScore, bubbles
+and mesh idle time are the leader's, once per call, while the trace still shows every
+rank's span of each call (Chrome export: one thread per lane under stage1). The
+follower's marks and counters repeat the leader's program and are dropped.
 """
 
 from __future__ import annotations
@@ -15,51 +35,61 @@ from pipefill.exec.dist.wire import WireError
 from pipefill.traces.recorder import Recorder
 from pipefill.traces.schema import COLUMNS, KINDS
 
-#: column index of each time in a row (recorder order = traces.schema.COLUMNS)
-_START, _END, _VALUE = 9, 10, 11
+#: column index of each field in a row (recorder order = traces.schema.COLUMNS)
+_KIND, _LANE, _START, _END, _VALUE = 0, 3, 9, 10, 11
 _STR_COLS = 4
 _INT_COLS = range(4, 9)
+Row = tuple[Any, ...]
 
 
 class DrainRecorder(Recorder):
-    """A Recorder whose new rows can be taken (``drain``) or added from elsewhere.
+    """A Recorder whose new rows can be taken (``drain``).
 
-    Contract: every row is drained at most once; ``extend`` appends rows that were
-    recorded on another rank, already in this rank's clock.
+    Contract: every row is drained at most once, in this rank's own clock.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._drained = 0
 
-    def drain(self, offset_ms: float) -> list[list[Any]]:
-        """Rows recorded since the last drain, shifted by ``offset_ms``, as JSON lists."""
+    def take(self) -> list[Row]:
+        """Rows recorded since the last take (or drain)."""
         with self._lock:
             rows = self._rows[self._drained:]
             self._drained = len(self._rows)
-        return [_to_json(r, offset_ms) for r in rows]
+        return rows
 
-    def extend(self, rows: list[tuple[Any, ...]]) -> None:
-        with self._lock:
-            self._rows.extend(rows)
+    def drain(self) -> list[list[Any]]:
+        """Rows recorded since the last drain (or take), as JSON lists."""
+        return [to_json(r) for r in self.take()]
 
 
-def _to_json(row: tuple[Any, ...], offset_ms: float) -> list[Any]:
+def rank_lane(lane: str, rank: int) -> str:
+    """The lane of a mesh follower's spans: ``compute`` -> ``compute@r2``."""
+    return f"{lane}@r{rank}"
+
+
+def follower_rows(rows: list[Row], rank: int) -> list[Row]:
+    """A mesh follower's rows as the merged trace keeps them (module docstring):
+    its spans, each on its rank's own lane; its marks and counters are the leader's."""
+    return [(*r[:_LANE], rank_lane(r[_LANE], rank), *r[_LANE + 1:]) for r in rows
+            if r[_KIND] == "span"]
+
+
+def to_json(row: Row) -> list[Any]:
     out = list(row)
-    out[_START] += offset_ms
-    out[_END] += offset_ms
     out[_VALUE] = None if math.isnan(row[_VALUE]) else row[_VALUE]
     return out
 
 
-def rows_from_json(raw: Any) -> list[tuple[Any, ...]]:
+def rows_from_json(raw: Any) -> list[Row]:
     """Validate shipped rows into recorder tuples; raise WireError on anything odd."""
     if not isinstance(raw, list):
         raise WireError("rows must be a list")
     return [_row(r) for r in raw]
 
 
-def _row(r: Any) -> tuple[Any, ...]:
+def _row(r: Any) -> Row:
     if not isinstance(r, list) or len(r) != len(COLUMNS):
         raise WireError(f"a trace row needs {len(COLUMNS)} fields: {str(r)[:80]}")
     if not all(isinstance(v, str) for v in r[:_STR_COLS]) or r[0] not in KINDS:

@@ -21,7 +21,7 @@ from pipefill.exec.threads.comm_lane import CommLane, feed_inputs
 from pipefill.exec.threads.placement import cpu_pins
 from pipefill.exec.threads.runtime import Runtime, open_runtime
 from pipefill.exec.threads.state import SharedState
-from pipefill.exec.threads.trust import free_cores, parallelism
+from pipefill.exec.threads.trust import free_cores, kernel_work_ms, parallelism
 from pipefill.sim.costs import CostTable
 from pipefill.sim.scenario import Scenario
 from pipefill.traces.meta import run_metadata, versions
@@ -211,14 +211,8 @@ class _Replay:
     def _work_ms(self) -> dict[str, float]:
         """Calibrated ms of kernel work per stage (calibrated kernels; looks through
         wrappers such as fault injection)."""
-        out = {}
-        for stage, kernels in self.ctx.kernels.items():
-            k: Any = kernels
-            while k is not None and not hasattr(k, "work_ms"):
-                k = getattr(k, "inner", None)
-            if k is not None:
-                out[stage] = float(k.work_ms)
-        return out
+        work = {stage: kernel_work_ms(k) for stage, k in self.ctx.kernels.items()}
+        return {stage: w for stage, w in work.items() if w is not None}
 
     def _free_cores(self) -> float | None:
         """Free cores for the stages' devices right now (CPU, when probing is on)."""

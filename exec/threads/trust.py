@@ -55,16 +55,33 @@ class StageUsage:
             self.cpu_ms[stage] = self.cpu_ms.get(stage, 0.0) + cpu_ms
             self.spans.setdefault(stage, []).append((start, end))
 
+    def of(self, stage: str) -> tuple[float, list[tuple[float, float]]]:
+        """``stage``'s CPU time (ms) and compute spans so far."""
+        with self._lock:
+            return self.cpu_ms.get(stage, 0.0), list(self.spans.get(stage, []))
+
+    def absorb(self, stage: str, cpu_ms: float, spans: list[tuple[float, float]]) -> None:
+        """Add another process's totals for ``stage`` (a dist rank's, read by rank0)."""
+        with self._lock:
+            self.cpu_ms[stage] = self.cpu_ms.get(stage, 0.0) + cpu_ms
+            self.spans.setdefault(stage, []).extend(spans)
+
+    def wall(self, stages: tuple[str, ...]) -> float:
+        """Time (ms) at least one of ``stages`` computed: the union of their spans."""
+        with self._lock:
+            spans = sorted(iv for s in stages for iv in self.spans.get(s, []))
+        wall, reach = 0.0, float("-inf")
+        for start, end in spans:
+            if end > reach:
+                wall += end - max(start, reach)
+                reach = end
+        return wall
+
     def share(self, stages: tuple[str, ...]) -> float | None:
         """CPU time of ``stages`` over the time at least one of them computed."""
         with self._lock:
             cpu = sum(self.cpu_ms.get(s, 0.0) for s in stages)
-            spans = sorted(iv for s in stages for iv in self.spans.get(s, []))
-        wall, reach = 0.0, float("-inf")
-        for start, end in spans:  # length of the union of the intervals
-            if end > reach:
-                wall += end - max(start, reach)
-                reach = end
+        wall = self.wall(stages)
         return round(cpu / wall, 4) if wall > 0 else None
 
 
@@ -94,6 +111,15 @@ def free_cores(k: int) -> float:
     for th in threads:
         th.join(30.0)
     return round(min(float(k), k * one[0] / max(many)), 3) if len(many) == k else 0.0
+
+
+def kernel_work_ms(kernels: Any) -> float | None:
+    """Calibrated ms of kernel work a stage's kernels ran (calibrated kernels; looks
+    through wrappers such as fault injection or a mesh sync), None for other families."""
+    k = kernels
+    while k is not None and not hasattr(k, "work_ms"):
+        k = getattr(k, "inner", None)
+    return None if k is None else float(k.work_ms)
 
 
 def kernel_speed(usage: StageUsage, work_ms: dict[str, float]) -> dict[str, float]:
