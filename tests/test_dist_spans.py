@@ -92,6 +92,29 @@ def test_a_follower_is_aligned_by_the_line_through_its_start_and_end_handshakes(
     assert merged.meta["merge"]["ranks"][1]["rate"] == RATE
 
 
+def test_a_rank_that_died_is_aligned_by_its_start_offset_and_named():
+    start = SyncPoint(10.0, 12.0, 0.5)  # rank0's clock reads 2 ms more
+    own = Recorder()
+    own.span("build", "stage0", "compute", Tag(0, 0, 0), 1.0, 2.0)
+    streamed = [("span", "denoise", "stage1", "compute", 0, 0, 0, 0, 0, 5.0, 6.0, math.nan)]
+    records = {1: RankRecord(1, (start,), complete=False),
+               2: RankRecord(2, (start,), complete=False)}
+    merged = merged_trace(own.trace({"source": "exec"}), records, streamed,
+                          {3: "rank3 posted no end-of-run record"})
+    sp = merged.spans.sort_values("start_ms")
+    assert list(zip(sp["stage"], sp["start_ms"], sp["end_ms"], strict=True)) == [
+        ("stage0", 1.0, 2.0), ("stage1", 7.0, 8.0)]
+    meta = merged.meta["dist"]
+    assert meta["traced_ranks"] == [0, 1]
+    assert meta["untraced"] == {
+        "1": "posted no end-of-run record (died?): only the 1 rows it shipped on the link",
+        "2": "posted no end-of-run record (died?): none of its rows",
+        "3": "rank3 posted no end-of-run record"}
+    assert {k: (c["offset_ms"], c["rate"], c["handshakes"], c["complete"])
+            for k, c in meta["clock"].items()} == {"1": (2.0, 1.0, 1, False),
+                                                   "2": (2.0, 1.0, 1, False)}
+
+
 def test_followers_keep_only_their_spans_on_their_own_lane():
     rows = [("span", "denoise", "stage1", "compute", 0, 3, 3, 0, 1, 1.0, 2.0, math.nan),
             ("mark", "drop", "stage1", "compute", 0, 2, 2, 0, -1, 2.0, 2.0, math.nan),

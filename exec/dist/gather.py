@@ -29,7 +29,7 @@ from typing import Any
 from pipefill.exec.dist.config import RankPlan
 from pipefill.exec.dist.trace import Row, follower_rows, rows_from_json, to_json
 from pipefill.exec.dist.wire import WireError
-from pipefill.exec.threads.trust import StageUsage, kernel_work_ms, parallelism
+from pipefill.exec.threads.trust import StageUsage, free_cores, kernel_work_ms, parallelism
 from pipefill.traces.clock import ClockError, SyncPoint, parse_points
 from pipefill.traces.merge import merge_ranks
 from pipefill.traces.schema import Trace, TraceError, from_rows
@@ -154,33 +154,45 @@ def merged_trace(own: Trace, records: dict[int, RankRecord], streamed: list[Row]
                  missing: dict[int, str]) -> Trace:
     """Rank0's trace ``own`` with every mesh rank's rows on rank0's clock.
 
-    ``streamed``: the leader's rows that came on the link. ``meta.dist`` gains
-    ``traced_ranks``, ``untraced`` (rank -> why) and ``clock`` (per rank: offset, rate,
-    drift in ppm, handshake round trips)."""
+    ``streamed``: the leader's rows that came on the link; ``missing``: why a rank has
+    no record. ``meta.dist`` gains ``traced_ranks`` (whose rows are in the trace),
+    ``untraced`` (rank -> why not, or why only partly) and ``clock`` (per aligned rank:
+    offset, rate, drift in ppm, handshake round trips)."""
     traces = [Trace(own.events, {**own.meta, "probe": {"rank": 0}})]
     for rank, rec in sorted(records.items()):
         rows = [*streamed, *rec.rows] if rank == LEADER else follower_rows(list(rec.rows), rank)
         traces.append(Trace(from_rows(rows), {"probe": {"rank": rank, "sync": [
             p.as_list() for p in rec.sync]}}))
-    if LEADER in missing and streamed:
-        missing = {**missing, LEADER: f"{missing[LEADER]}; its {len(streamed)} streamed "
-                   "rows are left out (no clock)"}
     merged = merge_ranks(traces, [f"rank{r}" for r in [0, *sorted(records)]])
-    clock = {str(info["rank"]): _clock_info(info, records.get(info["rank"]))
+    clock = {str(info["rank"]): _clock_info(info, records[info["rank"]])
              for info in merged.meta["merge"]["ranks"] if info["rank"] != 0}
-    merged.meta["dist"] = {**merged.meta.get("dist", {}),
-                           "traced_ranks": [0, *sorted(records)],
-                           "untraced": {str(r): why for r, why in sorted(missing.items())},
+    traced = [0, *(r for r, rec in sorted(records.items())
+                   if rec.complete or (r == LEADER and streamed))]
+    why = {**_partial(records, streamed), **missing}
+    if LEADER in missing and streamed:
+        why[LEADER] += f"; its {len(streamed)} streamed rows are left out (no clock)"
+    merged.meta["dist"] = {**merged.meta.get("dist", {}), "traced_ranks": traced,
+                           "untraced": {str(r): w for r, w in sorted(why.items())},
                            "clock": clock}
     return merged
 
 
-def _clock_info(info: dict[str, Any], rec: RankRecord | None) -> dict[str, Any]:
-    sync = rec.sync if rec is not None else ()
+def _partial(records: dict[int, RankRecord], streamed: list[Row]) -> dict[int, str]:
+    """Why a rank aligned by its start handshake alone is missing rows."""
+    out = {}
+    for rank, rec in records.items():
+        if rec.complete:
+            continue
+        shipped = (f"only the {len(streamed)} rows it shipped on the link"
+                   if rank == LEADER and streamed else "none of its rows")
+        out[rank] = f"posted no end-of-run record (died?): {shipped}"
+    return out
+
+
+def _clock_info(info: dict[str, Any], rec: RankRecord) -> dict[str, Any]:
     return {"offset_ms": info["offset_ms"], "rate": info["rate"],
-            "drift_ppm": (info["rate"] - 1.0) * 1e6, "rtt_ms": [p.rtt_ms for p in sync],
-            "handshakes": len(sync), "complete": rec is not None and rec.complete,
-            "events": info["events"]}
+            "drift_ppm": (info["rate"] - 1.0) * 1e6, "rtt_ms": [p.rtt_ms for p in rec.sync],
+            "handshakes": len(rec.sync), "complete": rec.complete, "events": info["events"]}
 
 
 def merge_or_keep(own: Trace, records: dict[int, RankRecord], streamed: list[Row],
@@ -213,3 +225,13 @@ def dist_parallelism(kind: str, records: list[RankRecord],
                                   "wall_ms": round(usage.wall((r.usage_key(),)), 3)}
                 for r in records}
     return parallelism(kind, groups, usage, free, work), per_rank
+
+
+def free_cores_of_run(plan: RankPlan, probe_load: bool, kind: str, ranks_here: int
+                      ) -> float | None:
+    """Free cores for every rank right now, measured on rank0 while the other ranks wait
+    for it (CPU runs whose ranks all share this machine; None elsewhere)."""
+    if plan.rank != 0 or not probe_load or kind != "cpu" or ranks_here < 2 \
+            or ranks_here != plan.world_size:
+        return None
+    return free_cores(ranks_here)

@@ -41,11 +41,12 @@ from pipefill.exec.dist.rendezvous import (
     sync_clock,
     wait_key,
 )
-from pipefill.exec.dist.rank_kernels import build_kernels, check_tp
+from pipefill.exec.dist.rank_kernels import build_kernels, check_tp, mesh_collectives_text
 from pipefill.exec.dist.state import DistState, FollowerState, RankWiring
 from pipefill.exec.dist.gather import (
     RankRecord,
     dist_parallelism,
+    free_cores_of_run,
     merge_or_keep,
     post_record,
     post_start,
@@ -55,7 +56,6 @@ from pipefill.exec.dist.trace import DrainRecorder
 from pipefill.exec.errors import ExecConfigError
 from pipefill.exec.threads.replay import ReplayOptions
 from pipefill.exec.threads.runtime import Runtime, open_runtime
-from pipefill.exec.threads.trust import free_cores
 from pipefill.sim.scenario import Scenario
 from pipefill.traces.meta import run_metadata, versions
 from pipefill.traces.clock import SyncPoint
@@ -358,12 +358,8 @@ class _Rank:
             self.sync.append(point)
 
     def _free_cores(self) -> float | None:
-        """Free cores for every rank (rank0, CPU, all ranks on this machine)."""
-        need = self.dopts.ranks_here()
-        if self.plan.rank != 0 or not self.opts.probe_load or self.runtime.kind != "cpu" \
-                or need < 2 or need != self.plan.world_size:
-            return None
-        return free_cores(need)
+        return free_cores_of_run(self.plan, self.opts.probe_load, self.runtime.kind,
+                                 self.dopts.ranks_here())
 
     def _gather(self, own: RankRecord, error: str | None) -> Trace:
         """Rank0's trace: every rank's rows merged on its clock, every rank's usage."""
@@ -398,8 +394,8 @@ class _Rank:
             "versions": versions("torch"),
             "dist": {"world_size": self.plan.world_size, "mesh_size": dopts.mesh_size,
                      "backend": self.backend, "master_addr": dopts.master_addr,
-                     "usage": usage, "clock_note": self.sync_note, "poll_ms": dopts.poll_ms, "mesh_collectives": _mesh_collectives(
-                         opts.kernels, dopts.mesh_size),
+                     "usage": usage, "clock_note": self.sync_note, "poll_ms": dopts.poll_ms,
+                     "mesh_collectives": mesh_collectives_text(opts.kernels, dopts.mesh_size),
                      "ranks": [RankPlan(r, self.plan.world_size).describe()
                                for r in range(self.plan.world_size)]},
         }
@@ -411,15 +407,6 @@ class _Rank:
 def _where(action: Any) -> str:
     tag = action.tag
     return f"chunk {tag.chunk}, epoch {tag.epoch}, call_id {tag.call_id}"
-
-
-def _mesh_collectives(kernels: str, mesh_size: int) -> str | None:
-    """What the mesh ranks synchronise on (None for a mesh of one rank)."""
-    if mesh_size < 2:
-        return None
-    if kernels == "model":
-        return f"tensor-parallel DiT over {mesh_size} ranks: 2 all-reduces per block"
-    return f"one all-reduce per kernel call over {mesh_size} ranks"
 
 
 def _grace(timeout_s: float) -> float:

@@ -87,3 +87,12 @@ def build_kernels(sc: Scenario, opts: ReplayOptions, plan: RankPlan, groups: Gro
     if coll is not None:
         info["tensor_parallel"] = len(plan.mesh)
     return CallTrackingKernels(wrap_kernels(kernels, fault, plan, coll)), info
+
+
+def mesh_collectives_text(kernels: str, mesh_size: int) -> str | None:
+    """What the mesh ranks synchronise on (None for a mesh of one rank)."""
+    if mesh_size < 2:
+        return None
+    if kernels == "model":
+        return f"tensor-parallel DiT over {mesh_size} ranks: 2 all-reduces per block"
+    return f"one all-reduce per kernel call over {mesh_size} ranks"
