@@ -66,6 +66,7 @@ def test_a_launched_two_rank_replay_writes_one_trace_of_both_ranks(dist_run):
     meta = trace.meta
     assert (meta["backend"], meta["status"], meta["source"]) == ("dist", "ok", "exec")
     assert meta["dist"]["world_size"] == 2 and meta["dist"]["ranks"][1].startswith("stage1")
+    assert meta["dist"]["traced_ranks"] == [0, 1] and meta["dist"]["clock"]["1"]["handshakes"] == 2
     comp = trace.spans[trace.spans["lane"] == "compute"]
     assert set(comp.groupby("stage")["name"].unique()["stage1"]) == {"denoise", "recompute"}
     assert len(trace.marks("emit")) == 8

@@ -9,8 +9,8 @@ sent and after it is received (:class:`pipefill.exec.dist.wire.Checker`). A link
 ends said ``bye`` (their programs finished), or at once after a ``fail`` either way.
 
 The tensor-parallel collectives inside the model kernels are not transport: they run on
-the compute thread, on their own process group (:mod:`pipefill.exec.dist.tp`). The clock-offset
-ping-pong of setup runs before this thread starts, so it never shares the link.
+the compute thread, on their own process group (:mod:`pipefill.exec.dist.tp`). The clock
+handshakes run before this thread starts and after it ended, so they never share the link.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ frame, a refused collective) is published as one line in the store (the first on
 wins: the root cause) and every rank stops; rank0 returns the trace of everything
 recorded until then. A rank inside a kernel past the timeout is the culprit; a rank
 only waiting gets a grace period on top, so the culprit's report arrives first.
+
+Every rank records its own rows and handshakes its clock with rank0 at the start and,
+after a run that succeeded, at the end; rank0 merges all ranks' rows and usage into
+one trace (:mod:`pipefill.exec.dist.gather`, lanes: :mod:`pipefill.exec.dist.trace`).
 """
 
 from __future__ import annotations
