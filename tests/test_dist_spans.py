@@ -145,15 +145,15 @@ def test_records_travel_in_parts_and_a_rank_that_posted_nothing_is_named(monkeyp
     start = SyncPoint(1.0, 3.0, 0.5)
     rows = tuple(("span", "denoise", "stage1", "compute", 0, k, k, 0, 0, float(k),
                   k + 0.5, math.nan) for k in range(5))
-    post_record(store, RankRecord(1, (start,), rows, 12.5, ((0.0, 20.0),), 10.0))
+    post_record(store, RankRecord(1, (start,), rows, 12.5, ((0.0, 20.0),), 2.5, 10.0))
     post_start(store, 2, SyncPoint(2.0, 3.0, 0.25))  # then died
     store.set("trace/3/head", json.dumps({"sync": [[1, 0, 0]], "cpu_ms": "x"}))
     records, missing = read_records(store, [1, 2, 3, 4], wait_s=0.0)
     assert sum(k.startswith("trace/1/rows") for k in store.data) == 3
     one = records[1]
     assert [r[5] for r in one.rows] == [0, 1, 2, 3, 4] and math.isnan(one.rows[0][11])
-    assert (one.sync, one.cpu_ms, one.spans, one.work_ms, one.complete) == (
-        (start,), 12.5, ((0.0, 20.0),), 10.0, True)
+    assert (one.sync, one.cpu_ms, one.spans, one.wait_ms, one.work_ms, one.complete) == (
+        (start,), 12.5, ((0.0, 20.0),), 2.5, 10.0, True)
     assert records[2] == RankRecord(2, (SyncPoint(2.0, 3.0, 0.25),),
                                     complete=False)
     assert missing[3].startswith("bad record")
@@ -163,7 +163,8 @@ def test_records_travel_in_parts_and_a_rank_that_posted_nothing_is_named(monkeyp
 def test_each_rank_is_a_device_of_the_parallelism_record_with_exact_shares():
     records = [RankRecord(0, cpu_ms=90.0, spans=((0.0, 50.0), (60.0, 110.0)), work_ms=81.0),
                RankRecord(1, cpu_ms=80.0, spans=((0.0, 100.0),), work_ms=64.0),
-               RankRecord(2, cpu_ms=95.0, spans=((0.0, 60.0), (40.0, 100.0)))]
+               # 40 of its 100 ms in collectives, waiting for a slower peer: not starved
+               RankRecord(2, cpu_ms=57.0, spans=((0.0, 60.0), (40.0, 100.0)), wait_ms=40.0)]
     trust, usage = dist_parallelism("cpu", records, (3.0, 2.5))
     assert trust["cpu_share"] == {"stage0": 0.9, "stage1": 0.8, "stage1@r2": 0.95}
     assert trust["device_share"] == {"rank0": 0.9, "rank1": 0.8, "rank2": 0.95}
@@ -176,9 +177,9 @@ def test_each_rank_is_a_device_of_the_parallelism_record_with_exact_shares():
         "shared with other work at the hardware level (or its clock dropped); the period is "
         "too long",
         "only 2.50 of 3 cores were free around the run: the stages could not run in parallel"]
-    assert usage == {"rank0": {"cpu_ms": 90.0, "wall_ms": 100.0},
-                     "rank1": {"cpu_ms": 80.0, "wall_ms": 100.0},
-                     "rank2": {"cpu_ms": 95.0, "wall_ms": 100.0}}
+    assert usage == {"rank0": {"cpu_ms": 90.0, "wall_ms": 100.0, "collective_ms": 0.0},
+                     "rank1": {"cpu_ms": 80.0, "wall_ms": 100.0, "collective_ms": 0.0},
+                     "rank2": {"cpu_ms": 57.0, "wall_ms": 100.0, "collective_ms": 40.0}}
     calm, _ = dist_parallelism("cpu", records[:1], (None, None))
     assert (calm["parallel"], calm["warnings"]) == (True, [])
 

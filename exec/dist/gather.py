@@ -52,9 +52,10 @@ class RankRecord:
 
     ``sync``: its clock handshakes with rank0 (start, then end), empty on rank0;
     ``rows``: trace rows in its own clock; ``cpu_ms``/``spans``: CPU time (ms) and
-    compute spans of its stage's thread; ``work_ms``: calibrated ms its kernels ran
-    (None for other kernel families); ``complete``: False when only the start sync
-    point arrived (the rank never posted its record).
+    compute spans of its stage's thread; ``wait_ms``: time inside those spans spent in
+    mesh collectives (waiting for the other mesh ranks); ``work_ms``: calibrated ms its
+    kernels ran (None for other kernel families); ``complete``: False when only the
+    start sync point arrived (the rank never posted its record).
     """
 
     rank: int
@@ -62,15 +63,17 @@ class RankRecord:
     rows: tuple[Row, ...] = ()
     cpu_ms: float = 0.0
     spans: tuple[tuple[float, float], ...] = ()
+    wait_ms: float = 0.0
     work_ms: float | None = None
     complete: bool = True
 
     @classmethod
     def of_rank(cls, plan: RankPlan, usage: StageUsage, kernels: Any,
-                sync: list[SyncPoint], rows: list[Row]) -> RankRecord:
+                sync: list[SyncPoint], rows: list[Row], coll: Any = None) -> RankRecord:
+        """This rank's record; ``coll``: the mesh's collectives (their ``wait_ms``)."""
         cpu, spans = usage.of(plan.stage)
         return cls(plan.rank, tuple(sync), tuple(rows), cpu, tuple(spans),
-                   kernel_work_ms(kernels))
+                   0.0 if coll is None else float(coll.wait_ms), kernel_work_ms(kernels))
 
     def usage_key(self) -> str:
         """Its name in the parallelism record: its stage, ``stage1@r<k>`` on a follower."""
@@ -93,7 +96,8 @@ def post_record(store: Any, rec: RankRecord) -> None:
     for i in range(parts):
         store.set(_key(rec.rank, f"rows{i}"), json.dumps(rows[i * PART_ROWS:(i + 1) * PART_ROWS]))
     head = {"sync": [p.as_list() for p in rec.sync], "cpu_ms": rec.cpu_ms,
-            "spans": [list(iv) for iv in rec.spans], "work_ms": rec.work_ms, "parts": parts}
+            "spans": [list(iv) for iv in rec.spans], "wait_ms": rec.wait_ms,
+            "work_ms": rec.work_ms, "parts": parts}
     store.set(_key(rec.rank, "head"), json.dumps(head))
 
 
@@ -139,7 +143,8 @@ def _read(store: Any, rank: int) -> RankRecord:
     spans = tuple((float(a), float(b)) for a, b in head["spans"])
     work = head["work_ms"]
     return RankRecord(rank, tuple(parse_points(head["sync"], f"rank{rank}.sync")), tuple(rows),
-                      float(head["cpu_ms"]), spans, None if work is None else float(work))
+                      float(head["cpu_ms"]), spans, float(head["wait_ms"]),
+                      None if work is None else float(work))
 
 
 def _start_only(store: Any, rank: int) -> RankRecord | None:
@@ -210,20 +215,22 @@ def merge_or_keep(own: Trace, records: dict[int, RankRecord], streamed: list[Row
 def dist_parallelism(kind: str, records: list[RankRecord],
                      free: tuple[float | None, float | None]) -> tuple[dict[str, Any],
                                                                        dict[str, Any]]:
-    """(the parallelism record, one device per rank; per rank CPU ms and compute wall ms)
-    from complete records (rank0's own included)."""
+    """(the parallelism record, one device per rank; per rank CPU ms, compute wall ms
+    and the part of it spent in mesh collectives) from complete records (rank0's own
+    included). A mesh rank's share leaves out its collective waits: a rank waiting for a
+    slower peer is in lockstep, not starved."""
     usage = StageUsage()
     groups: dict[str, tuple[str, ...]] = {}
     work: dict[str, float] = {}
     for rec in records:
         key = rec.usage_key()
-        usage.absorb(key, rec.cpu_ms, list(rec.spans))
+        usage.absorb(key, rec.cpu_ms, list(rec.spans), rec.wait_ms)
         groups[f"rank{rec.rank}"] = (key,)
         if rec.work_ms is not None:
             work[key] = rec.work_ms
     per_rank = {f"rank{r.rank}": {"cpu_ms": round(r.cpu_ms, 3),
-                                  "wall_ms": round(usage.wall((r.usage_key(),)), 3)}
-                for r in records}
+                                  "wall_ms": round(usage.wall((r.usage_key(),)), 3),
+                                  "collective_ms": round(r.wait_ms, 3)} for r in records}
     return parallelism(kind, groups, usage, free, work), per_rank
 
 

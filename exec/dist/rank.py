@@ -180,8 +180,8 @@ class _Rank:
         setup_s = max(SETUP_TIMEOUT_S, opts.timeout_s)
         if plan.rank != 0:  # rank0 calibrates first; the others then read its cache
             wait_key(store, "kernels0", setup_s)
-        self.kernels, self.family_info = build_kernels(sc, opts, plan, groups, runtime,
-                                                       self.cancel, fault)
+        self.kernels, self.family_info, self.coll = build_kernels(
+            sc, opts, plan, groups, runtime, self.cancel, fault)
         if plan.rank == 0:
             store.set("kernels0", "1")
         barrier(store, "ready", plan.world_size, setup_s)
@@ -283,6 +283,8 @@ class _Rank:
                 ctx.fail(f"a worker did not finish its warm-up within {setup_s:g} s")
         except RendezvousError as exc:
             ctx.fail(str(exc))
+        if self.coll is not None:
+            self.coll.wait_ms = 0.0  # the warm-ups' collectives are not the run's
         ctx.go.set()
 
     def _watch(self, workers: list[threading.Thread]) -> None:
@@ -342,7 +344,7 @@ class _Rank:
             close_groups()
         stuck = tuple(w.name.removeprefix("pipefill-") for w in workers if w.is_alive())
         record = RankRecord.of_rank(plan, self.ctx.usage, self.kernels, self.sync,
-                                    self.rec.take() if plan.rank else [])
+                                    self.rec.take() if plan.rank else [], self.coll)
         if plan.rank != 0:
             with contextlib.suppress(Exception):  # the store is gone (rank0 died)
                 post_record(self.store, record)

@@ -68,8 +68,9 @@ def mesh_collectives(groups: Groups) -> Collectives | None:
 
 def build_kernels(sc: Scenario, opts: ReplayOptions, plan: RankPlan, groups: Groups,
                   runtime: Runtime, cancel: threading.Event,
-                  fault: DistFault | None) -> tuple[Any, dict[str, Any]]:
-    """(CallTrackingKernels kernels of this rank's stage, the family's info for the metadata)."""
+                  fault: DistFault | None) -> tuple[Any, dict[str, Any], Collectives | None]:
+    """(CallTrackingKernels kernels of this rank's stage, the family's info for the
+    metadata, the mesh's collectives on a mesh rank of a mesh of several)."""
     run = sc.run
     costs = CostTable(sc.costs, run.sessions, run.chunks, run.seed)
     setup = KernelSetup(sc, costs, runtime, opts.model_size, opts.calibration_path,
@@ -86,7 +87,7 @@ def build_kernels(sc: Scenario, opts: ReplayOptions, plan: RankPlan, groups: Gro
     info = dict(family.info)
     if coll is not None:
         info["tensor_parallel"] = len(plan.mesh)
-    return CallTrackingKernels(wrap_kernels(kernels, fault, plan, coll)), info
+    return CallTrackingKernels(wrap_kernels(kernels, fault, plan, coll)), info, coll
 
 
 def mesh_collectives_text(kernels: str, mesh_size: int) -> str | None:

@@ -15,6 +15,7 @@ kernels) one small all-reduce per call, so the mesh ranks still run in lockstep.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -36,13 +37,17 @@ class Collectives:
 
     ``reduce(t, group)`` performs the all-reduce; ``groups`` names every group of the
     run so a refusal can say which one was aimed at. ``misroute()`` makes the next
-    collective target ``wrong`` instead (the wrong-group fault).
+    collective target ``wrong`` instead (the wrong-group fault). ``wait_ms`` adds up the
+    wall time of the all-reduces: inside a compute span it is time the rank waited for
+    its peers, not computed (the parallelism record leaves it out of the CPU share).
     """
 
     def __init__(self, group: Any, reduce: Callable[[torch.Tensor, Any], None],
                  groups: dict[str, Any], wrong: Any = None) -> None:
         self.group, self.reduce, self.groups, self.wrong = group, reduce, groups, wrong
         self._misroute = False
+        #: wall ms spent inside all-reduces (mostly waiting for the other mesh ranks)
+        self.wait_ms = 0.0
 
     def misroute(self) -> None:
         self._misroute = True
@@ -55,11 +60,13 @@ class Collectives:
             name = next((n for n, g in self.groups.items() if g is group), "unknown")
             raise WrongGroupError(f"all_reduce aimed at the {name} group; tensor-parallel "
                                   "collectives may only run on the mesh group")
+        t0 = time.perf_counter()
         try:
             self.reduce(t, group)
         except RuntimeError as exc:
             raise MeshCollectiveError(f"all_reduce on the mesh group failed, a mesh rank is "
                                       f"gone or stuck ({error_line(exc)})") from None
+        self.wait_ms += (time.perf_counter() - t0) * 1e3
         return t
 
 

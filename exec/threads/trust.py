@@ -48,6 +48,8 @@ class StageUsage:
 
     cpu_ms: dict[str, float] = field(default_factory=dict)
     spans: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    #: time (ms) inside a stage's spans spent waiting for peers (a dist rank's collectives)
+    wait_ms: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, stage: str, cpu_ms: float, start: float, end: float) -> None:
@@ -60,11 +62,14 @@ class StageUsage:
         with self._lock:
             return self.cpu_ms.get(stage, 0.0), list(self.spans.get(stage, []))
 
-    def absorb(self, stage: str, cpu_ms: float, spans: list[tuple[float, float]]) -> None:
-        """Add another process's totals for ``stage`` (a dist rank's, read by rank0)."""
+    def absorb(self, stage: str, cpu_ms: float, spans: list[tuple[float, float]],
+               wait_ms: float = 0.0) -> None:
+        """Add another process's totals for ``stage`` (a dist rank's, read by rank0);
+        ``wait_ms``: time inside those spans it waited for its peers, not computed."""
         with self._lock:
             self.cpu_ms[stage] = self.cpu_ms.get(stage, 0.0) + cpu_ms
             self.spans.setdefault(stage, []).extend(spans)
+            self.wait_ms[stage] = self.wait_ms.get(stage, 0.0) + wait_ms
 
     def wall(self, stages: tuple[str, ...]) -> float:
         """Time (ms) at least one of ``stages`` computed: the union of their spans."""
@@ -78,10 +83,12 @@ class StageUsage:
         return wall
 
     def share(self, stages: tuple[str, ...]) -> float | None:
-        """CPU time of ``stages`` over the time at least one of them computed."""
+        """CPU time of ``stages`` over the time at least one of them computed (their
+        spans' union less the time they waited for peers inside them)."""
         with self._lock:
             cpu = sum(self.cpu_ms.get(s, 0.0) for s in stages)
-        wall = self.wall(stages)
+            waited = sum(self.wait_ms.get(s, 0.0) for s in stages)
+        wall = self.wall(stages) - waited
         return round(cpu / wall, 4) if wall > 0 else None
 
 
