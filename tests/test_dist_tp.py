@@ -8,6 +8,7 @@ import threading
 import pytest
 import torch
 
+from pipefill.exec.dist import tp
 from pipefill.exec.dist.errors import MeshCollectiveError, WrongGroupError
 from pipefill.exec.dist.tp import Collectives, TPDiT
 from pipefill.exec.kernels.dit import DiT
@@ -104,3 +105,13 @@ def test_heads_must_split_evenly_over_the_mesh():
     dit = DiT(MODEL_SIZES["tiny"], torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="2 heads do not split over 3 mesh ranks"):
         TPDiT(dit, 0, 3, _ThreadMesh(3).member(0))
+
+
+def test_collectives_add_up_the_wall_time_they_waited(monkeypatch):
+    ticks = iter([1.0, 1.25, 2.0, 2.0625])  # seconds read before and after each reduce
+    monkeypatch.setattr(tp.time, "perf_counter", lambda: next(ticks))
+    mesh = object()
+    coll = Collectives(mesh, lambda t, g: None, {"mesh": mesh})
+    coll.all_reduce(torch.zeros(1))
+    coll.all_reduce(torch.zeros(1))
+    assert coll.wait_ms == 312.5
