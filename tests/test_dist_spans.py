@@ -232,6 +232,9 @@ def test_a_tensor_parallel_replay_traces_every_rank_once(tmp_path, run_token, di
     assert set(trust["cpu_share"]) == {"stage0", "stage1", "stage1@r2"}
     assert trust["devices_needed"] == 3 and set(meta["usage"]) == {"rank0", "rank1", "rank2"}
     assert all(u["cpu_ms"] > 0 and u["wall_ms"] > 0 for u in meta["usage"].values())
+    # each call ends in an all-reduce on the mesh ranks (their share leaves its wait out)
+    assert meta["usage"]["rank0"]["collective_ms"] == 0.0
+    assert all(meta["usage"][r]["collective_ms"] > 0 for r in ("rank1", "rank2"))
     data = json.loads(res.stdout)
     assert data["parallelism"] == trust and data["warnings"] == trust["warnings"]
     assert trust["parallel"] == (not trust["warnings"])
