@@ -16,6 +16,11 @@ replay nor its grid's serial calibration replay had a parallelism warning. Perio
 mean emit gap over chunks warm-up..end (DESIGN.md), OverlapScore from
 ``compute_metrics``. Targets: median period error <= 2 %, max <= 5 %, OverlapScore
 error <= 0.05 (max), both layouts.
+
+Before the grids the bench times the calibrated kernel ten times back to back and
+prints the spread (``stability``): a machine whose cores change speed by more than the
+targets within seconds (a VM on a busy host) moves the truth between the calibration
+and the points, and no model can follow that.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipefill.exec.kernels.calibrated import load_or_measure
+from pipefill.exec.kernels.calibrated import in_stage_thread, load_or_measure, quick_check
 from pipefill.exec.threads.placement import available_cores
 from pipefill.exec.threads.probe import probe_contention
 from pipefill.exec.threads.replay import ReplayOptions, replay
@@ -209,7 +214,21 @@ def fixed_kernels(opts: ReplayOptions) -> ReplayOptions:
         runtime.close()
     print(f"# kernels: {cal.n}x{cal.n} matmul, {cal.iter_ms:.4f} ms/iter, measured "
           f"{use.measured_at} at load {use.load_at_measure}")
+    print(f"# stability: {stability(opts, cal)}")
     return replace(opts, recheck_calibration=False)
+
+
+def stability(opts: ReplayOptions, cal: Any, checks: int = 10) -> str:
+    """The spread of ``checks`` back-to-back quick checks of the kernel, relative to its
+    calibrated time."""
+    runtime = open_runtime(opts.device, ("stage0", "stage1"), opts.threads)
+    try:
+        ratios = [in_stage_thread(runtime, lambda: quick_check(runtime, cal)) / cal.iter_ms
+                  for _ in range(checks)]
+    finally:
+        runtime.close()
+    return (f"{checks} back-to-back kernel checks read {min(ratios):.3f}..{max(ratios):.3f} "
+            f"of the calibrated time (median {statistics.median(ratios):.3f})")
 
 
 def main_oos(chunks: int, scale: float, opts: ReplayOptions,
