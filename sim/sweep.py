@@ -17,6 +17,7 @@ import pandas as pd
 
 from pipefill.sim.engines import choose, metrics_batch
 from pipefill.sim.errors import ScenarioError, StallError
+from pipefill.sim.fastpath import structure_key
 from pipefill.sim.scenario import apply_overrides, build_scenario, parse_value
 from pipefill.sim.sweep_exec import ExecSpec, SweepExecutor, chunked, make_executor, task_size
 from pipefill.sim.sweep_store import KEY, ResultStore, engine_version, point_key
@@ -143,6 +144,10 @@ class SweepPoint:
     name: str
     key: str
     engine: str = "auto"
+    #: the fast path's structure the point is re-timed with (None: it runs on SimPy)
+    group: str | None = None
+    #: relative cost on SimPy (chunks x sessions), to start the heaviest first
+    weight: int = 0
 
 
 def plan_points(raw: dict[str, Any], base_sets: list[str], axes: list[Axis],
@@ -155,10 +160,34 @@ def plan_points(raw: dict[str, Any], base_sets: list[str], axes: list[Axis],
         sets = [*base_sets, *(f"{k}={toml_value(v)}" for k, v in values.items())]
         point_raw = apply_overrides(raw, sets)
         sc = build_scenario(point_raw, name=name)
-        choose(sc, engine)
+        group = structure_key(sc) if choose(sc, engine) == "fast" else None
         points.append(SweepPoint({k: _cell(v) for k, v in values.items()}, point_raw, name,
-                                 point_key(sc), engine))
+                                 point_key(sc), engine, group, sc.run.chunks * sc.run.sessions))
     return points
+
+
+#: most points in one fast-path task (they are re-timed side by side)
+FAST_TASK_MAX = 256
+
+
+def plan_tasks(todo: list[SweepPoint], workers: int,
+               per_task: int | None = None) -> list[list[SweepPoint]]:
+    """Tasks in the order they are handed out. With ``per_task``: consecutive points,
+    as given. Otherwise the SimPy points first, heaviest first, in tasks sized to spread
+    them over the workers (:func:`task_size`), then one task per fast-path structure
+    (its plan compiled once, its points re-timed together; at most FAST_TASK_MAX), so
+    the long tasks start early and the short ones fill the gaps."""
+    if per_task is not None:
+        return chunked(todo, task_size(len(todo), workers, per_task))
+    slow = sorted((p for p in todo if p.group is None), key=lambda p: -p.weight)
+    groups: dict[str, list[SweepPoint]] = {}
+    for p in todo:
+        if p.group is not None:
+            groups.setdefault(p.group, []).append(p)
+    tasks = chunked(slow, task_size(len(slow), workers)) if slow else []
+    for members in groups.values():
+        tasks += chunked(members, FAST_TASK_MAX)
+    return tasks
 
 
 def evaluate_points(points: Sequence[SweepPoint]) -> list[dict[str, Any]]:
@@ -232,7 +261,7 @@ def execute_sweep(points: list[SweepPoint], axes: list[str], executor: SweepExec
     wanted = {p.key for p in points}
     reused = len(wanted & store.rows.keys())
     todo = list({p.key: p for p in points if p.key not in store.rows}.values())
-    tasks = chunked(todo, task_size(len(todo), workers, per_task))
+    tasks = plan_tasks(todo, workers, per_task)
     total, done = len(wanted), reused
     try:
         if progress:

@@ -24,6 +24,7 @@ from pipefill.sim.sweep import (
     SweepInterrupted,
     execute_sweep,
     plan_points,
+    plan_tasks,
     run_sweep,
 )
 from pipefill.sim.sweep_exec import (
@@ -75,6 +76,31 @@ def test_task_sizes_and_chunks():
     assert task_size(768, 2) == 48 and task_size(10_000, 2) == 64 and task_size(3, 4) == 1
     assert task_size(768, 2, per_task=5) == 5
     assert chunked(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_tasks_start_the_simpy_points_heaviest_first_then_one_per_fast_structure():
+    # default scenario (r0a, producer_first): lag < d_in is fixed-order (fast path);
+    # lag >= d_in with d_out >= 2 is a greedy choice (SimPy)
+    axes = [Axis("policy.d_in", (1, 2)), Axis("policy.recompute_lag", (0, 1)),
+            Axis("run.chunks", (20, 30))]
+    points = plan_points(RAW, ["run.warmup=4"], axes, NAME)
+    cells = {i: (p.axes["policy.d_in"], p.axes["policy.recompute_lag"],
+                 p.axes["run.chunks"]) for i, p in enumerate(points)}
+    tasks = plan_tasks(points, workers=1)
+    got = [[cells[points.index(p)] for p in t] for t in tasks]
+    # SimPy: only (d_in 1, lag 1), 30 chunks before 20; task_size(2, 1) = 1 point a task
+    assert got[:2] == [[(1, 1, 30)], [(1, 1, 20)]]
+    # then one task per structure (the chunk count is part of it), in grid order
+    assert got[2:] == [[(1, 0, 20)], [(1, 0, 30)], [(2, 0, 20)], [(2, 0, 30)],
+                       [(2, 1, 20)], [(2, 1, 30)]]
+    assert [p.group is None for p in points] == [c[:2] == (1, 1) for c in cells.values()]
+    assert plan_tasks(points, workers=1, per_task=3) == chunked(points, 3)  # as given
+
+
+def test_a_fast_structure_is_one_task_whatever_its_cost_values():
+    points = plan_points(RAW, ["run.chunks=20", "run.warmup=4"],
+                         [Axis("costs.denoise.mean", (40, 50, 60))], NAME)
+    assert [len(t) for t in plan_tasks(points, workers=2)] == [3]
 
 
 @pytest.mark.parametrize(("spec", "kind"), [(None, "pool"), ("local", "local"),
