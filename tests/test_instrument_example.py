@@ -18,11 +18,17 @@ from pipefill.traces.metrics import compute_metrics
 runner = CliRunner()
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CHUNKS, WARMUP = 16, 4
-#: metrics of emit times: the probe's and the profiler's views of one run agree within 1 %
-THROUGHPUT = ("period_ms", "period_p50_ms", "ttff_ms", "latency_p50_ms")
-#: spans: the probe's sits inside the profiler's range, ~0.1 ms shorter; a thread that
-#: loses the GIL (or its core, on a loaded machine) between the two clock reads shifts a
-#: few spans by that wait, and per-chunk busy medians with them
+#: the probe's and the profiler's views of one run agree within 1 % on metrics of emit
+#: times. Busy time and overlap agree within 1 % on a quiet machine (the "small" model:
+#: phases of 15-25 ms against the profiler's own 30-80 us per record_function range;
+#: 0.4-0.8 % measured), but a thread that loses its core between the profiler's and the
+#: probe's clock reads moves them by that wait (4 % with one competing process): those
+#: are held to 5 % and 0.1
+SAME_WITHIN_1PCT = ("period_ms", "period_p50_ms", "ttff_ms", "latency_p50_ms")
+BUSY_WITHIN_5PCT = ("stage0_ms", "stage1_ms")
+#: spans: the probe's sits inside the profiler's range, tens of us shorter; a thread
+#: that loses the GIL (or its core, on a loaded machine) between the two clock reads
+#: shifts a few spans by that wait
 SPAN_TOL_MS, SPANS_WITHIN = 0.25, 0.9
 
 
@@ -40,7 +46,8 @@ def load_example():
 def recorded(tmp_path_factory):
     """One profiled run of the example: its probe trace and its torch.profiler trace."""
     d = tmp_path_factory.mktemp("example")
-    rec = load_example().record(chunks=CHUNKS, warmup=WARMUP, profile_path=str(d / "prof.json"))
+    rec = load_example().record(chunks=CHUNKS, warmup=WARMUP, size="small",
+                                profile_path=str(d / "prof.json"))
     rec.save(d / "run.parquet")
     rec.close()
     return d
@@ -68,8 +75,11 @@ def test_profiler_import_and_probe_agree_within_1_percent(recorded, tmp_path):
     assert res.exit_code == 0, res.output
     probe_m = compute_metrics(read_trace(recorded / "run.parquet"), warmup=WARMUP)
     imported_m = compute_metrics(read_trace(out), warmup=WARMUP)
-    for key in THROUGHPUT:
+    for key in SAME_WITHIN_1PCT:
         assert imported_m[key] == pytest.approx(probe_m[key], rel=0.01), key
+    for key in BUSY_WITHIN_5PCT:
+        assert imported_m[key] == pytest.approx(probe_m[key], rel=0.05), key
+    assert imported_m["overlap_score"] == pytest.approx(probe_m["overlap_score"], abs=0.1)
     keys = ["name", "chunk", "step"]
     mine = read_trace(recorded / "run.parquet").spans
     mine = mine[mine["lane"] == "compute"].set_index(keys)
