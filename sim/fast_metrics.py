@@ -106,7 +106,9 @@ def fast_metrics(timed: Timed, column: int, sc: Scenario,
                  index: MetricIndex | None = None) -> dict[str, Any]:
     """Summary metrics of configuration ``column`` (single-session schedules)."""
     ix = index or metric_index(timed)
-    start, end = timed.start[:, column], timed.end[:, column]
+    # one configuration's column, contiguous: every lookup below is a gather over it
+    start = np.ascontiguousarray(timed.start[:, column])
+    end = np.ascontiguousarray(timed.end[:, column])
     t_all = _times(end, ix.emit_node)
     order = np.argsort(t_all, kind="stable")
     chunks, t_emit = ix.emit_chunk[order], t_all[order]
