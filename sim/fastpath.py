@@ -105,11 +105,12 @@ def compile_plan(sc: Scenario) -> Plan:
 
 def structure_key(sc: Scenario) -> str:
     """What the recorded actions depend on: everything but cost values, seed and warm-up
-    (costs matter only through which phases exist and the denoise steps)."""
+    (costs matter only through which phases exist, the denoise steps and whatever the
+    policy derives from them, :meth:`Policy.structure`: a balanced block split)."""
     run = sc.run.model_dump(exclude={"seed", "warmup", "target_fps"})
     phases = sorted(sc.costs)
     tr = (sc.transport.envelope_size, sc.transport.result_size, sc.transport.context_bytes)
-    return repr((sc.policy.params(), run, phases, sc.steps, tr))
+    return repr((sc.policy.params(), sc.policy.structure(sc), run, phases, sc.steps, tr))
 
 
 class _Holder:

@@ -120,6 +120,26 @@ def test_default_scenario_metrics_match():
     assert fast["bubble"] == pytest.approx(ref["bubble"], abs=1e-12)
 
 
+def test_a_split_balanced_on_costs_is_part_of_the_plan_cache_key():
+    """stream_batch with balance = true splits the blocks by the cost means, so two
+    scenarios that differ only in costs record different actions: a plan cached for one
+    must not re-time the other (found by a wider run of the equality property)."""
+    def sc(decode: float):
+        return build_scenario({
+            "run": {"chunks": 6, "warmup": 1},
+            "policy": {"name": "stream_batch", "stages": 2, "steps": 1, "blocks": 12,
+                       "balance": True},
+            "costs": {"build": 1.0, "denoise": 12.0, "decode": decode},
+            "transport": {"latency_ms": 0, "envelope_bytes": 0, "result_bytes": 0}})
+
+    light, heavy = sc(0.0), sc(6.0)
+    assert light.policy.block_counts(light) == [6, 6]
+    assert heavy.policy.block_counts(heavy) == [9, 3]
+    for s in (light, heavy):  # the second one after the first has been cached
+        same_times(s)
+    assert compile_plan(light) is not compile_plan(heavy)
+
+
 def test_choice_dependent_schedules_are_refused_with_the_reason():
     raw = {**_default_raw(), "policy": {"name": "phase_pp", "stage0_order": "consumer_first"}}
     sc = build_scenario(raw)

@@ -94,3 +94,10 @@ class Policy(BaseModel):
 
     def params(self) -> dict[str, Any]:
         return {"name": self.name, **self.model_dump(mode="json")}
+
+    def structure(self, sc: Scenario) -> Any:
+        """What the programs' actions depend on besides :meth:`params`, the run, the
+        phases present and the transport sizes: a value derived from cost values (a
+        split balanced on them). Part of the fast path's plan cache key, so two
+        scenarios with equal keys record the very same actions. None: nothing."""
+        return None

@@ -101,6 +101,10 @@ class BlockSplitPolicy(Policy):
         return list(self.split) if self.split is not None else even_split(self.blocks,
                                                                           self.n_stages)
 
+    def structure(self, sc: Scenario) -> Any:
+        """The blocks per stage (a balanced split follows the costs)."""
+        return self.block_counts(sc)
+
     def shares(self, sc: Scenario) -> list[float]:
         """Fraction of the DiT each stage runs."""
         return [n / self.blocks for n in self.block_counts(sc)]
