@@ -148,6 +148,8 @@ class Grid:
         # model kernels: the rates are fitted from the overlapped spans of the points' own
         # kind of work instead (a matmul probe would not contend like DiT vs VAE)
         cal = calibrate_trace(trace, probed=self.probe)
+        for gap in cal.dispatch:
+            print(f"# {gap.describe()}")
         fitted = {k: v for k, v in cal.raw.items() if k not in ("name", "policy")}
         return {**fitted, "run": self.base["run"]}
 

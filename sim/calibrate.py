@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from pipefill.sim.contention_fit import DeviceFit, solo_durations
 from pipefill.sim.costs import PHASES, CostSpec
+from pipefill.sim.dispatch_fit import DispatchFit, fit_dispatch
 from pipefill.sim.errors import ScenarioError, error_from_validation
 from pipefill.sim.scenario import (
     RunConfig,
@@ -72,12 +73,14 @@ class Calibrated:
     fits: list[PhaseFit]
     transport: dict[str, Any]
     devices: list[DeviceFit] = field(default_factory=list)
+    dispatch: list[DispatchFit] = field(default_factory=list)
 
     def notes(self) -> list[str]:
         """Comment lines: what was fitted from how many samples."""
         lines = [f"costs.{f.phase}: {f.spec.get('dist')} mean {f.mean_ms:.4g} ms, cv "
                  f"{f.cv:.3g} from {f.samples} spans ({f.outliers} outliers left out)"
                  for f in self.fits if f.samples]
+        lines.extend(d.describe() for d in self.dispatch)
         for dev in self.devices:
             lines.append(dev.describe())
             lines.extend(f"  {note}" for note in dev.notes)
@@ -283,6 +286,7 @@ def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
     solo, devices = solo_durations(compute, placement, stages, wu, probed)
     fits = fit_phases(trace, meta.get("costs") or {}, wu, dist, solo)
     transport = fit_transport(trace, meta.get("transport") or {})
+    gaps = fit_dispatch(trace.spans, wu)
     name = f"{meta.get('scenario_name', 'scenario')}-calibrated"
     raw: dict[str, Any] = {
         "name": name,
@@ -292,13 +296,15 @@ def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
         "transport": transport,
         **_placement_tables(meta, devices),
     }
+    if any(g.ms > 0 for g in gaps):
+        raw["dispatch"] = {g.stage: round(g.ms, 6) for g in gaps if g.ms > 0}
     raw = apply_overrides(raw, list(sets or []))
     pol = raw.get("policy")
     if isinstance(pol, dict) and not pol.get("name"):
         raise TraceError("meta.policy", "missing: the trace names no policy; pass "
                          "--policy NAME (e.g. phase_pp) or --set policy.name=NAME")
     scenario = build_scenario(raw, name=name)
-    return Calibrated(raw, scenario, fits, transport, devices)
+    return Calibrated(raw, scenario, fits, transport, devices, gaps)
 
 
 def _placement_tables(meta: dict[str, Any], fits: list[DeviceFit] | None = None

@@ -58,10 +58,12 @@ def contention_range(sc: Scenario, mg: ModelGraph, solo_period: float,
     if not shared:
         return None
     lower, devices, slowest = solo_period, {}, {}
+    calls = _calls(mg)
     for dev, stages in shared.items():
         spec = sc.placement.spec(dev)
         levels = range(1, len(stages) + 1)
-        work = sum(busy.get(s, 0.0) for s in stages)
+        # a dispatch gap is host time, not work on the device
+        work = sum(busy.get(s, 0.0) - sc.dispatch_ms(s) * calls.get(s, 0.0) for s in stages)
         best = max(spec.throughput_at(n) for n in levels)
         worst = min(spec.rate_at(n) for n in levels)
         lower = max(lower, work / best)
@@ -78,6 +80,16 @@ def contention_range(sc: Scenario, mg: ModelGraph, solo_period: float,
         costs[phase] = mean.model_copy(update={"mean": (mean.mean or 0.0) * factor.get(phase, 1.0)})
     upper = max(lower, solve(costs))
     return ContentionRange(lower, upper, exact, devices)
+
+
+def _calls(mg: ModelGraph) -> dict[str, float]:
+    """Compute calls per chunk per stage (each pays its stage's dispatch gap)."""
+    calls: dict[str, float] = {}
+    for (family, _), d in mg.graph.durations.items():
+        fam = mg.graph.families[family]
+        if fam.phase is not None and fam.work and d > 0:
+            calls[fam.stage] = calls.get(fam.stage, 0.0) + 1.0 / mg.chunks_per_period
+    return calls
 
 
 def with_contention(bound: Any, sc: Scenario, mg: ModelGraph,

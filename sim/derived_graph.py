@@ -212,7 +212,8 @@ def _declare(g: PeriodicGraph, per: Period, pos: dict[int, tuple[str, int]], i: 
 def _price(sc: Scenario, table: CostTable, n: Node) -> float:
     if n.kind == COMPUTE:
         assert n.action is not None
-        return table.duration(n.action) if table.has(n.action.phase) else 0.0
+        cost = table.duration(n.action) if table.has(n.action.phase) else 0.0
+        return sc.dispatch_ms(n.track) + cost  # the stage's gap before the span
     if n.kind == SEND:
         return sc.transport.time_ms(n.nbytes)
     if n.kind == INPUT:

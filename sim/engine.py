@@ -295,6 +295,13 @@ class _Runner:
         return PENDING
 
     def _compute_start(self, a: Compute, dur: float) -> None:
+        gap = self.engine.sc.dispatch_ms(self.stage)
+        if gap > 0:  # the stage's launch and bookkeeping, before the span
+            self.engine.env.timeout(gap).callbacks.append(lambda _: self._run(a, dur))
+        else:
+            self._run(a, dur)
+
+    def _run(self, a: Compute, dur: float) -> None:
         start = float(self.engine.env.now)
         self.engine.env.timeout(dur).callbacks.append(lambda _: self._computed(a, start))
 
@@ -310,13 +317,18 @@ class _Runner:
 
     def _compute_shared(self, a: Compute, dur: float) -> SimGen:
         engine = self.engine
+        gap = engine.sc.dispatch_ms(self.stage)  # host time: not work on the device
         if self.shared is None:
             yield engine.soon()
+            if gap > 0:
+                yield engine.env.timeout(gap)
             start = float(engine.env.now)
             yield from engine.devices.work(self.stage, dur)
         else:
             with self.shared.request() as req:
                 yield req
+                if gap > 0:
+                    yield engine.env.timeout(gap)
                 start = float(engine.env.now)
                 yield from engine.devices.work(self.stage, dur)
         self._record(a, start)

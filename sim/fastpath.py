@@ -51,7 +51,8 @@ def fast_reason(sc: Scenario) -> str | None:
 class Plan:
     """A fixed-order run as arrays: ``preds`` (N, 2, -1 = none) in topological order;
     compute nodes' items as CSR (``item_ptr``) with phase index, session, chunk, step;
-    ``share`` per node; ``nbytes`` of send nodes; ``at_ms`` of input nodes."""
+    ``share`` per node; ``nbytes`` of send nodes; ``at_ms`` of input nodes. A compute
+    node lasts its stage's dispatch gap plus its cost; its span starts after the gap."""
 
     schedule: Schedule
     preds: np.ndarray
@@ -65,6 +66,9 @@ class Plan:
     nbytes: np.ndarray
     at_ms: np.ndarray
     counts: Counts
+    #: compute nodes' stage (index into ``stages``; -1 for other nodes): their dispatch gap
+    stage_ix: np.ndarray
+    stages: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -143,10 +147,14 @@ def _flatten(s: Schedule) -> Plan:
     sess: list[int] = []
     chunk: list[int] = []
     step: list[int] = []
+    stage_ix = np.full(n, -1, dtype=np.int64)
+    stages: dict[str, int] = {}
     for i, node in enumerate(s.nodes):
         preds[i, :len(node.preds)] = node.preds
         kind[i] = _KIND.get(node.kind, 0)
         nbytes[i], at_ms[i] = node.nbytes, node.at_ms
+        if node.kind == COMPUTE:
+            stage_ix[i] = stages.setdefault(node.track, len(stages))
         if node.action is not None:
             phase[i] = PHASES.index(node.action.phase)
             share[i] = node.action.share
@@ -157,7 +165,8 @@ def _flatten(s: Schedule) -> Plan:
         ptr.append(len(sess))
     return Plan(s, preds, kind, phase, share, np.asarray(ptr, dtype=np.int64),
                 np.asarray(sess, dtype=np.int64), np.asarray(chunk, dtype=np.int64),
-                np.asarray(step, dtype=np.int64), nbytes, at_ms, _counts(s))
+                np.asarray(step, dtype=np.int64), nbytes, at_ms, _counts(s), stage_ix,
+                tuple(stages))
 
 
 def _counts(s: Schedule) -> Counts:
@@ -210,7 +219,19 @@ def durations(plan: Plan, sc: Scenario, groups: list[_Group] | None = None) -> n
     for g in groups if groups is not None else _groups(plan):
         if table.has(g.phase):
             dur[g.nodes] = _group_durations(table, g, sc.costs[g.phase])
+    gaps = _gaps(plan, sc)
+    if gaps is not None:
+        dur += gaps
     return dur
+
+
+def _gaps(plan: Plan, sc: Scenario) -> np.ndarray | None:
+    """Each node's dispatch gap (its stage's, for compute nodes; 0 elsewhere), or None
+    when the scenario has none."""
+    per_stage = np.array([sc.dispatch_ms(st) for st in plan.stages] + [0.0])
+    if not per_stage.any():
+        return None
+    return per_stage[plan.stage_ix]  # -1 picks the trailing 0
 
 
 def _group_durations(table: CostTable, g: _Group, spec: object) -> np.ndarray:
@@ -257,6 +278,10 @@ def time_batch(plan: Plan, scenarios: Sequence[Scenario]) -> Timed:
     groups = _groups(plan)
     dur = np.stack([durations(plan, sc, groups) for sc in scenarios], axis=1)
     start, end = _recurrence(plan.preds, dur)
+    gaps = [_gaps(plan, sc) for sc in scenarios]
+    for col, gap in enumerate(gaps):
+        if gap is not None:  # a compute's span starts after its stage's dispatch gap
+            start[:, col] += gap
     return Timed(plan, start, end, dur)
 
 

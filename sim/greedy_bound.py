@@ -28,6 +28,9 @@ ENDLESS = 2**62
 
 
 Kind = Literal["exact", "lower_bound", "estimate"]
+#: the stage of each phase in the rank0 + mesh model (whose dispatch gap it pays)
+RANK0_MESH_STAGE = {"build": "stage0", "decode": "stage0", "encode": "stage0",
+                    "anchor_decode": "stage0", "recompute": "stage1", "denoise": "stage1"}
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,12 @@ class GraphContext:
         return range(self.base, self.base + self.unroll)
 
     def cost(self, phase: str, tag: Tag, batch: tuple[Tag, ...] = (), share: float = 1.0) -> float:
-        """What the engine would charge for this Compute (0 when the phase has no cost)."""
+        """What the engine would charge for this Compute, its stage's dispatch gap included
+        (0 when the phase has no cost)."""
         if not self.table.has(phase):
             return 0.0
-        return self.table.duration(Compute(phase, tag, batch=batch, share=share))
+        gap = self.sc.dispatch_ms(RANK0_MESH_STAGE.get(phase, ""))
+        return gap + self.table.duration(Compute(phase, tag, batch=batch, share=share))
 
     def transport(self, nbytes: int) -> float:
         return self.sc.transport.time_ms(nbytes)

@@ -2,9 +2,10 @@
 
 Tables: ``[run]``, ``[policy]`` (``name`` plus that policy's fields), ``[costs.<phase>]``,
 ``[transport]`` and optionally ``[placement]`` + ``[devices.<name>]`` (stages that share a
-device; see :mod:`pipefill.sim.devices`). Any field can be overridden with
-``--set table.field=value`` (values parsed as TOML, so ``2``, ``1.5``, ``"x"``, ``[3, 7]``
-and ``true`` work).
+device; see :mod:`pipefill.sim.devices`) and ``[dispatch]`` (stage = ms each compute call
+spends before its span: launch and bookkeeping, the gap between a stage's spans). Any
+field can be overridden with ``--set table.field=value`` (values parsed as TOML, so
+``2``, ``1.5``, ``"x"``, ``[3, 7]`` and ``true`` work).
 Every validation failure becomes a :class:`ScenarioError` naming the dotted field.
 
 A scenario file may give only some tables: it is merged over the built-in default
@@ -111,10 +112,17 @@ class Scenario(BaseModel):
     transport: Transport = Field(default_factory=Transport)
     placement: Placement = Field(default_factory=Placement,
                                  description="stage -> device and contention per device")
+    dispatch: dict[str, float] = Field(
+        default_factory=dict, description="stage -> ms it spends before each compute call "
+        "(launch, bookkeeping): the simulator adds it before the span; executors spend it")
     raw: dict[str, Any] = Field(default_factory=dict, description="source tables")
 
     def cost(self, phase: str) -> CostSpec | None:
         return self.costs.get(phase)
+
+    def dispatch_ms(self, stage: str) -> float:
+        """The stage's time before each compute call (0 unless ``[dispatch]`` gives it)."""
+        return self.dispatch.get(stage, 0.0)
 
     @property
     def steps(self) -> int:
@@ -224,10 +232,11 @@ def merge_over_default(raw: dict[str, Any]) -> dict[str, Any]:
 def build_scenario(raw: dict[str, Any], name: str = "scenario") -> Scenario:
     """Validate raw tables into a Scenario (policy resolved through the registry)."""
     raw = _normalize(copy.deepcopy(raw))
-    unknown = set(raw) - {"run", "policy", "costs", "transport", "name", "placement", "devices"}
+    unknown = set(raw) - {"run", "policy", "costs", "transport", "name", "placement", "devices",
+                          "dispatch"}
     if unknown:
         raise ScenarioError(sorted(unknown)[0], "unknown table (use run, policy, costs, "
-                            "transport, placement, devices)")
+                            "transport, placement, devices, dispatch)")
     costs_raw = raw.get("costs")
     if not isinstance(costs_raw, dict) or not costs_raw:
         raise ScenarioError("costs", "missing: give [costs.<phase>] for the policy's phases")
@@ -243,11 +252,29 @@ def build_scenario(raw: dict[str, Any], name: str = "scenario") -> Scenario:
         raise error_from_validation(exc, table) from None
     policy = make_policy(raw.get("policy", {}))
     placement = build_placement(raw.get("placement", {}), raw.get("devices", {}))
+    dispatch = build_dispatch(raw.get("dispatch", {}))
     sc = Scenario(name=str(raw.get("name", name)), run=run, policy=policy, costs=costs,
-                  transport=transport, placement=placement, raw=raw)
+                  transport=transport, placement=placement, dispatch=dispatch, raw=raw)
     policy.check(sc)
     _check_placement(sc)
+    for stage in sc.dispatch:
+        if stage not in sc.stage_names:
+            raise ScenarioError(f"dispatch.{stage}", f"unknown stage (policy {sc.policy.name} "
+                                f"runs {', '.join(sc.stage_names)})")
     return sc
+
+
+def build_dispatch(table: Any) -> dict[str, float]:
+    """Validate ``[dispatch]``: stage = ms (a finite number >= 0)."""
+    if not isinstance(table, dict):
+        raise ScenarioError("dispatch", "must be a table of stage = ms")
+    out = {}
+    for stage, ms in table.items():
+        ok = isinstance(ms, int | float) and not isinstance(ms, bool) and 0 <= ms < float("inf")
+        if not ok:
+            raise ScenarioError(f"dispatch.{stage}", f"must be a number of ms >= 0 (got {ms!r})")
+        out[str(stage)] = float(ms)
+    return out
 
 
 def build_placement(stages: Any, devices: Any) -> Placement:
