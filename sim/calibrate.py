@@ -296,14 +296,17 @@ def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
         "transport": transport,
         **_placement_tables(meta, devices),
     }
-    if any(g.ms > 0 for g in gaps):
-        raw["dispatch"] = {g.stage: round(g.ms, 6) for g in gaps if g.ms > 0}
     raw = apply_overrides(raw, list(sets or []))
     pol = raw.get("policy")
     if isinstance(pol, dict) and not pol.get("name"):
         raise TraceError("meta.policy", "missing: the trace names no policy; pass "
                          "--policy NAME (e.g. phase_pp) or --set policy.name=NAME")
     scenario = build_scenario(raw, name=name)
+    # the gaps of the stages the policy runs (a probe trace may name its own stages)
+    gaps = [g for g in gaps if g.stage in scenario.stage_names]
+    if any(g.ms > 0 for g in gaps) and "dispatch" not in raw:
+        raw["dispatch"] = {g.stage: round(g.ms, 6) for g in gaps if g.ms > 0}
+        scenario = build_scenario(raw, name=name)
     return Calibrated(raw, scenario, fits, transport, devices, gaps)
 
 

@@ -16,6 +16,7 @@ from pipefill.sim.errors import ScenarioError
 from pipefill.sim.fastpath import fast_reason
 from pipefill.sim.scenario import build_scenario
 from pipefill.traces.metrics import compute_metrics
+from pipefill.traces.schema import Trace
 from tests import test_bound_equality as tb
 from tests.test_contention import mean_period
 from tests.test_fastpath import FIXED, same_times, scenarios
@@ -125,3 +126,16 @@ def test_cli_bad_dispatch_is_one_line_exit_2():
     assert res.exit_code == 2
     assert res.stderr.strip().splitlines() == [
         "error: dispatch.stage7: unknown stage (policy phase_pp runs stage0, stage1)"]
+
+
+def test_a_stage_the_policy_does_not_run_gets_no_gap():
+    # a probe trace may name its own stages: calibrate keeps the gaps it can place
+    raw = {**SERIAL, "run": {"chunks": 12, "warmup": 2},
+           "costs": {"build": 1.0, "denoise": {"mean": 2.0, "steps": 2}, "decode": 1.0},
+           "dispatch": {"stage0": 0.3, "stage1": 0.2}}
+    tr = simulate(build_scenario(raw))
+    renamed = Trace(tr.events.assign(stage=tr.events["stage"].replace({"stage1": "mesh"})),
+                    tr.meta)
+    cal = calibrate_trace(renamed)
+    assert "dispatch" not in cal.raw and cal.dispatch == []
+    assert calibrate_trace(tr).raw["dispatch"] == {"stage1": 0.2}  # stage0: no usable gap
