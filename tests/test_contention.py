@@ -155,7 +155,11 @@ def test_simulated_period_lies_in_the_bound_range(d_in: int, d_out: int, rec: st
            "run": {"chunks": 60, "warmup": 20}, "transport": {"latency_ms": 0},
            "policy": {"name": "phase_pp", "d_in": d_in, "d_out": d_out, "recompute": rec},
            "costs": dict(zip(phases, costs, strict=True))}
-    sc = build_scenario(raw)
+    assert_period_in_range(build_scenario(raw))
+
+
+def assert_period_in_range(sc: Any) -> None:
+    """The simulated mean period (chunks 20..50) lies in the bound's contention range."""
     rng = compute_bound(sc).contention
     assert rng is not None
     period = mean_period(simulate(sc), 20, 50)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from pipefill.cli import app
-from pipefill.sim.bound import compute_bound, period_bound
+from pipefill.sim.bound import period_bound
 from pipefill.sim.calibrate import calibrate_trace
 from pipefill.sim.engine import simulate
 from pipefill.sim.errors import ScenarioError
@@ -18,7 +18,7 @@ from pipefill.sim.scenario import build_scenario
 from pipefill.traces.metrics import compute_metrics
 from pipefill.traces.schema import Trace
 from tests import test_bound_equality as tb
-from tests.test_contention import mean_period
+from tests.test_contention import assert_period_in_range
 from tests.test_fastpath import FIXED, same_times, scenarios
 
 runner = CliRunner()
@@ -87,13 +87,7 @@ def test_a_shared_device_keeps_the_period_in_its_range(d_in, d_out, rec, costs, 
            "policy": {"name": "phase_pp", "d_in": d_in, "d_out": d_out, "recompute": rec},
            "costs": dict(zip(phases, costs, strict=True)),
            "dispatch": {"stage0": gaps[0], "stage1": gaps[1]}}
-    sc = build_scenario(raw)
-    rng = compute_bound(sc).contention
-    assert rng is not None
-    period = mean_period(simulate(sc), 20, 50)
-    assert period >= rng["lower_ms"] * (1 - 1e-6)
-    if rng["upper_is_bound"]:
-        assert period <= rng["upper_ms"] * (1 + 1e-6)
+    assert_period_in_range(build_scenario(raw))
 
 
 def test_calibrate_fits_the_gaps_back():
