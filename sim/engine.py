@@ -248,7 +248,7 @@ class _Runner:
     process would follow them (:meth:`_follow`).
     """
 
-    __slots__ = ("device", "driver", "engine", "shared", "stage")
+    __slots__ = ("device", "driver", "engine", "gap", "shared", "stage")
 
     def __init__(self, engine: SimEngine, sp: StageProgram) -> None:
         self.engine = engine
@@ -256,6 +256,8 @@ class _Runner:
         self.driver = ProgramDriver(sp, engine._now, engine._livelock_context)
         self.shared: simpy.Resource | None = None
         self.device = sp.stage in engine.devices.of
+        #: the stage's dispatch gap before each compute (host time, not device work)
+        self.gap = engine.sc.dispatch_ms(sp.stage)
 
     def start(self, _ev: Event) -> None:
         self.shared = self.engine.shared.get(self.stage)
@@ -295,9 +297,8 @@ class _Runner:
         return PENDING
 
     def _compute_start(self, a: Compute, dur: float) -> None:
-        gap = self.engine.sc.dispatch_ms(self.stage)
-        if gap > 0:  # the stage's launch and bookkeeping, before the span
-            self.engine.env.timeout(gap).callbacks.append(lambda _: self._run(a, dur))
+        if self.gap > 0:  # the stage's launch and bookkeeping, before the span
+            self.engine.env.timeout(self.gap).callbacks.append(lambda _: self._run(a, dur))
         else:
             self._run(a, dur)
 
@@ -317,18 +318,17 @@ class _Runner:
 
     def _compute_shared(self, a: Compute, dur: float) -> SimGen:
         engine = self.engine
-        gap = engine.sc.dispatch_ms(self.stage)  # host time: not work on the device
         if self.shared is None:
             yield engine.soon()
-            if gap > 0:
-                yield engine.env.timeout(gap)
+            if self.gap > 0:
+                yield engine.env.timeout(self.gap)
             start = float(engine.env.now)
             yield from engine.devices.work(self.stage, dur)
         else:
             with self.shared.request() as req:
                 yield req
-                if gap > 0:
-                    yield engine.env.timeout(gap)
+                if self.gap > 0:
+                    yield engine.env.timeout(self.gap)
                 start = float(engine.env.now)
                 yield from engine.devices.work(self.stage, dur)
         self._record(a, start)

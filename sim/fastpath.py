@@ -206,8 +206,10 @@ def _groups(plan: Plan) -> list[_Group]:
     return out
 
 
-def durations(plan: Plan, sc: Scenario, groups: list[_Group] | None = None) -> np.ndarray:
-    """Every node's duration in ``sc`` (same draws and float operations as the engine)."""
+def durations(plan: Plan, sc: Scenario, groups: list[_Group] | None = None,
+              gaps: np.ndarray | None = None) -> np.ndarray:
+    """Every node's duration in ``sc`` (same draws and float operations as the engine);
+    ``gaps``: its dispatch gaps (:func:`_gaps`), looked up when not given."""
     run = sc.run
     table = CostTable(sc.costs, run.sessions, run.chunks, run.seed)
     dur = np.zeros(len(plan.kind))
@@ -219,7 +221,7 @@ def durations(plan: Plan, sc: Scenario, groups: list[_Group] | None = None) -> n
     for g in groups if groups is not None else _groups(plan):
         if table.has(g.phase):
             dur[g.nodes] = _group_durations(table, g, sc.costs[g.phase])
-    gaps = _gaps(plan, sc)
+    gaps = _gaps(plan, sc) if gaps is None else gaps
     if gaps is not None:
         dur += gaps
     return dur
@@ -276,9 +278,10 @@ class Timed:
 def time_batch(plan: Plan, scenarios: Sequence[Scenario]) -> Timed:
     """Re-time ``plan`` under each scenario (all of the plan's structure) at once."""
     groups = _groups(plan)
-    dur = np.stack([durations(plan, sc, groups) for sc in scenarios], axis=1)
-    start, end = _recurrence(plan.preds, dur)
     gaps = [_gaps(plan, sc) for sc in scenarios]
+    dur = np.stack([durations(plan, sc, groups, gap) for sc, gap in zip(scenarios, gaps,
+                                                                        strict=True)], axis=1)
+    start, end = _recurrence(plan.preds, dur)
     for col, gap in enumerate(gaps):
         if gap is not None:  # a compute's span starts after its stage's dispatch gap
             start[:, col] += gap
