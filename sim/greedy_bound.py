@@ -28,7 +28,8 @@ ENDLESS = 2**62
 
 
 Kind = Literal["exact", "lower_bound", "estimate"]
-#: the stage of each phase in the rank0 + mesh model (whose dispatch gap it pays)
+#: the stage of each phase in the rank0 + mesh model: its families' stage, and whose
+#: dispatch gap a call of the phase pays
 RANK0_MESH_STAGE = {"build": "stage0", "decode": "stage0", "encode": "stage0",
                     "anchor_decode": "stage0", "recompute": "stage1", "denoise": "stage1"}
 
@@ -99,11 +100,12 @@ def rank0_mesh_graph(ctx: GraphContext, m: Rank0Mesh) -> PeriodicGraph:
     g = PeriodicGraph()
     steps = ctx.sc.steps
     denoise = [f"denoise.{s}" for s in range(steps)]
-    fams = [("build", "build", "stage0"), ("send:q_in", None, "stage0"),
-            ("recompute", "recompute", "stage1"),
-            *((d, "denoise", "stage1") for d in denoise),
-            ("send:q_out", None, "stage1"), ("decode", "decode", "stage0"),
-            ("encode", "encode", "stage0")]
+    of = RANK0_MESH_STAGE
+    fams = [("build", "build", of["build"]), ("send:q_in", None, of["build"]),
+            ("recompute", "recompute", of["recompute"]),
+            *((d, "denoise", of["denoise"]) for d in denoise),
+            ("send:q_out", None, of["denoise"]), ("decode", "decode", of["decode"]),
+            ("encode", "encode", of["encode"])]
     for name, phase, stage in fams:
         g.family(name, ctx.unroll, name.split(".")[0], phase, stage)
     _price_rank0_mesh(g, ctx, m, denoise)
