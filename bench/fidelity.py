@@ -27,15 +27,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from pipefill.exec.threads.replay import ReplayOptions, replay
+from pipefill.exec.threads.trust import free_cores
 from pipefill.sim.calibrate import calibrate_trace
 from pipefill.sim.engine import simulate
 from pipefill.sim.scenario import Scenario, build_scenario
@@ -70,29 +69,11 @@ def scenario(ratio: str, recompute: str, d_in: int, d_out: int, chunks: int,
     return build_scenario(raw, name=f"fidelity-{ratio}-{recompute}-{d_in}x{d_out}")
 
 
-def _spin(n: int, iters: int, out: list[float]) -> None:
-    torch.get_num_threads()  # see exec.runtime: make the setting below this thread's own
-    torch.set_num_threads(1)
-    a = torch.randn(n, n, generator=torch.Generator().manual_seed(0))
-    t = time.perf_counter()
-    for _ in range(iters):
-        torch.mm(a, a)
-    out.append(time.perf_counter() - t)
-
-
-def cores_free(n: int = 192, iters: int = 150) -> float:
+def cores_free() -> float:
     """How many of two single-threaded matmul loops run in parallel right now (2.0 on an
     idle 2-core machine, about 1.0 when another process holds a core). The replay needs
     two: with less, the stages time-share a core and no schedule can overlap them."""
-    one: list[float] = []
-    _spin(n, iters, one)
-    two: list[float] = []
-    threads = [threading.Thread(target=_spin, args=(n, iters, two)) for _ in range(2)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    return 2.0 * one[0] / max(two)
+    return free_cores(2, n=192, iters=150)
 
 
 def point(sc: Scenario, opts: ReplayOptions) -> dict[str, Any]:

@@ -92,27 +92,28 @@ class StageUsage:
         return round(cpu / wall, 4) if wall > 0 else None
 
 
-def _probe_loop(out: list[float]) -> None:
+def _probe_loop(out: list[float], n: int = PROBE_N, iters: int = PROBE_ITERS) -> None:
     torch.get_num_threads()  # the setting below is this thread's own (see runtime.py)
     torch.set_num_threads(1)
-    a = torch.randn(PROBE_N, PROBE_N, generator=torch.Generator().manual_seed(0))
+    a = torch.randn(n, n, generator=torch.Generator().manual_seed(0))
     t = time.perf_counter()
-    for _ in range(PROBE_ITERS):
+    for _ in range(iters):
         torch.mm(a, a)
     out.append(time.perf_counter() - t)
 
 
-def free_cores(k: int) -> float:
-    """How many of ``k`` single-threaded matmul loops run in parallel now (k when idle)."""
+def free_cores(k: int, n: int = PROBE_N, iters: int = PROBE_ITERS) -> float:
+    """How many of ``k`` single-threaded ``n`` x ``n`` matmul loops of ``iters``
+    iterations run in parallel now (k when idle; longer loops read steadier)."""
     if k < 2:
         return float(k)
     one: list[float] = []
-    _probe_loop(one)  # warm-up
+    _probe_loop(one, n, iters)  # warm-up
     one.clear()
-    _probe_loop(one)
+    _probe_loop(one, n, iters)
     many: list[float] = []
-    threads = [threading.Thread(target=_probe_loop, args=(many,), name="pipefill-probe")
-               for _ in range(k)]
+    threads = [threading.Thread(target=_probe_loop, args=(many, n, iters),
+                                name="pipefill-probe") for _ in range(k)]
     for th in threads:
         th.start()
     for th in threads:
