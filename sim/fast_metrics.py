@@ -52,20 +52,20 @@ class Groups:
 class MetricIndex:
     """What the metrics read from a plan, independent of timing (build once per plan).
 
-    ``emit_*``/``input_*``: session 0's marks (node, chunk); ``item_*``: one row per
-    item of a compute call (its node, chunk, the call's item count) on ``stage0`` (and
-    its per-session copies: ``s0``), on ``stage1`` (``s1``); ``stage_nodes``: compute
-    nodes per stage (bubbles, overlap_window); ``input_groups``/``s1_groups``: those
-    nodes grouped by chunk.
+    ``emit_*``: session 0's emit marks (node, chunk); ``input_node``: its input marks,
+    ``input_groups`` grouping them by chunk; ``s0``/``s1``: one row per item of a
+    compute call (its node, chunk, the call's item count) on ``stage0`` (and its
+    per-session copies) and on ``stage1``; ``s1_nodes``: stage1's own items' nodes,
+    ``s1_groups`` grouping them by chunk (mesh idle); ``stage_nodes``: compute nodes
+    per stage (bubbles, overlap_window).
     """
 
     emit_node: np.ndarray
     emit_chunk: np.ndarray
     input_node: np.ndarray
-    input_chunk: np.ndarray
     s0: tuple[np.ndarray, np.ndarray, np.ndarray]
     s1: tuple[np.ndarray, np.ndarray, np.ndarray]
-    s1_exact: tuple[np.ndarray, np.ndarray]
+    s1_nodes: np.ndarray
     stage_nodes: dict[str, np.ndarray]
     chunks: int
     input_groups: Groups
@@ -96,8 +96,8 @@ def metric_index(timed: Timed) -> MetricIndex:
     input_chunk = np.array([c for _, c in inputs], dtype=np.int64)
     return MetricIndex(
         np.array([n for n, _ in emits], dtype=np.int64), np.array([c for _, c in emits]),
-        np.array([n for n, _ in inputs], dtype=np.int64), input_chunk,
-        on("stage0"), on("stage1"), (item_node[exact], item_chunk[exact]),
+        np.array([n for n, _ in inputs], dtype=np.int64),
+        on("stage0"), on("stage1"), item_node[exact],
         {str(x): nodes[stage == x] for x in sorted(set(stage))}, top,
         Groups.of(input_chunk), Groups.of(item_chunk[exact]))
 
@@ -207,10 +207,6 @@ def _times(end: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     return np.where(nodes >= 0, end[np.maximum(nodes, 0)], 0.0)
 
 
-def _at(end: np.ndarray, node: int) -> float:
-    return float(end[node]) if node >= 0 else 0.0
-
-
 def _rate(res: dict[str, Any], periods: np.ndarray, t0: float, t1: float, fpc: int) -> None:
     res["period_p50_ms"] = float(np.median(periods))
     if t1 - t0 <= 0:
@@ -254,7 +250,7 @@ def _window_fill(res: dict[str, Any], ix: MetricIndex, start: np.ndarray, end: n
 
 def _mesh_idle(res: dict[str, Any], ix: MetricIndex, start: np.ndarray, end: np.ndarray,
                chunks: np.ndarray, first: int) -> None:
-    node, _ = ix.s1_exact
+    node = ix.s1_nodes
     tb0 = ix.s1_groups.reduce(np.minimum, start[node], np.inf, ix.chunks)
     tb1 = ix.s1_groups.reduce(np.maximum, end[node], -np.inf, ix.chunks)
     cur, prev = tb0[chunks[first:]], tb1[chunks[first - 1:-1]]

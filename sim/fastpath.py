@@ -288,16 +288,6 @@ def time_batch(plan: Plan, scenarios: Sequence[Scenario]) -> Timed:
     return Timed(plan, start, end, dur)
 
 
-def mark_times(timed: Timed, name: str, column: int = 0) -> list[tuple[int, int, float]]:
-    """(session, chunk, time) of every ``name`` mark for configuration ``column``."""
-    out = []
-    for m in timed.plan.schedule.marks:
-        if m.name == name:
-            t = float(timed.end[m.node, column]) if m.node >= 0 else 0.0
-            out.append((m.tag.session, m.tag.chunk, t))
-    return out
-
-
 def fast_trace(sc: Scenario) -> Trace:
     """The run's trace from the fast path: spans, marks and queue counters (changes at
     one instant in recording order, which follows every wait; SimPy may order
