@@ -206,10 +206,10 @@ def _groups(plan: Plan) -> list[_Group]:
     return out
 
 
-def durations(plan: Plan, sc: Scenario, groups: list[_Group] | None = None,
-              gaps: np.ndarray | None = None) -> np.ndarray:
+def durations(plan: Plan, sc: Scenario, groups: list[_Group],
+              gaps: np.ndarray | None) -> np.ndarray:
     """Every node's duration in ``sc`` (same draws and float operations as the engine);
-    ``gaps``: its dispatch gaps (:func:`_gaps`), looked up when not given."""
+    ``gaps``: its dispatch gaps (:func:`_gaps`; None: none)."""
     run = sc.run
     table = CostTable(sc.costs, run.sessions, run.chunks, run.seed)
     dur = np.zeros(len(plan.kind))
@@ -218,10 +218,9 @@ def durations(plan: Plan, sc: Scenario, groups: list[_Group] | None = None,
     dur[send] = tr.latency_ms + plan.nbytes[send] / (tr.bandwidth_gbps * 1e6)
     inp = plan.kind == 3
     dur[inp] = plan.at_ms[inp]
-    for g in groups if groups is not None else _groups(plan):
+    for g in groups:
         if table.has(g.phase):
             dur[g.nodes] = _group_durations(table, g, sc.costs[g.phase])
-    gaps = _gaps(plan, sc) if gaps is None else gaps
     if gaps is not None:
         dur += gaps
     return dur
