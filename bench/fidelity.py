@@ -120,6 +120,9 @@ def main() -> None:
                     help="fit: calibrate each point from its own replay; oos: out of sample")
     ap.add_argument("--layout", choices=("separate", "shared"), default=None,
                     help="oos: only this layout (default both)")
+    ap.add_argument("--calibrate", choices=("every", "once"), default="every",
+                    help="oos: a fresh serial calibration replay before every point "
+                         "(drift control), or one per grid")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="oos: cuda runs both stages on the one GPU (untested here)")
     ap.add_argument("--kernels", choices=("calibrated", "model"), default="calibrated",
@@ -134,7 +137,8 @@ def main() -> None:
 
         print(f"load average {os.getloadavg()[0]:.2f}; cores free for two stages: "
               f"{cores_free():.2f} of 2")
-        table = main_oos(args.chunks, args.scale, opts, args.layout)
+        table = main_oos(args.chunks, args.scale, opts, args.layout,
+                         every=args.calibrate == "every")
         if args.out is not None:
             write_table(table, args.out, {"kind": "fidelity-oos", "chunks": args.chunks,
                                           "scale": args.scale})

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -64,6 +65,9 @@ OTHERS: dict[str, dict[str, Any]] = {
 TARGET_MEDIAN, TARGET_MAX, TARGET_OVERLAP = 0.02, 0.05, 0.05
 #: the serial calibration replay runs this many times a point's chunks
 SERIAL_CHUNKS = 3
+#: a point is steady when the kernel speeds of its two bracketing calibrations, and its
+#: own against their mean, agree within this fraction
+STEADY = 0.02
 
 
 def layouts(device: str = "cpu") -> dict[str, dict[str, Any]]:
@@ -116,8 +120,43 @@ def _overlap(trace: Any) -> float | None:
     return None if value is None else float(value)
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """One serial calibration replay: the fitted scenario table, the kernels' speed
+    during it (calibrated ms of work per CPU ms, mean over stages) and its trust."""
+
+    fitted: dict[str, Any]
+    speed: float
+    ok: bool
+
+
+def kernel_speed(trace: Any) -> float:
+    """Mean over stages of the calibrated kernels' speed the replay recorded (nan for
+    other kernel families): the machine's speed while the replay ran."""
+    speeds = list(trace.meta.get("parallelism", {}).get("kernel_speed", {}).values())
+    return float(statistics.fmean(speeds)) if speeds else float("nan")
+
+
+def blend(a: Any, b: Any) -> Any:
+    """The mean of two fitted tables of one shape: floats averaged, everything else (a
+    distribution's name, a step count) taken from ``a``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: blend(v, b[k]) if k in b else v for k, v in a.items()}
+    if isinstance(a, float) and isinstance(b, float):
+        return (a + b) / 2.0
+    return a
+
+
 class Grid:
-    """One layout x ratio: the serial calibration and the points predicted from it."""
+    """One layout x ratio: serial calibrations and the points predicted from them.
+
+    ``every`` (default): the A-B-A design of a drift-controlled benchmark. A serial
+    calibration replay runs before the first point and after every point; a point is
+    predicted from the blend of the two that bracket it and is ``steady`` when their
+    kernel speeds and its own agree within STEADY. Still out of sample: a point's own
+    policy never feeds its prediction. Otherwise one serial replay, three points long,
+    calibrates the whole grid.
+    """
 
     def __init__(self, layout: str, ratio: str, chunks: int, scale: float,
                  opts: ReplayOptions) -> None:
@@ -125,21 +164,18 @@ class Grid:
         self.devices = layouts(opts.device)[layout]
         self.base = {**base_raw(ratio, chunks, scale), **self.devices}
         self.probe: dict[str, tuple[dict[int, float], str]] | None = None
-        self.serial_ok = False
 
-    def calibrate(self) -> dict[str, Any]:
-        """Solo costs from a serial replay (+ the probed rate on a shared device), three
-        times as long as a point: a phase mean off by 1 % would shift every prediction."""
-        run = {**self.base["run"], "chunks": SERIAL_CHUNKS * self.base["run"]["chunks"]}
+    def calibrate(self, chunks_x: int, verbose: bool = False) -> Calibration:
+        """Solo costs from a serial replay ``chunks_x`` times as long as a point, plus
+        the probed rate on a shared device (probed once per grid: a rate is a ratio of
+        two speeds, so drift cancels)."""
+        run = {**self.base["run"], "chunks": chunks_x * self.base["run"]["chunks"]}
         serial = build_scenario({**self.base, "run": run,
                                  "policy": {"name": "serial", "recompute": "r0a"}})
         trace = replay(serial, self.opts)
         trust = trace.meta.get("parallelism", {})
-        self.serial_ok = bool(trust.get("parallel", False))
-        print(f"# {self.layout} {self.ratio}: serial calibration replay "
-              f"{'ok' if self.serial_ok else 'WARN'} (device share "
-              f"{trust.get('device_share')}, free cores {trust.get('free_cores_before')})")
-        if self.devices and self.opts.kernels == "calibrated":
+        ok = bool(trust.get("parallel", False))
+        if self.probe is None and self.devices and self.opts.kernels == "calibrated":
             dev = self.devices["placement"]["stage0"]
             cores = (self.devices.get("devices") or {}).get(dev, {}).get("cores")
             res = probe_contention(self.opts.device, tuple(cores) if cores else None, 2,
@@ -148,36 +184,61 @@ class Grid:
         # model kernels: the rates are fitted from the overlapped spans of the points' own
         # kind of work instead (a matmul probe would not contend like DiT vs VAE)
         cal = calibrate_trace(trace, probed=self.probe)
-        for gap in cal.dispatch:
-            print(f"# {gap.describe()}")
+        if verbose:
+            print(f"# {self.layout} {self.ratio}: serial calibration replay "
+                  f"{'ok' if ok else 'WARN'} (device share {trust.get('device_share')}, "
+                  f"free cores {trust.get('free_cores_before')})")
+            for gap in cal.dispatch:
+                print(f"# {gap.describe()}")
+            for _rates, note in (self.probe or {}).values():
+                print(f"# {note}")
         fitted = {k: v for k, v in cal.raw.items() if k not in ("name", "policy")}
-        return {**fitted, "run": self.base["run"]}
+        return Calibration({**fitted, "run": self.base["run"]}, kernel_speed(trace), ok)
 
-    def run(self, fitted: dict[str, Any]) -> list[dict[str, Any]]:
-        rows = []
+    def run(self, every: bool) -> Iterator[dict[str, Any]]:
+        cal = self.calibrate(1 if every else SERIAL_CHUNKS, verbose=True)
+        first = serial_ms(cal.fitted)
         for label, policy, run in points():
-            rows.append(self.point(label, policy, run, fitted))
-        return rows
+            measured = replay(self.truth(policy, run), self.opts)
+            after = self.calibrate(1) if every else cal
+            fitted = blend(cal.fitted, after.fitted)
+            row = self.compare(label, measured, policy, run, fitted)
+            speeds = (cal.speed, after.speed)
+            mean = statistics.fmean(speeds)
+            row["cal_drift"] = serial_ms(fitted) / first - 1.0
+            row["speed"] = kernel_speed(measured) / mean - 1.0
+            row["steady"] = (abs(speeds[1] / speeds[0] - 1.0) <= STEADY
+                             and abs(row["speed"]) <= STEADY)
+            # the prediction re-timed at the speed the kernels ran during the point
+            # (compute only; a diagnostic of the model with the machine's drift taken out)
+            norm = row["after_ms"] / (1.0 + row["speed"])
+            row["norm_err"] = abs(norm - row["meas_ms"]) / row["meas_ms"]
+            row["ok"] = row["ok"] and cal.ok and after.ok
+            cal = after
+            yield row
 
-    def point(self, label: str, policy: dict[str, Any], run: dict[str, Any],
-              fitted: dict[str, Any]) -> dict[str, Any]:
+    def truth(self, policy: dict[str, Any], run: dict[str, Any]) -> Any:
+        return build_scenario({**self.base, "policy": policy,
+                               "run": {**self.base["run"], **run}})
+
+    def compare(self, label: str, measured: Any, policy: dict[str, Any],
+                run: dict[str, Any], fitted: dict[str, Any]) -> dict[str, Any]:
+        """The point's row: measured period against the prediction with the layout's
+        devices (``after``) and without them (``before``)."""
         warmup = int(self.base["run"]["warmup"])
-        truth = build_scenario({**self.base, "policy": policy,
-                                "run": {**self.base["run"], **run}})
         after = build_scenario({**fitted, "policy": policy, "run": {**fitted["run"], **run}})
         before = build_scenario({k: v for k, v in fitted.items()
                                  if k not in ("placement", "devices")}
                                 | {"policy": policy, "run": {**fitted["run"], **run}})
-        measured = replay(truth, self.opts)
         meas = mean_period(measured, warmup)
-        pred_after, pred_before = simulate(after), simulate(before)
         ovl = _overlap(measured)
         trust = measured.meta.get("parallelism", {})
         row = {"layout": self.layout, "ratio": self.ratio, "point": label,
-               "meas_ms": meas, "ok": bool(trust.get("parallel", False)) and self.serial_ok,
+               "meas_ms": meas, "ok": bool(trust.get("parallel", False)),
                "share": min((v for v in trust.get("device_share", {}).values()
                              if v is not None), default=float("nan"))}
-        for tag, tr in (("after", pred_after), ("before", pred_before)):
+        for tag, sc in (("after", after), ("before", before)):
+            tr = simulate(sc)
             pred = mean_period(tr, warmup)
             row[f"{tag}_ms"] = pred
             row[f"{tag}_err"] = abs(pred - meas) / meas
@@ -187,11 +248,21 @@ class Grid:
         return row
 
 
+def serial_ms(fitted: dict[str, Any]) -> float:
+    """A calibration's serial chunk cost (sum of the fitted phase means, denoise steps
+    counted): how fast the machine ran when it was fitted."""
+    total = 0.0
+    for cost in fitted["costs"].values():
+        total += float(cost["mean"]) * int(cost.get("steps", 1))
+    return total
+
+
 def _line(row: dict[str, Any]) -> str:
     return (f"{row['layout']:8} {row['ratio']:8} {row['point']:26} {row['meas_ms']:8.2f} "
             f"{row['after_ms']:8.2f} {row['after_err']:6.1%} {row['after_ovl_err']:6.3f} "
             f"{row['before_ms']:8.2f} {row['before_err']:6.1%} {row['before_ovl_err']:6.3f} "
-            f"{row['share']:5.2f} {'ok' if row['ok'] else 'WARN'}")
+            f"{row['share']:5.2f} {row['cal_drift']:+6.1%} {row['speed']:+6.1%} "
+            f"{'ok' if row['ok'] else 'WARN'} {'steady' if row['steady'] else '-'}")
 
 
 def summarize(label: str, t: pd.DataFrame) -> None:
@@ -204,6 +275,9 @@ def summarize(label: str, t: pd.DataFrame) -> None:
               f"OverlapScore error median {ovl.median():.3f} max {ovl.max():.3f}"
               + (f"  {'PASS' if ok else 'FAIL'} (median <= 2 %, max <= 5 %, ovl <= 0.05)"
                  if tag == "after" else ""))
+        if tag == "after" and "norm_err" in t and t["norm_err"].notna().any():
+            print(f"          at each point's kernel speed (diagnostic): period error "
+                  f"median {t['norm_err'].median():.2%} max {t['norm_err'].max():.2%}")
 
 
 def fixed_kernels(opts: ReplayOptions) -> ReplayOptions:
@@ -234,21 +308,19 @@ def stability(opts: ReplayOptions, cal: Any, checks: int = 10) -> str:
 
 
 def main_oos(chunks: int, scale: float, opts: ReplayOptions,
-             only: str | None = None) -> pd.DataFrame:
+             only: str | None = None, every: bool = True) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     opts = fixed_kernels(opts)
     print(f"{'layout':8} {'ratio':8} {'point':26} {'meas ms':>8} {'after':>8} {'err':>6} "
-          f"{'ovl e':>6} {'before':>8} {'err':>6} {'ovl e':>6} {'share':>5} trust")
+          f"{'ovl e':>6} {'before':>8} {'err':>6} {'ovl e':>6} {'share':>5} {'drift':>6} "
+          f"{'speed':>6} trust")
     for layout in layouts(opts.device):
         if only and layout != only:
             continue
         for ratio in RATIOS:
             grid = Grid(layout, ratio, chunks, scale, opts)
-            fitted = grid.calibrate()
-            for _rates, note in (grid.probe or {}).values():
-                print(f"# {note}")
-            for row in grid.run(fitted):
+            for row in grid.run(every):
                 rows.append(row)
                 print(_line(row), flush=True)
     table = pd.DataFrame(rows)
@@ -258,6 +330,10 @@ def main_oos(chunks: int, scale: float, opts: ReplayOptions,
         trusted = part[part["ok"]]
         if 0 < len(trusted) < len(part):
             summarize(f"{layout}, replays without a parallelism warning", trusted)
+        steady = part[part["steady"]]
+        if 0 < len(steady) < len(part):
+            summarize(f"{layout}, steady points (kernel speed within {STEADY:.0%} of "
+                      "both calibrations)", steady)
     shares = table["share"].dropna()
     if len(shares):
         print(f"device CPU share during replays: median {statistics.median(shares):.2f}, "

@@ -286,7 +286,9 @@ def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
     solo, devices = solo_durations(compute, placement, stages, wu, probed)
     fits = fit_phases(trace, meta.get("costs") or {}, wu, dist, solo)
     transport = fit_transport(trace, meta.get("transport") or {})
-    gaps = fit_dispatch(trace.spans, wu)
+    given_run = meta.get("run")
+    saturated = isinstance(given_run, dict) and given_run.get("source") == "saturated"
+    gaps = fit_dispatch(trace.spans, wu, saturated)
     name = f"{meta.get('scenario_name', 'scenario')}-calibrated"
     raw: dict[str, Any] = {
         "name": name,

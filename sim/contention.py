@@ -91,6 +91,8 @@ class DeviceModel:
         shared = sc.shared_devices()
         self.devices = {d: SharedDevice(env, sc.placement.spec(d)) for d in shared}
         self.of = {s: d for d, stages in shared.items() for s in stages}
+        #: stages whose dispatch gaps are work on their shared device (a CPU core)
+        self.hosted = {s for s, d in self.of.items() if self.devices[d].spec.hosts_dispatch}
 
     def work(self, stage: str, solo_ms: float) -> Generator[simpy.Event, Any, None]:
         dev = self.of.get(stage)

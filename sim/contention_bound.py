@@ -58,26 +58,37 @@ def contention_range(sc: Scenario, mg: ModelGraph, solo_period: float,
     if not shared:
         return None
     lower, devices, slowest = solo_period, {}, {}
+    host_gap: dict[str, float] = {}
     calls = _calls(mg)
     for dev, stages in shared.items():
         spec = sc.placement.spec(dev)
         levels = range(1, len(stages) + 1)
-        # a dispatch gap is host time, not work on the device
-        work = sum(busy.get(s, 0.0) - sc.dispatch_ms(s) * calls.get(s, 0.0) for s in stages)
+        # a dispatch gap is host time, not work on the device, unless the device is the
+        # host (a CPU core runs the stage threads' Python too)
+        hosted = spec.hosts_dispatch
+        work = sum(busy.get(s, 0.0) - (0.0 if hosted else sc.dispatch_ms(s) * calls.get(s, 0.0))
+                   for s in stages)
         best = max(spec.throughput_at(n) for n in levels)
         worst = min(spec.rate_at(n) for n in levels)
         lower = max(lower, work / best)
         devices[dev] = {"stages": list(stages), "work_ms": work, "best_throughput": best,
                         "slowest_rate": worst}
         slowest.update(dict.fromkeys(stages, worst))
+        if hosted:
+            host_gap.update({s: sc.dispatch_ms(s) for s in stages})
     factor: dict[str, float] = {}
+    gap: dict[str, float] = {}
     for fam in mg.graph.families.values():
         if fam.phase is not None and fam.stage in slowest:
             factor[fam.phase] = max(factor.get(fam.phase, 1.0), 1.0 / slowest[fam.stage])
+            gap[fam.phase] = max(gap.get(fam.phase, 0.0), host_gap.get(fam.stage, 0.0))
     costs = {}
     for phase, cost in sc.costs.items():
-        mean = cost.expected()
-        costs[phase] = mean.model_copy(update={"mean": (mean.mean or 0.0) * factor.get(phase, 1.0)})
+        mean, f = cost.expected(), factor.get(phase, 1.0)
+        # a call is priced gap + cost: a hosted gap slows down with the compute, so
+        # (gap + cost) * f = gap + (cost * f + gap * (f - 1))
+        slow = (mean.mean or 0.0) * f + gap.get(phase, 0.0) * (f - 1.0)
+        costs[phase] = mean.model_copy(update={"mean": slow})
     upper = max(lower, solve(costs))
     return ContentionRange(lower, upper, exact, devices)
 

@@ -10,11 +10,18 @@ named after the stage, exactly as before)::
     [devices.gpu0]           # how computes that overlap on gpu0 share it
     rate = {2 = 0.55}        # each of 2 concurrent computes runs at 0.55 x its solo speed
     cores = [0]              # CPU replay only: pin the stage threads of gpu0 to these cores
+    host = false             # do the stages' dispatch gaps run on the device? (below)
 
 ``rate[n]`` is the speed of *each* of ``n`` computes running at once on the device, as a
 fraction of its solo speed (processor sharing): 1/n is pure time-sharing (a CPU core),
 > 1/n means the device gains throughput from overlap (a GPU filling idle SMs), 1 means
 no contention. A level not given defaults to 1/n.
+
+``host``: whether the stages' dispatch gaps (``[dispatch]``: Python, launches,
+bookkeeping) run on the device itself. On a CPU device they do: the pinned cores run
+the stage threads' Python too, so a gap time-shares the core with the other stages'
+computes. A GPU's host thread runs on a CPU, so its gaps overlap with GPU work. Default:
+true when ``cores`` is set (a CPU device), false otherwise.
 """
 
 from __future__ import annotations
@@ -34,6 +41,15 @@ class DeviceSpec(BaseModel):
     cores: list[int] | None = Field(
         None, description="CPU replay: cores the threads of the stages on this device are "
                           "pinned to (default: one core per device, in order of appearance)")
+
+    host: bool | None = Field(
+        None, description="whether the stages' dispatch gaps run on this device and share "
+                          "it like computes (default: true when cores is set, a CPU device)")
+
+    @property
+    def hosts_dispatch(self) -> bool:
+        """Whether a dispatch gap on this device is device work (shared like a compute)."""
+        return self.host if self.host is not None else self.cores is not None
 
     @field_validator("rate")
     @classmethod

@@ -248,7 +248,7 @@ class _Runner:
     process would follow them (:meth:`_follow`).
     """
 
-    __slots__ = ("device", "driver", "engine", "gap", "shared", "stage")
+    __slots__ = ("device", "driver", "engine", "gap", "hosted", "shared", "stage")
 
     def __init__(self, engine: SimEngine, sp: StageProgram) -> None:
         self.engine = engine
@@ -258,6 +258,8 @@ class _Runner:
         self.device = sp.stage in engine.devices.of
         #: the stage's dispatch gap before each compute (host time, not device work)
         self.gap = engine.sc.dispatch_ms(sp.stage)
+        #: the gap runs on the stage's shared device (a CPU core runs the Python too)
+        self.hosted = sp.stage in engine.devices.hosted
 
     def start(self, _ev: Event) -> None:
         self.shared = self.engine.shared.get(self.stage)
@@ -320,19 +322,25 @@ class _Runner:
         engine = self.engine
         if self.shared is None:
             yield engine.soon()
-            if self.gap > 0:
-                yield engine.env.timeout(self.gap)
+            yield from self._gap()
             start = float(engine.env.now)
             yield from engine.devices.work(self.stage, dur)
         else:
             with self.shared.request() as req:
                 yield req
-                if self.gap > 0:
-                    yield engine.env.timeout(self.gap)
+                yield from self._gap()
                 start = float(engine.env.now)
                 yield from engine.devices.work(self.stage, dur)
         self._record(a, start)
         return None
+
+    def _gap(self) -> SimGen:
+        if self.gap <= 0:
+            return
+        if self.hosted:
+            yield from self.engine.devices.work(self.stage, self.gap)
+        else:
+            yield self.engine.env.timeout(self.gap)
 
     # -- queues --------------------------------------------------------------------
     def on_reserve(self, a: Reserve) -> Any:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from pipefill.cli import app
-from pipefill.sim.bound import period_bound
+from pipefill.sim.bound import compute_bound, period_bound
 from pipefill.sim.calibrate import calibrate_trace
 from pipefill.sim.engine import simulate
 from pipefill.sim.errors import ScenarioError
@@ -18,7 +18,7 @@ from pipefill.sim.scenario import build_scenario
 from pipefill.traces.metrics import compute_metrics
 from pipefill.traces.schema import Trace
 from tests import test_bound_equality as tb
-from tests.test_contention import assert_period_in_range
+from tests.test_contention import assert_period_in_range, mean_period
 from tests.test_fastpath import FIXED, same_times, scenarios
 
 runner = CliRunner()
@@ -78,16 +78,56 @@ def test_the_bound_prices_the_gaps(policy):
 @settings(max_examples=12, deadline=None, derandomize=True)
 @given(st.integers(1, 3), st.integers(1, 3), st.sampled_from(["r1", "r0a"]),
        st.lists(st.integers(2, 40), min_size=5, max_size=5), st.floats(0.3, 1.0),
-       st.lists(st.sampled_from([0.0, 0.5, 3.0]), min_size=2, max_size=2))
-def test_a_shared_device_keeps_the_period_in_its_range(d_in, d_out, rec, costs, r2, gaps):
-    # a gap is host time, not work on the device: the range still holds the period
+       st.lists(st.sampled_from([0.0, 0.5, 3.0]), min_size=2, max_size=2), st.booleans())
+def test_a_shared_device_keeps_the_period_in_its_range(d_in, d_out, rec, costs, r2, gaps, host):
+    # a gap is host time (or, hosted, work on the device): the range holds the period
     phases = ("build", "decode", "denoise", "recompute", "encode")
-    raw = {"placement": {"stage0": "g", "stage1": "g"}, "devices": {"g": {"rate": {2: r2}}},
+    raw = {"placement": {"stage0": "g", "stage1": "g"},
+           "devices": {"g": {"rate": {2: r2}, "host": host}},
            "run": {"chunks": 60, "warmup": 20}, "transport": {"latency_ms": 0},
            "policy": {"name": "phase_pp", "d_in": d_in, "d_out": d_out, "recompute": rec},
            "costs": dict(zip(phases, costs, strict=True)),
            "dispatch": {"stage0": gaps[0], "stage1": gaps[1]}}
     assert_period_in_range(build_scenario(raw))
+
+
+ONE_CORE = {"placement": {"stage0": "cpu0", "stage1": "cpu0"},
+            "devices": {"cpu0": {"cores": [0], "rate": {2: 0.5}}}}
+
+
+@pytest.mark.parametrize("host", [None, False])
+def test_a_cpu_device_runs_the_gaps_by_hand(host):
+    # one core, pure time-sharing, always work queued (D = 3): each chunk is build 2,
+    # denoise 4, decode 3 and the gaps 2 x 0.5 + 0.25; hosted (the default with cores)
+    # every ms of the core goes to one of them: 10.25 ms a chunk. Not hosted, the gaps
+    # overlap the other stage's work. (Mid-run emits: the drain at the end is faster.)
+    devices = {"cpu0": {**ONE_CORE["devices"]["cpu0"], "host": host}}
+    raw = {**ONE_CORE, "devices": devices, "run": {"chunks": 60, "warmup": 20},
+           "policy": {"name": "phase_pp", "d_in": 3, "d_out": 3, "recompute": "r1"},
+           "costs": {"build": 2.0, "decode": 3.0, "denoise": 4.0, "recompute": 1.0},
+           "transport": FREE, "dispatch": {"stage0": 0.5, "stage1": 0.25}}
+    sc = build_scenario(raw)
+    period = mean_period(simulate(sc), 20, 50)
+    lower = compute_bound(sc).contention["lower_ms"]
+    if host is None:
+        assert period == pytest.approx(10.25, abs=1e-9)
+        assert lower == pytest.approx(10.25)  # the core's work per chunk
+    else:
+        assert 9.0 <= period < 10.2 and lower == pytest.approx(9.0)
+
+
+def test_a_pipelined_trace_keeps_the_conservative_fit():
+    # calls overlap: only gaps between calls of one chunk with no other stage's end in
+    # them count, and the fit is their lower quartile
+    raw = {"run": {"chunks": 30, "warmup": 2}, "transport": FREE,
+           "policy": {"name": "phase_pp", "d_in": 2, "d_out": 2, "recompute": "r1"},
+           "costs": {"build": 1.0, "denoise": {"mean": 2.0, "steps": 2}, "decode": 1.0,
+                     "recompute": 0.5},
+           "dispatch": {"stage1": 0.2}}
+    cal = calibrate_trace(simulate(build_scenario(raw)))
+    fit = {g.stage: g for g in cal.dispatch}
+    assert fit["stage1"].ms == pytest.approx(0.2) and not fit["stage1"].serial
+    assert "lower quartile" in fit["stage1"].describe()
 
 
 def test_calibrate_fits_the_gaps_back():
@@ -98,7 +138,7 @@ def test_calibrate_fits_the_gaps_back():
            "dispatch": {"stage0": 0.3, "stage1": 0.2}}
     cal = calibrate_trace(simulate(build_scenario(raw)))
     assert cal.raw["dispatch"] == {"stage0": 0.3, "stage1": 0.2}
-    assert cal.dispatch[0].describe().startswith("dispatch.stage0: 0.3 ms")
+    assert cal.dispatch[0].describe().startswith("dispatch.stage0: 0.3 ms, the mean of")
     pred = compute_metrics(simulate(cal.scenario))["period_ms"]
     assert pred == pytest.approx(compute_metrics(simulate(build_scenario(raw)))["period_ms"])
     # a run without gaps fits none (waits between chunks are not gaps)
@@ -131,5 +171,8 @@ def test_a_stage_the_policy_does_not_run_gets_no_gap():
     renamed = Trace(tr.events.assign(stage=tr.events["stage"].replace({"stage1": "mesh"})),
                     tr.meta)
     cal = calibrate_trace(renamed)
-    assert "dispatch" not in cal.raw and cal.dispatch == []
-    assert calibrate_trace(tr).raw["dispatch"] == {"stage1": 0.2}  # stage0: no usable gap
+    assert cal.raw["dispatch"] == {"stage0": 0.3}  # "mesh" is no stage of serial
+    assert [g.stage for g in cal.dispatch] == ["stage0"]
+    # a serial trace accounts for every gap: stage0's too (no two of its calls of one
+    # chunk are back to back, so only the serial accounting sees them)
+    assert calibrate_trace(tr).raw["dispatch"] == {"stage0": 0.3, "stage1": 0.2}
