@@ -3,6 +3,8 @@ in the bound, and fitted back by ``calibrate``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -91,8 +93,7 @@ def test_a_shared_device_keeps_the_period_in_its_range(d_in, d_out, rec, costs, 
     assert_period_in_range(build_scenario(raw))
 
 
-ONE_CORE = {"placement": {"stage0": "cpu0", "stage1": "cpu0"},
-            "devices": {"cpu0": {"cores": [0], "rate": {2: 0.5}}}}
+CPU0: dict[str, Any] = {"cores": [0], "rate": {2: 0.5}}
 
 
 @pytest.mark.parametrize("host", [None, False])
@@ -101,14 +102,16 @@ def test_a_cpu_device_runs_the_gaps_by_hand(host):
     # denoise 4, decode 3 and the gaps 2 x 0.5 + 0.25; hosted (the default with cores)
     # every ms of the core goes to one of them: 10.25 ms a chunk. Not hosted, the gaps
     # overlap the other stage's work. (Mid-run emits: the drain at the end is faster.)
-    devices = {"cpu0": {**ONE_CORE["devices"]["cpu0"], "host": host}}
-    raw = {**ONE_CORE, "devices": devices, "run": {"chunks": 60, "warmup": 20},
+    raw = {"placement": {"stage0": "cpu0", "stage1": "cpu0"},
+           "devices": {"cpu0": {**CPU0, "host": host}}, "run": {"chunks": 60, "warmup": 20},
            "policy": {"name": "phase_pp", "d_in": 3, "d_out": 3, "recompute": "r1"},
            "costs": {"build": 2.0, "decode": 3.0, "denoise": 4.0, "recompute": 1.0},
            "transport": FREE, "dispatch": {"stage0": 0.5, "stage1": 0.25}}
     sc = build_scenario(raw)
     period = mean_period(simulate(sc), 20, 50)
-    lower = compute_bound(sc).contention["lower_ms"]
+    rng = compute_bound(sc).contention
+    assert rng is not None
+    lower = rng["lower_ms"]
     if host is None:
         assert period == pytest.approx(10.25, abs=1e-9)
         assert lower == pytest.approx(10.25)  # the core's work per chunk
