@@ -17,9 +17,11 @@ stage1) (median busy time per chunk), target <= 1.05.
 Run: .venv/bin/python bench/fidelity.py [--chunks 30] [--scale 1.0] [--out table.csv]
 (the default run takes about 3 minutes on 2 CPU cores).
 
-``--mode oos``: out of sample (bench/fidelity_oos.py): calibrate once from a serial
-replay, predict phase_pp and the other policies on separate and on shared devices
-(``--chunks 24``: about 2 minutes on 2 quiet cores).
+``--mode oos``: out of sample (bench/fidelity_oos.py): calibrate from serial replays
+(``--calibrate every``, the default: one before the first point and one after every
+point, a point predicted from the two around it; ``once``: one per grid), predict
+phase_pp and the other policies on separate and on shared devices (about 6 minutes
+for both layouts on 2 cores).
 """
 
 from __future__ import annotations

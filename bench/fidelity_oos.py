@@ -1,18 +1,23 @@
-"""Out-of-sample fidelity (``bench/fidelity.py --mode oos``): calibrate once, predict many.
+"""Out-of-sample fidelity (``bench/fidelity.py --mode oos``): calibrate from serial
+replays, predict every other policy.
 
 Per layout (``separate``: each stage a device of its own, threads unpinned as before;
 ``shared``: both stages on one device pinned to one core) and per stage imbalance:
 
-1. replay the *serial* policy (nothing overlaps) and calibrate solo costs from it; on the
-   shared layout probe the core's contention rate (``calibrate --probe-contention``);
+1. replay the *serial* policy (nothing overlaps) and calibrate solo costs and dispatch
+   gaps from it; on the shared layout probe the core's contention rate (``calibrate
+   --probe-contention``, once per grid);
 2. predict, with those costs only, phase_pp over D_in/D_out 1-3, recompute_lag 0-2 and
    r1/r0a, and every other policy the threads backend runs (stream_batch, layer_pp,
-   rolling_window, multi_session); replay each and compare.
+   rolling_window, multi_session); replay each and compare. With ``every`` (default)
+   step 1 runs again after every point and a point is predicted from the two serial
+   replays around it (A-B-A, see :class:`Grid`); ``steady`` rows are those whose
+   kernels ran at one speed through all three.
 
 Overlap error: OverlapScore for phase_pp, overlap_window for the other policies.
 ``after``: the prediction with the layout's devices; ``before``: today's model without
 them (every stage on a device of its own). ``trust`` is ok when neither the point's
-replay nor its grid's serial calibration replay had a parallelism warning. Period =
+replay nor the serial calibration replays around it had a parallelism warning. Period =
 mean emit gap over chunks warm-up..end (DESIGN.md), OverlapScore from
 ``compute_metrics``. Targets: median period error <= 2 %, max <= 5 %, OverlapScore
 error <= 0.05 (max), both layouts.
