@@ -273,6 +273,7 @@ def execute_sweep(points: list[SweepPoint], axes: list[str], executor: SweepExec
             if progress:
                 progress(done, total)
     except KeyboardInterrupt:
+        store.sync()
         finished = _table([p for p in points if p.key in store.rows], store)
         raise SweepInterrupted(finished, len(points),
                                str(store.parts) if store.parts else None) from None

@@ -79,13 +79,27 @@ class ResultStore:
 
     parts: Path | None = None
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: part files whose rows are in ``rows`` (read on resume or written here)
+    known: set[str] = field(default_factory=set)
 
     def add(self, rows: Sequence[dict[str, Any]], axes: Sequence[str]) -> None:
         """Record one finished task's rows (each with ``point_key`` and its axis cells)."""
-        if self.parts is not None and rows:
-            _write_part(self.parts, rows, axes)
+        part = _write_part(self.parts, rows, axes) if self.parts is not None and rows else None
         for row in rows:
             self.rows[row[KEY]] = _results_only(row, axes)
+        if part is not None:
+            self.known.add(part.name)
+
+    def sync(self) -> None:
+        """Take in the parts on disk this store has not recorded: a Ctrl-C that lands
+        between a part's write and its rows leaves one, and the disk is what --resume
+        will find, so the interrupted table and its count must hold it too."""
+        if self.parts is None or not self.parts.is_dir():
+            return
+        for path in sorted(self.parts.glob(PART_GLOB)):
+            if path.name not in self.known:
+                self.rows.update(_rows_of_part(path))
+                self.known.add(path.name)
 
     def kept(self) -> int:
         return len(self.rows)
@@ -112,6 +126,7 @@ def open_store(out: Path | None, resume: bool) -> ResultStore:
         store.rows.update(_rows_of_table(out))
         for path in finished:
             store.rows.update(_rows_of_part(path))
+            store.known.add(path.name)
     return store
 
 

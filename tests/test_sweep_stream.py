@@ -180,6 +180,31 @@ def test_interrupted_sweep_keeps_finished_tasks_and_resume_runs_the_rest(tmp_pat
     pd.testing.assert_frame_equal(outcome.table, reference)
 
 
+def test_ctrl_c_between_a_part_write_and_its_rows_still_counts_the_part(tmp_path,
+                                                                         monkeypatch):
+    # the signal lands just after the second task's part is on disk: the interrupted
+    # table (and the count the CLI prints) must hold what --resume will find there
+    from pipefill.sim import sweep_store
+
+    write, calls = sweep_store._write_part, []
+
+    def write_then_interrupt(*args):
+        path = write(*args)
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(sweep_store, "_write_part", write_then_interrupt)
+    out = tmp_path / "sw.parquet"
+    points = plan_points(RAW, BASE, AXES, NAME)
+    with pytest.raises(SweepInterrupted) as info:
+        execute_sweep(points, FIELDS, SerialExecutor(), open_store(out, resume=False),
+                      per_task=2)
+    assert len(list(parts_dir_of(out).glob("part-*.parquet"))) == 2
+    assert (len(info.value.table), info.value.total) == (4, 6)
+
+
 def test_pool_matches_serial_and_streams_one_part_per_task(tmp_path, reference):
     points = plan_points(RAW, BASE, AXES, NAME)
     store = open_store(tmp_path / "sw.csv", resume=False)
