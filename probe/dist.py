@@ -10,6 +10,7 @@ torch is imported when this is called, never at import.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from pipefill.traces.clock import SyncPoint
@@ -23,21 +24,39 @@ def sync_clocks(rec: Recorder, group: Any = None, rounds: int = 8, ref: int = 0,
     """One handshake of every rank with rank ``ref`` (global ranks); returns this
     rank's sync point (None on ``ref``). ``device``: where the 8-byte messages live
     (``cpu`` for gloo; a CUDA device for NCCL)."""
-    import torch
     import torch.distributed as dist
 
     rank, world = dist.get_rank(), dist.get_world_size(group)
+    peers = [r for r in range(world) if r != ref]
+    return ping_ref(rank, ref, peers, rounds, device, rec.now_ms, rec.sync, group)
+
+
+def ping_ref(rank: int, ref: int, peers: Iterable[int], rounds: int, device: Any,
+             now_ms: Callable[[], float],
+             keep: Callable[[Callable[[], float], int], SyncPoint | None],
+             group: Any = None, comm: Any = None) -> SyncPoint | None:
+    """The ping loop of a handshake (a collective of ``ref`` and ``peers``): ``ref``
+    answers each peer's ``rounds`` pings with ``now_ms()``, one peer after the other,
+    and returns None; a peer hands its ask-the-reference function to ``keep`` (e.g.
+    :func:`pipefill.traces.clock.handshake` or a recorder's ``sync``), which keeps the
+    shortest round trip, and returns its sync point. ``comm``: what sends and receives
+    (default ``torch.distributed``)."""
+    import torch
+
+    if comm is None:
+        import torch.distributed as comm
+    on = {"group": group} if group is not None else {}
     buf = torch.zeros(1, dtype=torch.float64, device=device)
     if rank == ref:
-        for peer in (r for r in range(world) if r != ref):
+        for peer in peers:
             for _ in range(rounds):
-                dist.recv(buf, peer, group=group)
-                dist.send(torch.full_like(buf, rec.now_ms()), peer, group=group)
+                comm.recv(buf, peer, **on)
+                comm.send(torch.full_like(buf, now_ms()), peer, **on)
         return None
 
     def ask_ref_ms() -> float:
-        dist.send(buf, ref, group=group)
-        dist.recv(buf, ref, group=group)
+        comm.send(buf, ref, **on)
+        comm.recv(buf, ref, **on)
         return float(buf.item())
 
-    return rec.sync(ask_ref_ms, rounds)
+    return keep(ask_ref_ms, rounds)

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from pipefill.exec.dist.config import RankEnv, RankPlan
 from pipefill.exec.dist.errors import RendezvousError
 from pipefill.exec.errors import ExecConfigError
+from pipefill.probe.dist import ping_ref
 from pipefill.traces.clock import SyncPoint, handshake
 
 FAILURE_KEY = "failure"
@@ -134,20 +135,8 @@ def sync_clock(plan: RankPlan, device: torch.device, now_ms: Callable[[], float]
     a :class:`SyncPoint` of its own clock against rank0's (None on rank0). Waits are
     bounded by the process group's timeout.
     """
-    buf = torch.zeros(1, dtype=torch.float64, device=device)
-    if plan.rank == 0:
-        for peer in plan.mesh:
-            for _ in range(rounds):
-                dist.recv(buf, peer)
-                dist.send(torch.full_like(buf, now_ms()), peer)
-        return None
-
-    def ask_ref_ms() -> float:
-        dist.send(buf, 0)
-        dist.recv(buf, 0)
-        return float(buf.item())
-
-    return handshake(now_ms, ask_ref_ms, rounds)
+    return ping_ref(plan.rank, 0, plan.mesh, rounds, device, now_ms,
+                    lambda ask, n: handshake(now_ms, ask, n), comm=dist)
 
 
 def close_groups() -> None:
