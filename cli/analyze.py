@@ -61,6 +61,7 @@ def calibrate_cmd(
     ] = None,
     sets: SetOpt = None,
     probe_contention: Annotated[bool, typer.Option(
+        "--probe-contention", metavar="",
         help="Measure every shared device's contention rates here with the replay kernels "
              "(concurrent calibrated loops) instead of fitting them from the trace.")] = False,
     device: Annotated[str, typer.Option(

@@ -64,6 +64,7 @@ def replay_cmd(
     dist_backend: Annotated[str, typer.Option(
         help="dist: auto (gloo on CPU, NCCL on CUDA), gloo or nccl.")] = "auto",
     recalibrate: Annotated[bool, typer.Option(
+        "--recalibrate", metavar="",
         help="Re-measure the kernel-speed calibration even when a quick check agrees with "
              "the cache.")] = False,
     json_: JsonOpt = False,
