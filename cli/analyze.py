@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from pipefill.cli.app import (
+    Command,
     JsonOpt,
     SetOpt,
     app,
@@ -19,7 +20,7 @@ from pipefill.cli.app import (
 )
 
 
-@app.command("diff")
+@app.command("diff", cls=Command)
 def diff_cmd(
     predicted: Annotated[Path, typer.Argument(help="Predicted trace (e.g. from simulate).")],
     measured: Annotated[Path, typer.Argument(help="Measured trace (e.g. from replay).")],
@@ -48,7 +49,7 @@ def diff_cmd(
         raise typer.Exit(1)
 
 
-@app.command("calibrate")
+@app.command("calibrate", cls=Command)
 def calibrate_cmd(
     measured: Annotated[Path, typer.Argument(help="A measured trace (.parquet or .csv).")],
     out: Annotated[Path, typer.Option(help="Scenario TOML to write.")],
@@ -122,7 +123,7 @@ def _probe(sc: Any, device: str) -> dict[str, tuple[dict[int, float], str]]:
     return out
 
 
-@app.command("report")
+@app.command("report", cls=Command)
 def report_cmd(
     inputs: Annotated[list[Path], typer.Argument(
         help="A trace, a predicted/measured pair of traces, or a sweep table.")],
@@ -154,7 +155,7 @@ def report_cmd(
     out_console.print("figures: " + ", ".join(res.figures))
 
 
-@app.command("export")
+@app.command("export", cls=Command)
 def export_cmd(
     trace_path: Annotated[Path, typer.Argument(metavar="TRACE", help="A trace (.parquet/.csv).")],
     out: Annotated[Path, typer.Option(help="Chrome trace JSON to write (.json).")],

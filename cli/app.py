@@ -12,10 +12,31 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
+
+
+def _bare_help(option: Any) -> Any:
+    if option is not None:
+        option.metavar = ""  # a flag takes no value: typer would print "<bool>"
+    return option
+
+
+class Command(TyperCommand):
+    """Every pipefill command: ``--help`` shows no value placeholder."""
+
+    def get_help_option(self, ctx: Any) -> Any:  # typer's vendored click types
+        return _bare_help(super().get_help_option(ctx))
+
+
+class Group(TyperGroup):
+    """The pipefill app: ``--help`` shows no value placeholder."""
+
+    def get_help_option(self, ctx: Any) -> Any:  # typer's vendored click types
+        return _bare_help(super().get_help_option(ctx))
 
 
 def _print_version(value: bool) -> None:
@@ -26,7 +47,7 @@ def _print_version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(cls=Group, add_completion=False, no_args_is_help=True,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Simulate and measure how streaming video-DiT pipelines fill their stages.")
 

@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from pipefill.cli.app import JsonOpt, app, check_out, handled
+from pipefill.cli.app import Command, JsonOpt, app, check_out, handled
 from pipefill.cli.render import print_json, print_measured
 
 
-@app.command("merge")
+@app.command("merge", cls=Command)
 def merge_cmd(
     rank_files: Annotated[list[Path], typer.Argument(
         metavar="RANK_FILES...", help="One probe trace per rank (.parquet/.csv).")],
@@ -39,7 +39,7 @@ def merge_cmd(
                     for r in ranks])
 
 
-@app.command("import")
+@app.command("import", cls=Command)
 def import_cmd(
     profile: Annotated[Path, typer.Argument(
         help="torch.profiler / Chrome trace-event JSON file.")],

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from pipefill.cli.app import (
+    Command,
     JsonOpt,
     PolicyOpt,
     ScenarioArg,
@@ -25,7 +26,7 @@ from pipefill.cli.app import (
 )
 
 
-@app.command("replay")
+@app.command("replay", cls=Command)
 def replay_cmd(
     scenario: ScenarioArg = None,
     set_: SetOpt = None,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pipefill.cli.app import (
+    Command,
     JsonOpt,
     PolicyOpt,
     ScenarioArg,
@@ -36,7 +37,7 @@ EngineOpt = Annotated[str, typer.Option(
     "the order depends on timing, or for a written trace); fast refuses the former.")]
 
 
-@app.command("simulate")
+@app.command("simulate", cls=Command)
 def simulate_cmd(
     scenario: ScenarioArg = None,
     set_: SetOpt = None,
@@ -80,7 +81,7 @@ def _replicas(sc: Any, replicas: int, workers: int, json_: bool,
         return run_replicas(sc.raw, sc.name, replicas, workers, update, engine)
 
 
-@app.command("sweep")
+@app.command("sweep", cls=Command)
 def sweep_cmd(
     scenario: ScenarioArg = None,
     grid: Annotated[list[str] | None, typer.Option(
@@ -219,7 +220,7 @@ def _execute(points: list[Any], axes: list[str], store: Any, run: SweepRun, tty:
             executor.close()
 
 
-@app.command("bound")
+@app.command("bound", cls=Command)
 def bound_cmd(scenario: ScenarioArg = None, set_: SetOpt = None, policy: PolicyOpt = None,
               json_: JsonOpt = False) -> None:
     """Analytic steady-state period, its critical cycle and what would move it."""

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipefill.sim.engine import simulate
 from pipefill.sim.errors import StallError
 from pipefill.sim.scenario import Scenario
 
@@ -47,6 +46,10 @@ def settle(sc: Scenario) -> Settled | None:
                                     "source": "saturated"})
     costs = {p: spec.expected() for p, spec in sc.costs.items()}
     mean_sc = sc.model_copy(update={"run": run, "costs": costs})
+    # imported here: the engine brings pandas (trace tables), which `bound` of a
+    # fixed-order policy never needs
+    from pipefill.sim.engine import simulate
+
     try:
         emits = simulate(mean_sc).marks("emit")
     except StallError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from pipefill.cli import app
@@ -109,3 +110,11 @@ def test_report_takes_the_bound_from_a_simulated_trace(tmp_path):
     expected = compute_bound(load_scenario(None, ["run.chunks=30"])).period_ms
     assert bound_of_simulated([trace]) == expected
     assert bound_of_simulated([table]) is None
+
+
+@pytest.mark.parametrize("command", ["", "simulate", "sweep", "bound", "replay", "calibrate",
+                                     "report", "diff", "export", "merge", "import"])
+def test_help_shows_no_value_placeholder_for_a_flag(command):
+    res = runner.invoke(app, [*command.split(), "--help"])
+    assert res.exit_code == 0 and "--help" in res.output
+    assert "<bool>" not in res.output and "--no-" not in res.output

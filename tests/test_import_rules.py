@@ -116,3 +116,17 @@ def test_importing_the_probe_loads_only_the_standard_library():
                          timeout=60, check=True)
     heavy = ("torch", "pandas", "pyarrow", "numpy", "simpy", "pipefill.sim", "pipefill.exec")
     assert [m for m in json.loads(out.stdout) if any(_matches(m, h) for h in heavy)] == []
+
+
+def test_bound_and_help_load_no_trace_tables():
+    """The README's promise: `--help` and `bound` of the default scenario (a fixed-order
+    policy: no settling simulation) start without pandas, simpy, matplotlib or torch."""
+    code = ("import json, sys; from pipefill.cli import app; "
+            "app(sys.argv[1:], standalone_mode=False); "
+            "print(json.dumps(sorted(sys.modules)), file=sys.stderr)")
+    heavy = ("pandas", "simpy", "matplotlib", "torch")
+    for args in (["--help"], ["bound"]):
+        out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                             text=True, timeout=120, check=True)
+        loaded = json.loads(out.stderr.strip().splitlines()[-1])
+        assert [m for m in loaded if any(_matches(m, h) for h in heavy)] == [], args
