@@ -13,13 +13,13 @@ a stage with fewer than MIN_GAPS of them keeps no gap.
 
 A *serial* trace (no two calls ever overlap: the serial policy a calibration replays)
 from a saturated source (inputs always ready; a paced source or a probe trace of a
-pipeline of one's own may wait between chunks) holds no waits but on the call before,
-so its time can be accounted exactly: every
-call's gap is the time since the last call of any stage ended, less the sends in
-between, and the period is the calls plus the sends plus the gaps. There the fit is
-the mean of each stage's gaps after dropping preemptions (over SPIKE robust deviations
-above the median), so that a serial prediction carries all the time no span covers:
-the hand-offs between stages and the emit and input bookkeeping between chunks too.
+pipeline of one's own may wait between chunks) holds no wait but on the call before,
+so its time can be accounted exactly: every call's gap is the time since the last
+call of any stage ended, less the sends in between, and the period is the calls plus
+the sends plus the gaps. There the fit is the mean of each stage's gaps after dropping
+preemptions (over SPIKE robust deviations above the median), so that a serial
+prediction carries all the time no span covers: the hand-offs between stages and the
+emit and input bookkeeping between chunks too.
 """
 
 from __future__ import annotations

@@ -256,7 +256,8 @@ class _Runner:
         self.driver = ProgramDriver(sp, engine._now, engine._livelock_context)
         self.shared: simpy.Resource | None = None
         self.device = sp.stage in engine.devices.of
-        #: the stage's dispatch gap before each compute (host time, not device work)
+        #: the stage's dispatch gap before each compute (host time; device work only on
+        #: a shared device that hosts it, see ``hosted``)
         self.gap = engine.sc.dispatch_ms(sp.stage)
         #: the gap runs on the stage's shared device (a CPU core runs the Python too)
         self.hosted = sp.stage in engine.devices.hosted
