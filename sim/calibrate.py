@@ -25,6 +25,7 @@ from pipefill.sim.contention_fit import DeviceFit, solo_durations
 from pipefill.sim.costs import PHASES, CostSpec
 from pipefill.sim.dispatch_fit import DispatchFit, fit_dispatch
 from pipefill.sim.errors import ScenarioError, error_from_validation
+from pipefill.sim.robust import within_mads
 from pipefill.sim.scenario import (
     RunConfig,
     Scenario,
@@ -121,9 +122,7 @@ def choose_dist(x: np.ndarray) -> str:
 def trim_outliers(x: np.ndarray) -> np.ndarray:
     """Drop samples further than OUTLIER_MADS robust deviations (at least OUTLIER_FLOOR
     of the median) from the median: pauses and preemptions, not the phase's spread."""
-    med = float(np.median(x))
-    mad = 1.4826 * float(np.median(np.abs(x - med)))
-    keep = np.abs(x - med) <= max(OUTLIER_MADS * mad, OUTLIER_FLOOR * med)
+    keep = within_mads(x, OUTLIER_MADS, OUTLIER_FLOOR)
     return x[keep] if keep.sum() >= MIN_SAMPLES else x
 
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipefill.sim.robust import within_mads
+
 #: fewest usable gaps before a stage's dispatch gap is fitted
 MIN_GAPS = 3
 #: the quantile of the usable gaps taken as the stage's gap
@@ -114,8 +116,6 @@ def _fit_serial(calls: pd.DataFrame, sends: pd.DataFrame, warmup: int) -> list[D
         x = gaps[mine]
         if len(x) < MIN_GAPS:
             continue
-        med = float(np.median(x))
-        mad = 1.4826 * float(np.median(np.abs(x - med)))
-        kept = x[x <= med + max(SPIKE * mad, med)]
+        kept = x[within_mads(x, SPIKE, 1.0, upper_only=True)]
         fits.append(DispatchFit(str(stage), float(kept.mean()), len(kept), serial=True))
     return fits

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -179,3 +180,13 @@ def test_a_stage_the_policy_does_not_run_gets_no_gap():
     # a serial trace accounts for every gap: stage0's too (no two of its calls of one
     # chunk are back to back, so only the serial accounting sees them)
     assert calibrate_trace(tr).raw["dispatch"] == {"stage0": 0.3, "stage1": 0.2}
+
+
+def test_a_preemption_in_a_serial_gap_is_dropped_but_a_short_gap_is_kept():
+    from pipefill.sim.robust import within_mads
+
+    gaps = np.array([0.06, 0.23, 0.06, 0.23, 0.06, 0.23, 5.0, 0.0])
+    keep = within_mads(gaps, 5.0, 1.0, upper_only=True)
+    assert keep.tolist() == [True] * 6 + [False, True]  # 5 ms: a preemption
+    two_sided = within_mads(np.array([10.0, 10.2, 9.8, 10.1, 1.0]), 5.0, 0.05)
+    assert two_sided.tolist() == [True, True, True, True, False]
