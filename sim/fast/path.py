@@ -236,7 +236,7 @@ def _gaps(plan: Plan, sc: Scenario) -> np.ndarray | None:
 
 
 def _group_durations(table: CostTable, g: _Group, spec: object) -> np.ndarray:
-    arr = table._tables[g.phase]
+    arr = np.stack([table.values(g.phase, s, 0, table.chunks) for s in range(table.sessions)])
     acc = np.zeros(len(g.nodes))
     for sess, chunk, step in g.items:  # summed in item order, as sum() in CostTable
         acc = acc + arr[sess, chunk, step % arr.shape[2]]
