@@ -155,7 +155,9 @@ def test_latency_cdf_is_emit_minus_input_over_the_window(run):
     (d,) = latency_data([run])
     tr = run.trace
     t_in = tr.marks("input").groupby("chunk")["start_ms"].min()
-    emits = tr.marks("emit").sort_values("start_ms").iloc[3:]  # warm-up 3
+    cool = run.metrics["window"]["cooldown"]
+    assert cool == 2
+    emits = tr.marks("emit").sort_values("start_ms").iloc[3:-cool]  # warm-up 3, cool-down
     expected = np.sort(emits["start_ms"].to_numpy() - t_in.reindex(emits["chunk"]).to_numpy())
     np.testing.assert_allclose(d.latencies_ms, expected)
     assert d.percentiles[50] == run.metrics["latency_p50_ms"]

@@ -117,10 +117,10 @@ def test_bad_scheduler_is_an_input_error():
 def test_a_point_that_raises_is_a_row_with_its_error(monkeypatch):
     real = sweep_mod.metrics_batch  # how a task evaluates its points (either engine)
 
-    def stall_at_d_in_3(scs, engine):
+    def stall_at_d_in_3(scs, engine, precision=None):
         if any(sc.policy.d_in == 3 for sc in scs):
             raise StallError("stage1 blocked at 'get q_in'")
-        return real(scs, engine)
+        return real(scs, engine, precision)
 
     monkeypatch.setattr(sweep_mod, "metrics_batch", stall_at_d_in_3)
     table = run_sweep(RAW, BASE, AXES, name=NAME)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 import simpy
-from simpy.core import NORMAL, URGENT
+from simpy.core import NORMAL, URGENT, EmptySchedule
 from simpy.events import Event
 
 from pipefill.sim.engine.contention import DeviceModel
@@ -74,6 +74,8 @@ class SimEngine:
         self.shared: dict[str, simpy.Resource] = {}
         #: the programs still running (what each is doing is described only for a stall)
         self.running: list[ProgramDriver] = []
+        #: chunks session 0 has emitted (a run advances to a count of them)
+        self.emitted = 0
 
     # -- scheduling primitives -----------------------------------------------------
     def soon(self, then: Callable[[Event], None] | None = None, urgent: bool = False) -> Event:
@@ -147,6 +149,12 @@ class SimEngine:
 
     def execute(self) -> dict[str, Any]:
         """Run to the end (every row to the recorder); returns the run's metadata."""
+        self.start()
+        self.advance()
+        return self.metadata()
+
+    def start(self) -> None:
+        """Set the programs (and a realtime source) going; nothing runs until advanced."""
         if self.sc.run.source == "realtime":
             self.env.process(self._feed_inputs())
         programs = self.sc.policy.programs(self.sc)
@@ -155,12 +163,25 @@ class SimEngine:
         for sp in programs:
             runner = Runner(self, sp)
             self.soon(runner.start, urgent=True)  # where a process would have started
-        self.env.run()
-        if self.running:
-            blocked = ", ".join(sorted(f"{d.stage} blocked at '{d.describe()}'"
-                                       for d in self.running))
-            raise StallError(f"stall at t={self.env.now:.3f} ms: {blocked}; {self._queue_state()}")
-        return self.metadata()
+
+    def advance(self, emits: int | None = None) -> bool:
+        """Run until session 0 has emitted ``emits`` chunks (None: to the end); True when
+        the run is over. A run that ends with programs still blocked has stalled."""
+        step = self.env.step
+        try:
+            if emits is None:
+                while True:
+                    step()
+            while self.emitted < emits:
+                step()
+        except EmptySchedule:
+            if self.running:
+                blocked = ", ".join(sorted(f"{d.stage} blocked at '{d.describe()}'"
+                                           for d in self.running))
+                raise StallError(f"stall at t={self.env.now:.3f} ms: {blocked}; "
+                                 f"{self._queue_state()}") from None
+            return True
+        return False
 
     def metadata(self) -> dict[str, Any]:
         return run_metadata(self.sc, source="sim", backend="simpy")

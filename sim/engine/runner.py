@@ -252,4 +252,6 @@ class Runner:
     def on_mark(self, a: Mark) -> Any:
         engine = self.engine
         engine.rec.mark(a.name, self.stage, a.tag, float(engine.env.now))
+        if a.name == "emit" and a.tag.session == 0:
+            engine.emitted += 1
         return None

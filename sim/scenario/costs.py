@@ -146,11 +146,13 @@ class _PhaseDraws:
     (``[seed, phase, s]``), so no session's draws depend on the run's length.
     """
 
-    __slots__ = ("block", "blocks", "chunks", "idx", "lock", "next", "rngs", "seed", "spec")
+    __slots__ = ("block", "blocks", "chunks", "idx", "keep", "lock", "next", "rngs", "seed",
+                 "spec")
 
-    def __init__(self, spec: CostSpec, idx: int, seed: int, chunks: int, block: int) -> None:
+    def __init__(self, spec: CostSpec, idx: int, seed: int, chunks: int, block: int,
+                 keep: int = KEEP_BLOCKS) -> None:
         self.spec, self.idx, self.seed = spec, idx, seed
-        self.chunks, self.block = chunks, max(1, block)
+        self.chunks, self.block, self.keep = chunks, max(1, block), keep
         self.rngs: dict[int, np.random.Generator] = {}
         self.next: dict[int, int] = {}
         self.blocks: dict[tuple[int, int], np.ndarray] = {}
@@ -170,7 +172,7 @@ class _PhaseDraws:
         if got is not None:
             return got
         with self.lock:
-            if session not in self.rngs or b < self.next[session] - KEEP_BLOCKS:
+            if session not in self.rngs or b < self.next[session] - self.keep:
                 self._restart(session)
             while (session, b) not in self.blocks:
                 self._draw_next(session)
@@ -189,7 +191,7 @@ class _PhaseDraws:
             vals += spec.drift_ms * k.astype(float)[:, None]
         self.blocks[(session, n)] = np.clip(vals, 0.0, None, out=vals)
         self.next[session] = n + 1
-        self.blocks.pop((session, n - KEEP_BLOCKS - 1), None)
+        self.blocks.pop((session, n - self.keep - 1), None)
 
 
 class CostTable:
@@ -202,14 +204,14 @@ class CostTable:
     """
 
     def __init__(self, costs: dict[str, CostSpec], sessions: int, chunks: int, seed: int,
-                 block: int = BLOCK_CHUNKS) -> None:
+                 block: int = BLOCK_CHUNKS, keep: int = KEEP_BLOCKS) -> None:
         self._specs = dict(costs)
         self.sessions, self.chunks = sessions, chunks
         self._draws: dict[str, _PhaseDraws] = {}
         for idx, phase in enumerate(PHASES):
             spec = costs.get(phase)
             if spec is not None:
-                self._draws[phase] = _PhaseDraws(spec, idx, seed, chunks, block)
+                self._draws[phase] = _PhaseDraws(spec, idx, seed, chunks, block, keep)
 
     def has(self, phase: str) -> bool:
         return phase in self._draws

@@ -33,8 +33,8 @@ from pipefill.traces.schema import TraceError
 KEY = "point_key"
 PART_GLOB = "part-*.parquet"
 _SIM_DIR = Path(__file__).resolve().parent
-#: files whose content cannot change a point's numbers (the sweep machinery itself)
-_NOT_ENGINE = ("sweep.py", "sweep_exec.py", "sweep_store.py")
+#: where the sources that cannot change a point's numbers live (the sweep machinery)
+_NOT_ENGINE = "sweep"
 
 
 @cache
@@ -44,7 +44,7 @@ def engine_version() -> str:
     digest = hashlib.sha256()
     sources = [*sorted(_SIM_DIR.rglob("*.py")), *sorted((_SIM_DIR.parent / "traces").glob("*.py"))]
     for path in sources:
-        if path.name in _NOT_ENGINE or "__pycache__" in path.parts:
+        if path.parent.name == _NOT_ENGINE or "__pycache__" in path.parts:
             continue
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
@@ -55,14 +55,31 @@ def engine_version() -> str:
     return f"{version}+{digest.hexdigest()[:12]}"
 
 
-def point_key(sc: Scenario) -> str:
-    """Hash of the resolved scenario (every default filled in, the policy by its params;
-    the scenario's name does not count) and of :func:`engine_version`."""
+#: the sections a resolved scenario is hashed by (the sweep planner resolves each alone)
+SECTIONS = ("run", "policy", "costs", "transport", "placement", "dispatch")
+
+
+def section_hashes(sc: Scenario) -> dict[str, str]:
+    """Each section of the resolved scenario (every default filled in, the policy by its
+    params; the name does not count), hashed."""
     resolved = sc.model_dump(mode="json", exclude={"raw", "name", "policy"})
     resolved["policy"] = sc.policy.params()
-    text = json.dumps({"scenario": resolved, "engine": engine_version()}, sort_keys=True,
-                      default=str)
+    return {s: hashlib.sha256(json.dumps(resolved.get(s), sort_keys=True, default=str)
+                              .encode()).hexdigest()[:32] for s in SECTIONS}
+
+
+def combine_key(hashes: Sequence[str], precision: float | None = None) -> str:
+    """A point's key from its section hashes (in :data:`SECTIONS` order), the engine
+    version and the precision it runs to."""
+    text = "|".join([engine_version(), repr(precision), *hashes])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def point_key(sc: Scenario, precision: float | None = None) -> str:
+    """Hash of the resolved scenario (by section), of :func:`engine_version` and of the
+    precision the point runs to."""
+    h = section_hashes(sc)
+    return combine_key([h[s] for s in SECTIONS], precision)
 
 
 def parts_dir_of(out: Path) -> Path:
