@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from pipefill.sim.graph.maxplus import Cycle, PeriodicGraph
+from pipefill.sim.graph.periodic import Cycle, PeriodicGraph
 
 if TYPE_CHECKING:
     from pipefill.sim.bound.analysis import Bound

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipefill.sim.graph.maxplus import DeadlockCycle, PeriodicGraph, solve
+from pipefill.sim.graph.maxplus import solve
+from pipefill.sim.graph.periodic import DeadlockCycle, PeriodicGraph
 
 
 def graph(durations: dict[str, float], arcs: list[tuple[str, int, str, int]]) -> PeriodicGraph:
