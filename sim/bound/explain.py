@@ -56,15 +56,6 @@ def _next(idx: str) -> str:
     return f"{letter}+{off}" if off > 0 else (f"{letter}{off}" if off else letter)
 
 
-def _stages(g: PeriodicGraph, cycle: Cycle) -> tuple[str, ...]:
-    seen: list[str] = []
-    for s in cycle.steps:
-        fam = g.families[s.family]
-        if s.duration > 0 and fam.phase is not None and fam.stage not in seen:
-            seen.append(fam.stage)
-    return tuple(seen)
-
-
 def explain(b: Bound) -> str:
     """One line a user can act on: what sets the period, the slack elsewhere, the lever."""
     what = {"exact": "", "lower_bound": "at least ", "estimate": "about "}[b.kind]
