@@ -8,7 +8,7 @@ timing, so its recorded event graph (:mod:`pipefill.sim.schedule.derive`) *is* e
 over nodes in topological order. :class:`~pipefill.sim.fast.rounds.Timing` prices every
 node with the same ``CostTable`` draws and transport formula as the SimPy engine (same
 seed, same floats) and evaluates the recurrence, configurations side by side. Span and
-emit times equal SimPy's (checked to 1e-9 ms by ``tests/test_fastpath.py``). Metrics-only
+emit times equal SimPy's (checked to 1e-9 ms by ``tests/sim/fast/test_fastpath.py``). Metrics-only
 runs never build a trace nor hold the whole run (:mod:`pipefill.sim.fast.run`); this
 module is for a written trace (``--engine fast --out``) and multi-session metrics.
 """

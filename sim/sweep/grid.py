@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -30,6 +31,7 @@ from pipefill.sim.sweep.points import (
 )
 from pipefill.sim.sweep.store import KEY, ResultStore, engine_version
 from pipefill.traces.metrics import SUMMARY_KEYS
+from pipefill.traces.pareto import pareto_mask
 
 __all__ = ["FAST_TASK_MAX", "Axis", "SweepPoint", "check_axes", "execute_sweep", "parse_axis",
            "plan_points", "plan_tasks", "run_sweep", "split_values"]
@@ -86,11 +88,8 @@ def best_point(table: pd.DataFrame, max_latency_ms: float | None = None,
         parts.append(f"fps >= {min_fps:g}")
     feasible = table[ok].sort_values(["peak_bytes_in_flight", "period_ms"], kind="stable")
     records = feasible.to_dict(orient="records")
-    front, best_period = [], float("inf")
-    for rec in records:
-        if rec["period_ms"] < best_period:
-            front.append(rec)
-            best_period = rec["period_ms"]
+    on_front = pareto_mask(feasible["peak_bytes_in_flight"], feasible["period_ms"])
+    front = [rec for rec, keep in zip(records, on_front, strict=True) if keep]
     return BestPick(records[0] if records else None, front, len(records),
                     " and ".join(parts) or "no constraint")
 
@@ -155,6 +154,7 @@ class SweepInterrupted(KeyboardInterrupt):
     def __init__(self, table: pd.DataFrame, total: int, parts: str | None = None) -> None:
         super().__init__(f"{len(table)} of {total} points finished")
         self.table, self.total, self.parts = table, total, parts
+        self.kept_in: Path | None = None  # the table file the finished points went to
 
 
 def execute_sweep(points: list[SweepPoint], axes: list[str], executor: SweepExecutor,
