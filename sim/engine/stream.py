@@ -26,7 +26,6 @@ from typing import Any
 from pipefill.sim.engine.core import SimEngine
 from pipefill.sim.precision import Precision, Watch
 from pipefill.sim.scenario.model import Scenario
-from pipefill.traces.io import TraceWriter
 from pipefill.traces.meta import run_metadata
 from pipefill.traces.metrics import reducer_for, summarize
 from pipefill.traces.recorder import BLOCK_ROWS, Recorder, Row
@@ -68,7 +67,9 @@ def simulate_summary(scenario: Scenario, out: str | Path | None = None,
     rec = Recorder(sink=sink, block_rows=block_rows)
     engine = SimEngine(scenario, rec)
     with contextlib.ExitStack() as stack:
-        if out is not None:
+        if out is not None:  # pyarrow only loads for a written trace
+            from pipefill.traces.io import TraceWriter
+
             sinks.append(stack.enter_context(TraceWriter(out, meta)).write)
         interrupted = _drive(engine, rec, watch, progress)
         if watch is not None and watch.converged and not interrupted:

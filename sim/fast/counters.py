@@ -35,9 +35,14 @@ class QueueBook:
         self._q = np.zeros(0, dtype=np.int64)
         self._dh = np.zeros(0)
         self._db = np.zeros(0)
+        #: element steps that decide whether the scan is compiled (the batch's, not ours)
+        self.work = 0
 
-    def add(self, t: np.ndarray, q: np.ndarray, dh: np.ndarray, db: np.ndarray) -> None:
-        """Changes in recording order (after those added before)."""
+    def add(self, t: np.ndarray, q: np.ndarray, dh: np.ndarray, db: np.ndarray,
+            work: int = 0) -> None:
+        """Changes in recording order (after those added before); ``work``: how much
+        scanning the whole batch does per block (compiled scans pay from a size on)."""
+        self.work = work
         self._t = np.r_[self._t, t]
         self._q = np.r_[self._q, q]
         self._dh = np.r_[self._dh, dh]
@@ -54,7 +59,7 @@ class QueueBook:
         take, rest = order[:k], np.sort(order[k:])
         t, q = self._t[take], self._q[take]
         held, integral = np.empty(k), np.empty(k)
-        compiled(queue_scan, k)(t, q, self._dh[take], self._db[take], self.stage_of,
+        compiled(queue_scan, max(k, self.work))(t, q, self._dh[take], self._db[take], self.stage_of,
                                 self.state, held, integral)
         for i in np.unique(q):
             if np.isnan(self.first[i]):

@@ -48,10 +48,12 @@ class Column:
 
 
 class BatchFeed:
-    """Per-block bookkeeping for configurations ``scenarios`` of one plan."""
+    """Per-block bookkeeping for configurations ``scenarios`` of one plan; ``work``:
+    the whole run's size in node times (from which queue scans are compiled)."""
 
-    def __init__(self, plan: Plan, scenarios: Sequence[Scenario]) -> None:
+    def __init__(self, plan: Plan, scenarios: Sequence[Scenario], work: int = 0) -> None:
         self.plan = plan
+        self.work = work
         self.cols = [Column(sc, plan) for sc in scenarios]
         width = len(self.cols)
         st = plan.stages
@@ -161,9 +163,10 @@ class BatchFeed:
         if not len(b.count_node):
             return
         t = timed.at(b.count_node)
+        work = max(len(b.count_node) * self.width, self.work)
         for j, col in enumerate(self.cols):
             col.queues.add(t[:, j], b.count_queue, b.count_held.astype(float),
-                           b.count_nbytes.astype(float))
+                           b.count_nbytes.astype(float), work)
 
     # -- feeding the windows ---------------------------------------------------------
     def anchors(self, j: int, xs: np.ndarray) -> list[Anchor]:

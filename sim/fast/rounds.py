@@ -47,10 +47,14 @@ class Timed:
 class Timing:
     """Start and end times of a run's nodes, block after block, for configurations
     ``scenarios`` (one structure; a column each). ``stages``: the plan's compute stages
-    (for dispatch gaps); ``reach``: how far back any node refers."""
+    (for dispatch gaps); ``reach``: how far back any node refers; ``work``: node times of
+    the whole run (from how many on numba compiles the recurrence)."""
 
-    def __init__(self, scenarios: Sequence[Scenario], stages: Sequence[str], reach: int) -> None:
+    def __init__(self, scenarios: Sequence[Scenario], stages: Sequence[str], reach: int,
+                 work: int = 0) -> None:
         self.scs = list(scenarios)
+        #: node times the whole run computes (compiled kernels pay from a size on)
+        self.work = work
         run = self.scs[0].run
         self.tables = [CostTable(sc.costs, run.sessions, sc.run.chunks, sc.run.seed,
                                  block=COST_BLOCK, keep=1) for sc in self.scs]
@@ -86,8 +90,8 @@ class Timing:
         if (preds[preds >= 0] < 0).any():
             raise RuntimeError("fast path: a node refers further back than the carried ends")
         full = np.concatenate([np.zeros((k, self.width)), dur])
-        compiled(recurrence, n * self.width)(np.concatenate([np.full((k, 2), -1), preds]),
-                                            full, start, end, k)
+        kernel = compiled(recurrence, max(n * self.width, self.work))
+        kernel(np.concatenate([np.full((k, 2), -1), preds]), full, start, end, k)
         keep = min(self.reach, k + n)
         self.carry = end[k + n - keep:].copy()
         self.carry_n0 = block.n0 + n - keep

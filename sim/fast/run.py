@@ -93,8 +93,9 @@ class _Batch:
                  progress: Progress | None) -> None:
         self.shape, self.precision, self.progress = shape, precision, progress
         self.src = shape.source()
-        self.timing = Timing(scs, shape.plan.stages, self.src.reach)
-        self.feed = BatchFeed(shape.plan, scs)
+        work = int(shape.per_chunk(scs[0].run.chunks) * scs[0].run.chunks * len(scs))
+        self.timing = Timing(scs, shape.plan.stages, self.src.reach, work)
+        self.feed = BatchFeed(shape.plan, scs, work)
         self.ids = list(range(len(scs)))
         self.results: list[dict[str, Any] | None] = [None] * len(scs)
         self.cap = scs[0].run.chunks
