@@ -10,15 +10,17 @@ sections' hashes (:func:`pipefill.sim.sweep.store.point_key` of the resolved sce
 gives the same), its fast-path structure is cached by the sections the structure
 depends on. A point carries the grid's raw tables (shared, not copied) and its own
 overrides, applied where it runs. A value that is only bad together with another
-section's (a policy that needs a phase the costs lack) shows as that point's error row.
+section's (a policy that needs a phase the costs lack) shows as that point's error row;
+the values of a long axis (more than :data:`WHOLE_CHECK_MAX`) are checked on their own
+section only.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from pipefill.sim.engine.choice import choose
 from pipefill.sim.errors import ScenarioError
@@ -26,11 +28,9 @@ from pipefill.sim.fast.plan import structure_key
 from pipefill.sim.scenario.load import apply_overrides, build_scenario, parse_value
 from pipefill.sim.scenario.model import Scenario
 from pipefill.sim.sweep.executors import chunked, task_size
-from pipefill.sim.sweep.store import SECTIONS, combine_key, section_hashes
+from pipefill.sim.sweep.sections import SECTIONS, dump, resolve, section_of
+from pipefill.sim.sweep.store import combine_hashed, combine_prefix, section_hash
 from pipefill.traces.toml_writer import toml_value
-
-#: raw tables -> the section a ``--grid`` field sets
-SECTION_OF = {"devices": "placement", "name": "run"}
 
 
 @dataclass(frozen=True)
@@ -110,12 +110,17 @@ def _set(field: str, value: Any) -> str:
 
 class _Section:
     """One section's variants: for each combination of its axes' value indices, the
-    section's hash and the scenario it was resolved in."""
+    section's value and hash."""
 
     def __init__(self, name: str, axes: list[int]) -> None:
         self.name, self.axes = name, axes
         self.hash: dict[tuple[int, ...], str] = {}
-        self.sc: dict[tuple[int, ...], Scenario] = {}
+        self.value: dict[tuple[int, ...], Any] = {}
+
+
+#: an axis with up to this many values has each checked in a whole scenario (longer
+#: ones, number ranges: on their own section)
+WHOLE_CHECK_MAX = 100
 
 
 class _Planner:
@@ -126,8 +131,9 @@ class _Planner:
         self.base_sc = self.build([])
         by: dict[str, list[int]] = {}
         for i, a in enumerate(axes):
-            by.setdefault(SECTION_OF.get(a.field.split(".")[0], a.field.split(".")[0]),
-                          []).append(i)
+            by.setdefault(section_of(a.field), []).append(i)
+        for sec in sorted(set(by) - set(SECTIONS)):  # an unknown table: its one-line error
+            self.build([_set(axes[by[sec][0]].field, axes[by[sec][0]].values[0])])
         self.sections = [_Section(s, by.get(s, [])) for s in SECTIONS]
         self.groups: dict[tuple[Any, ...], str | None] = {}
         self.shapes: dict[tuple[str, tuple[int, ...]], Any] = {}
@@ -136,77 +142,128 @@ class _Planner:
         return build_scenario(apply_overrides(self.raw, [*self.base, *sets]), name=self.name)
 
     def check_values(self) -> None:
-        """Every axis value alone over the base (a bad one fails here, before any work)."""
+        """Every value of a short axis over the base as a whole scenario (a bad one fails
+        here, before any work); a long axis's values are checked on their own section."""
         for a in self.axes:
-            for v in a.values:
-                self.build([_set(a.field, v)])
+            if len(a.values) <= WHOLE_CHECK_MAX:
+                for v in a.values:
+                    self.build([_set(a.field, v)])
 
-    def variant(self, sec: _Section, idx: tuple[int, ...]) -> tuple[str, Scenario]:
+    def variant(self, sec: _Section, idx: tuple[int, ...]) -> tuple[str, Any]:
         if idx not in sec.hash:
             if not sec.axes:
-                sc = self.base_sc
+                value = getattr(self.base_sc, sec.name)
             else:
-                sc = self.build([_set(self.axes[i].field, self.axes[i].values[j])
-                                 for i, j in zip(sec.axes, idx, strict=True)])
-            sec.hash[idx], sec.sc[idx] = section_hashes(sc)[sec.name], sc
-        return sec.hash[idx], sec.sc[idx]
+                sets = [_set(self.axes[i].field, self.axes[i].values[j])
+                        for i, j in zip(sec.axes, idx, strict=True)]
+                value = resolve(sec.name, self.raw, [*self.base, *sets])
+            sec.hash[idx], sec.value[idx] = section_hash(dump(sec.name, value)), value
+        return sec.hash[idx], sec.value[idx]
 
-    def group(self, parts: dict[str, Scenario], ids: tuple[Any, ...]) -> str | None:
-        """The point's fast-path structure (None: SimPy), cached by section variants."""
+    def group(self, parts: dict[str, Any], ids: Any) -> str | None:
+        """The point's fast-path structure (None: SimPy), cached by section shapes."""
         got = self.groups.get(ids, ...)
         if got is not ...:
             return got  # type: ignore[return-value]
-        sc = self.base_sc.model_copy(update={
-            "run": parts["run"].run, "policy": parts["policy"].policy,
-            "costs": parts["costs"].costs, "transport": parts["transport"].transport,
-            "placement": parts["placement"].placement, "dispatch": parts["dispatch"].dispatch})
+        sc = self.base_sc.model_copy(update=parts)
         prec = None if self.precision is None else _precision(self.precision)
-        grp = structure_key(sc) if choose(sc, self.engine, precision=prec) == "fast" else None
+        # --engine fast on a choice-dependent point is refused here, before any work
+        fast = choose(sc, self.engine, precision=prec) == "fast"
+        grp = structure_key(sc) if fast else None
         self.groups[ids] = grp
         return grp
 
-    def shape(self, sec: str, idx: tuple[int, ...], sc: Scenario) -> Any:
+    def shape(self, sec: str, idx: tuple[int, ...], value: Any) -> Any:
         """What of a section variant a fast-path structure depends on (cached)."""
         got = self.shapes.get((sec, idx))
         if got is None:
-            got = self.shapes[(sec, idx)] = _shape(sec, idx, sc)
+            got = self.shapes[(sec, idx)] = _shape(sec, idx, value)
         return got
 
-    def points(self) -> Iterator[SweepPoint]:
+    def points(self) -> list[SweepPoint]:
+        """Every point, grid order: each section's variants resolved once (vectorised over
+        the points), then per point only its key, its cells and its overrides."""
+        sizes = [len(a.values) for a in self.axes]
+        combos = np.indices(sizes).reshape(len(sizes), -1).T if sizes else np.zeros((1, 0), int)
+        hashes, shape_ids = [], []
+        values: dict[str, list[Any]] = {}
+        for sec in self.sections:
+            lin, uniq = _variants(combos, sec.axes, sizes)
+            got = [self.variant(sec, tuple(int(v) for v in combos[first, sec.axes]))
+                   for first in uniq]
+            hashes.append(np.array([h for h, _ in got], dtype=object)[lin])
+            values[sec.name] = [v for _, v in got]
+            shapes = [self.shape(sec.name, tuple(combos[f, sec.axes]), v)
+                      for f, (_, v) in zip(uniq, got, strict=True)]
+            ids = {sh: i for i, sh in enumerate(dict.fromkeys(shapes))}
+            shape_ids.append((np.array([ids[sh] for sh in shapes])[lin], len(ids), lin))
+        groups, weights = self._groups(shape_ids, values, hashes)
         fields = [a.field for a in self.axes]
         cells = [[_cell(v) for v in a.values] for a in self.axes]
         sets = [[_set(a.field, v) for v in a.values] for a in self.axes]
-        for combo in itertools.product(*(range(len(a.values)) for a in self.axes)):
-            hashes, parts, ids = [], {}, []
-            for sec in self.sections:
-                idx = tuple(combo[i] for i in sec.axes)
-                h, sc = self.variant(sec, idx)
-                hashes.append(h)
-                parts[sec.name] = sc
-                ids.append(self.shape(sec.name, idx, sc))
-            pol = parts["policy"].policy
-            if pol.structure_reads_costs():
-                ids.append(hashes[SECTIONS.index("costs")])
-            run = parts["run"].run
-            yield SweepPoint(dict(zip(fields, (cells[i][j] for i, j in enumerate(combo)),
-                                      strict=True)),
-                             self.raw, (*self.base, *(sets[i][j] for i, j in enumerate(combo))),
-                             self.name, combine_key(hashes, self.precision), self.engine,
-                             self.group(parts, tuple(ids)), run.chunks * run.sessions,
-                             self.precision)
+        prefix = combine_prefix(self.precision)
+        keys = ["|".join(row) for row in zip(*hashes, strict=True)]
+        out = []
+        for n, combo in enumerate(combos.tolist()):
+            out.append(SweepPoint(
+                {f: cells[i][j] for i, (f, j) in enumerate(zip(fields, combo, strict=True))},
+                self.raw, (*self.base, *(sets[i][j] for i, j in enumerate(combo))),
+                self.name, combine_hashed(prefix, keys[n]), self.engine, groups[n],
+                weights[n], self.precision))
+        return out
+
+    def _groups(self, shape_ids: list[tuple[np.ndarray, int, np.ndarray]],
+                values: dict[str, list[Any]], hashes: list[np.ndarray]
+                ) -> tuple[list[str | None], list[int]]:
+        """Each point's fast-path structure (computed once per distinct combination of
+        section shapes) and its weight on SimPy (chunks x sessions)."""
+        code = np.zeros(len(shape_ids[0][0]), dtype=np.int64)
+        for ids, n, _ in shape_ids:
+            code = code * n + ids
+        policy = values["policy"]
+        pol_lin = shape_ids[SECTIONS.index("policy")][2]
+        reads = np.array([p.structure_reads_costs() for p in policy])[pol_lin]
+        cost_h = hashes[SECTIONS.index("costs")]
+        keys = [(int(c), cost_h[i] if reads[i] else None) for i, c in enumerate(code)]
+        memo: dict[Any, str | None] = {}
+        out: list[str | None] = []
+        lins = {name: shape_ids[i][2] for i, name in enumerate(SECTIONS)}
+        for i, k in enumerate(keys):
+            if k not in memo:
+                memo[k] = self.group({s: values[s][lins[s][i]] for s in SECTIONS}, k)
+            out.append(memo[k])
+        run = values["run"]
+        weights = [r.chunks * r.sessions for r in run]
+        return out, [weights[j] for j in lins["run"]]
 
 
-def _shape(sec: str, idx: tuple[int, ...], sc: Scenario) -> Any:
+def _variants(combos: np.ndarray, axes: list[int], sizes: list[int]
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Per point, the index of its section variant (``lin``: into the variants in the
+    order they first occur) and the first point of each variant."""
+    if not axes:
+        return np.zeros(len(combos), dtype=np.int64), np.zeros(1, dtype=np.int64)
+    code = np.zeros(len(combos), dtype=np.int64)
+    for i in axes:
+        code = code * sizes[i] + combos[:, i]
+    _, first, lin = np.unique(code, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rank[lin], first[order]
+
+
+def _shape(sec: str, idx: tuple[int, ...], value: Any) -> Any:
     """A section variant as far as structures and engine choice go: the run without its
     seed, warm-up and deadline; the transport's sizes; the costs' phases and steps; the
     other sections as themselves."""
     if sec == "run":
-        return repr(sc.run.model_dump(exclude={"seed", "warmup", "target_fps"}))
+        return repr(value.model_dump(exclude={"seed", "warmup", "target_fps"}))
     if sec == "transport":
-        t = sc.transport
-        return (t.envelope_size, t.result_size, t.context_bytes)
+        return (value.envelope_size, value.result_size, value.context_bytes)
     if sec == "costs":
-        return (tuple(sorted(sc.costs)), sc.steps)
+        steps = value["denoise"].steps if "denoise" in value else 1
+        return (tuple(sorted(value)), steps)
     return (sec, idx)
 
 
@@ -224,7 +281,7 @@ def plan_points(raw: dict[str, Any], base_sets: list[str], axes: list[Axis],
     check_axes(axes)
     planner = _Planner(raw, list(base_sets), axes, name, engine, precision)
     planner.check_values()
-    return list(planner.points())
+    return planner.points()
 
 
 #: most points in one fast-path task (they are re-timed side by side)

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from pipefill.sim.errors import ScenarioError
 from pipefill.sim.scenario.model import Scenario
+from pipefill.sim.sweep.sections import SECTIONS, dumps_of
 from pipefill.traces.io import META_KEY, atomic_path, read_table
 from pipefill.traces.schema import TraceError
 
@@ -55,24 +56,31 @@ def engine_version() -> str:
     return f"{version}+{digest.hexdigest()[:12]}"
 
 
-#: the sections a resolved scenario is hashed by (the sweep planner resolves each alone)
-SECTIONS = ("run", "policy", "costs", "transport", "placement", "dispatch")
+def section_hash(resolved: Any) -> str:
+    """A section's resolved form (:func:`pipefill.sim.sweep.sections.dump`), hashed."""
+    text = json.dumps(resolved, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def section_hashes(sc: Scenario) -> dict[str, str]:
     """Each section of the resolved scenario (every default filled in, the policy by its
     params; the name does not count), hashed."""
-    resolved = sc.model_dump(mode="json", exclude={"raw", "name", "policy"})
-    resolved["policy"] = sc.policy.params()
-    return {s: hashlib.sha256(json.dumps(resolved.get(s), sort_keys=True, default=str)
-                              .encode()).hexdigest()[:32] for s in SECTIONS}
+    return {s: section_hash(v) for s, v in dumps_of(sc).items()}
 
 
 def combine_key(hashes: Sequence[str], precision: float | None = None) -> str:
     """A point's key from its section hashes (in :data:`SECTIONS` order), the engine
     version and the precision it runs to."""
-    text = "|".join([engine_version(), repr(precision), *hashes])
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return combine_hashed(combine_prefix(precision), "|".join(hashes))
+
+
+def combine_prefix(precision: float | None) -> str:
+    return f"{engine_version()}|{precision!r}|"
+
+
+def combine_hashed(prefix: str, joined: str) -> str:
+    """:func:`combine_key` from its prefix and the joined section hashes."""
+    return hashlib.sha256((prefix + joined).encode()).hexdigest()[:24]
 
 
 def point_key(sc: Scenario, precision: float | None = None) -> str:
