@@ -198,6 +198,7 @@ def _run_sweep(raw: dict[str, Any], name: str, sets: list[str], axes: list[Any],
                run: SweepRun) -> Any:
     """Run the grid (streaming finished tasks to ``--out``.parts) and write ``--out``; on
     Ctrl-C write the finished points to ``--out`` too, say how many, exit 130."""
+    from pipefill.cli.longrun import SweepBar, sweep_notice
     from pipefill.cli.render import print_sweep_summary
     from pipefill.sim.sweep.executors import SweepTimeout
     from pipefill.sim.sweep.grid import SweepInterrupted
@@ -207,8 +208,9 @@ def _run_sweep(raw: dict[str, Any], name: str, sets: list[str], axes: list[Any],
                        run.engine, run.precision)
     tty = not run.json_ and sys.stderr.isatty()
     try:
-        with progress_bar("sweep", enabled=tty) as update:
-            outcome = run_sweep(req, update)
+        with SweepBar(tty) as bar:
+            outcome = run_sweep(req, bar.progress, bar.work,
+                                None if run.json_ else sweep_notice(run.out, run.spec.workers))
     except SweepInterrupted as stop:
         kept = f"{len(stop.table)} of {stop.total} points finished"
         if stop.kept_in is not None:

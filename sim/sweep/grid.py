@@ -27,6 +27,7 @@ from pipefill.sim.sweep.points import (
     parse_axis,
     plan_points,
     plan_tasks,
+    point_cost,
     split_values,
 )
 from pipefill.sim.sweep.store import KEY, ResultStore, engine_version
@@ -160,11 +161,15 @@ class SweepInterrupted(KeyboardInterrupt):
 def execute_sweep(points: list[SweepPoint], axes: list[str], executor: SweepExecutor,
                   store: ResultStore | None = None, per_task: int | None = None,
                   workers: int = 1,
-                  progress: Callable[[int, int], None] | None = None) -> SweepOutcome:
+                  progress: Callable[[int, int], None] | None = None,
+                  cost_progress: Callable[[float, float], None] | None = None
+                  ) -> SweepOutcome:
     """Run the points the store does not hold yet, streaming each finished task into it.
 
     Points sharing a key run once. A task that failed as a whole (e.g. Dask gave up after
-    it killed workers) gives each of its points an error row.
+    it killed workers) gives each of its points an error row. ``progress`` hears points
+    done of all; ``cost_progress`` the estimated work done of all (:func:`point_cost`),
+    from which a remaining time is a real estimate.
     """
     store = store if store is not None else ResultStore()
     wanted = {p.key for p in points}
@@ -172,6 +177,8 @@ def execute_sweep(points: list[SweepPoint], axes: list[str], executor: SweepExec
     todo = list({p.key: p for p in points if p.key not in store.rows}.values())
     tasks = plan_tasks(todo, workers, per_task)
     total, done = len(wanted), reused
+    costs = [sum(point_cost(p) for p in t) for t in tasks]
+    work, worked = sum(costs), 0.0
     try:
         if progress:
             progress(done, total)
@@ -179,8 +186,11 @@ def execute_sweep(points: list[SweepPoint], axes: list[str], executor: SweepExec
             rows = result if isinstance(result, list) else _failed(tasks[i], result)
             store.add(rows, axes)
             done += len(rows)
+            worked += costs[i]
             if progress:
                 progress(done, total)
+            if cost_progress:
+                cost_progress(worked, work)
     except KeyboardInterrupt:
         store.sync()
         finished = _table([p for p in points if p.key in store.rows], store)

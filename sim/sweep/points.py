@@ -284,6 +284,15 @@ def plan_points(raw: dict[str, Any], base_sets: list[str], axes: list[Axis],
     return planner.points()
 
 
+#: a fast-path chunk's share of a SimPy chunk's time (in a batch of points)
+FAST_COST = 0.02
+
+
+def point_cost(p: SweepPoint) -> float:
+    """A point's estimated work in SimPy chunks (its cap: a precise run may stop early)."""
+    return p.weight * (FAST_COST if p.group is not None else 1.0)
+
+
 #: most points in one fast-path task (they are re-timed side by side)
 FAST_TASK_MAX = 256
 
