@@ -8,6 +8,15 @@ time, and the cap), each exactly after that many emits of session 0, so a conver
 answer does not depend on how the engine cut the run into blocks: the same seed and
 precision give the same answer, and its chunks are the first ``chunks_run`` chunks'
 draws of the fixed-length run (costs are drawn per chunk, not per run).
+
+A look that misses the target says how long the run must be (the half-width falls as
+one over the root of the length); the next look is the first checkpoint beyond that,
+aimed :data:`SAFETY` further and at most :data:`MAX_JUMP` times the length so far
+(:func:`next_check`). Fewer looks matter: every look is a chance to stop on an interval
+that is narrow by chance, and over 600 runs of an exact reference (a two-station line with
+exponential stations, ``tests/helpers/tandem.py``) 94% of the intervals cover the true
+period with these looks against 90-91% with a look at every checkpoint
+(``bench/bench_precision.py`` prints the figure).
 """
 
 from __future__ import annotations
@@ -22,6 +31,11 @@ from pipefill.traces.window import Interval, WindowStats
 FIRST_CHECK = 128
 #: each look comes this much later than the one before
 GROWTH = 1.25
+#: a predicted length is aimed this much beyond
+SAFETY = 1.2
+#: a look comes at most this many times later than the one before (an early interval,
+#: from short batches, is a rough guide)
+MAX_JUMP = 4.0
 
 
 @dataclass(frozen=True)
@@ -44,10 +58,18 @@ def checkpoints(cap: int) -> Iterator[int]:
     yield cap
 
 
-def next_check(after: int, cap: int) -> int:
-    """The first checkpoint after ``after`` emits."""
+def next_check(after: int, cap: int, iv: Interval | None = None,
+               precision: Precision | None = None) -> int:
+    """The first checkpoint after ``after`` emits, or, when the interval at ``after`` says
+    how long the run must be for the target (``n (hw / (rel P))^2``, the half-width
+    falling as one over the root of the length), the first checkpoint beyond that: fewer
+    looks at the interval, so a run stops less often on one that is narrow by chance."""
+    want = after + 1
+    if iv is not None and precision is not None and iv.halfwidth and iv.period:
+        ratio = iv.halfwidth / (precision.rel * iv.period)
+        want = max(want, int(after * min(ratio * ratio * SAFETY, MAX_JUMP)))
     for n in checkpoints(cap):
-        if n > after:
+        if n >= want:
             return n
     return cap
 
@@ -67,8 +89,10 @@ class Watch:
             return
         if self.next >= self.cap:
             self.next = 1 << 62  # the cap: the run goes to its end
-        elif self.precision.met(stats.interval()):
-            stats.frozen = True
-            self.converged = True
         else:
-            self.next = next_check(self.next, self.cap)
+            iv = stats.interval()
+            if self.precision.met(iv):
+                stats.frozen = True
+                self.converged = True
+            else:
+                self.next = next_check(self.next, self.cap, iv, self.precision)

@@ -19,7 +19,7 @@ instant ``x`` is settled exactly by the pieces that arrive after ``x`` was regis
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -114,18 +114,25 @@ class CounterState:
 
 @dataclass
 class SessionState:
-    """One session: its window, its emitted chunks awaiting their final values (``book``:
-    chunk -> [t_input, busy0, busy1, mesh_start, mesh_end]; ``queue``: (chunk, t_emit) of
-    the last emits) and what its run-level metrics need."""
+    """One session: its window and its recent emits on their way into it. An emit enters
+    the window's emit stream :data:`LAG` emits later (``pending``: chunk, time, anchor),
+    when whether it is in the cool-down is known, or at once at a checkpoint; its chunk's
+    values enter the chunk stream :data:`LAG` emits later (``queue``), once final
+    (``book``: chunk -> [t_input, busy0, busy1, mesh_start, mesh_end])."""
 
     stats: WindowStats
     book: dict[int, list[float]] = field(default_factory=dict)
     queue: deque[tuple[int, float]] = field(default_factory=deque)
+    pending: deque[tuple[int, float, Anchor | None]] = field(default_factory=deque)
     prev_mesh_end: float = _NAN
     first_input: float = np.inf
+    #: the last chunk's input mark and the start of its first compute: the later of the two
+    #: is when the last input entered the pipeline (the cool-down starts)
     last_input_t: float | None = None
+    last_start: float = np.inf
     drops: int = 0
     misses: int = 0
+    t_first_emit: float = _NAN
     stages: set[str] = field(default_factory=set)
 
     def entry(self, chunk: int) -> list[float]:
@@ -134,12 +141,25 @@ class SessionState:
             e = self.book[chunk] = [_NAN, 0.0, 0.0, _NAN, _NAN]
         return e
 
+    def entered(self) -> float:
+        """When the last input entered the pipeline (inf while not known)."""
+        if self.last_input_t is None or not np.isfinite(self.last_start):
+            return np.inf
+        return max(self.last_input_t, self.last_start)
+
+    def release(self) -> None:
+        """The oldest pending emit goes to the window's emit stream."""
+        chunk, t, anchor = self.pending.popleft()
+        self.stats.emit(t, chunk, t > self.entered(), anchor)
+
     def finalize(self) -> None:
-        """The oldest emitted chunk's values go to the window."""
+        """The oldest emitted chunk's values go to the window's chunk stream."""
         chunk, t = self.queue.popleft()
         e = self.book.pop(chunk, None) or [_NAN, 0.0, 0.0, _NAN, _NAN]
         prev, self.prev_mesh_end = self.prev_mesh_end, e[4]
         mesh = max(0.0, e[3] - prev) if e[3] == e[3] and prev == prev else _NAN
+        while self.stats.emits <= self.stats.chunks_in and self.pending:
+            self.release()  # the chunk stream never runs ahead of the emit stream
         self.stats.chunk(e[1], e[2], t - e[0], mesh)
 
 
@@ -164,8 +184,8 @@ class TraceReducer:
         self.warmup = warmup
         self.last_chunk = last_chunk
         self.deadline_ms = deadline_ms
-        #: called with session 0's window after each of its emits (a precision watch)
-        self.on_emit: Callable[[WindowStats], None] | None = None
+        #: a precision watch: called with session 0's window when it reaches ``next`` emits
+        self.on_emit: Any = None
         self.sessions: dict[int, SessionState] = {}
         self.stages: dict[str, StageBusy] = {}
         self.counters: dict[str, CounterState] = {}
@@ -195,6 +215,8 @@ class TraceReducer:
     def finish(self) -> TraceReducer:
         self._charge()
         for sess in self.sessions.values():
+            while sess.pending:
+                sess.release()
             while sess.queue:
                 sess.finalize()
             sess.stats.finish()
@@ -253,7 +275,10 @@ class TraceReducer:
         for session, chunk, _ in items:
             if chunk < 0:
                 continue
-            e = self.session(session).entry(chunk)
+            sess = self.session(session)
+            if chunk == self._last(session) and start < sess.last_start:
+                sess.last_start = start
+            e = sess.entry(chunk)
             if col:
                 e[col] += share
             if stage == "stage1":
@@ -273,12 +298,17 @@ class TraceReducer:
         elif name == "hard_cut":
             self.hard_cuts += 1
 
+    def _last(self, session: int) -> int | None:
+        """The session's last input chunk (None: unknown, no cool-down)."""
+        if isinstance(self.last_chunk, dict):
+            return self.last_chunk.get(session)
+        return self.last_chunk
+
     def _input(self, sess: SessionState, session: int, chunk: int, t: float) -> None:
         if chunk >= 0:
             e = sess.entry(chunk)
             e[0] = t if not e[0] <= t else e[0]
-            last = self.last_chunk if not isinstance(self.last_chunk, dict) \
-                else self.last_chunk.get(session)
+            last = self._last(session)
             if last is not None and chunk >= last and sess.last_input_t is None:
                 sess.last_input_t = t
         if not self._input_seen:
@@ -290,19 +320,24 @@ class TraceReducer:
         stats = sess.stats
         if stats.frozen:
             return
-        cool = sess.last_input_t is not None and t > sess.last_input_t
-        anchor = self.anchor(t) if stats.wants_anchor(stats.emits) and not cool else None
-        stats.emit(t, chunk, cool, anchor)
+        pos = stats.emits + len(sess.pending)
+        sess.pending.append((chunk, t, self.anchor(t) if stats.wants_anchor(pos) else None))
+        if len(sess.pending) > LAG:
+            sess.release()
         # playback starts at the first emit; emit n is due n chunk-periods later
-        if self.deadline_ms is not None and \
-                t > stats.t_first + (stats.emits - 1) * self.deadline_ms + 1e-9:
+        if pos == 0:
+            sess.t_first_emit = t
+        if self.deadline_ms is not None and t > sess.t_first_emit + pos * self.deadline_ms + 1e-9:
             sess.misses += 1
         sess.queue.append((chunk, t))
         if len(sess.queue) > LAG:
             sess.finalize()
         self._register("run1", t)
-        if self.on_emit is not None and sess is self.sessions.get(0):
-            self.on_emit(stats)
+        watch = self.on_emit
+        if watch is not None and sess is self.sessions.get(0) and pos + 1 >= watch.next:
+            while sess.pending:  # a checkpoint judges the window at exactly this emit
+                sess.release()
+            watch(stats)
 
     def _counter(self, row: Row) -> None:
         self._charge()

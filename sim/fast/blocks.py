@@ -145,6 +145,7 @@ class PeriodicSource:
         self.floors = chunk_floor(plan)
         self.reach = _reach(plan)
         self.copy = 0      # period copies handed out (the recorded one is copy 0)
+        self.template: Block | None = None
         self.started = False
         self.finished = False
         span = per.d - per.h
@@ -154,14 +155,42 @@ class PeriodicSource:
     def done(self) -> bool:
         return self.finished
 
-    def _copy(self, r: int) -> Block:
-        """Copy ``r`` of the period (nodes h..d-1 moved r periods on)."""
+    def _floor(self, r: int) -> int:
+        """Every node after copy ``r`` is of this chunk or higher."""
+        per = self.per
+        return min(int(self.floors[per.h]) + (r + 1) * per.q,
+                   int(self.floors[per.d]) + per.reps * per.q)
+
+    def _copies(self, r0: int, r1: int) -> Block:
+        """Copies ``r0 .. r1 - 1`` of the period (nodes h..d-1 moved r periods on), tiled."""
         per, p = self.per, self.per.plan
-        floor = min(int(self.floors[per.h]) + (r + 1) * per.q,
-                    int(self.floors[per.d]) + per.reps * per.q)
-        return _slice(p, per.h, per.d, floor, False, (r * per.p, r * per.q),
-                      _born_slice(p.marks.born, per.h, per.d, False),
-                      _born_slice(p.counts.born, per.h, per.d, False))
+        if self.template is None:
+            self.template = _slice(p, per.h, per.d, 0, False,
+                                   marks=_born_slice(p.marks.born, per.h, per.d, False),
+                                   counts=_born_slice(p.counts.born, per.h, per.d, False))
+        t, reps = self.template, np.arange(r0, r1)
+
+        def nodes(a: np.ndarray) -> np.ndarray:
+            shift = (reps * per.p).reshape((-1,) + (1,) * a.ndim)
+            out = np.where(a[None] >= 0, a[None] + shift, -1)
+            return out.reshape((-1, *a.shape[1:]))
+
+        def chunks(a: np.ndarray) -> np.ndarray:
+            out = np.where(a[None, :] >= 0, a[None, :] + (reps * per.q)[:, None], a[None, :])
+            return out.reshape(-1)
+
+        def tile(a: np.ndarray) -> np.ndarray:
+            return np.tile(a, len(reps))
+
+        items = int(t.item_ptr[-1])
+        ptr = (t.item_ptr[:-1][None, :] + (np.arange(len(reps)) * items)[:, None]).reshape(-1)
+        return Block(
+            t.n0 + r0 * per.p, nodes(t.preds), tile(t.kind), tile(t.phase), tile(t.share),
+            tile(t.stage_ix), tile(t.track_ix), chunks(t.node_chunk),
+            np.r_[ptr, len(reps) * items], tile(t.item_session), chunks(t.item_chunk),
+            tile(t.item_step), tile(t.nbytes), nodes(t.mark_node), tile(t.mark_name),
+            tile(t.mark_session), chunks(t.mark_chunk), nodes(t.count_node), tile(t.count_queue),
+            tile(t.count_held), tile(t.count_nbytes), self._floor(r1 - 1), False)
 
     def next(self, upto_chunk: int) -> Block:
         per, p = self.per, self.per.plan
@@ -171,9 +200,13 @@ class PeriodicSource:
             parts.append(_slice(p, 0, per.h, int(self.floors[per.h]), False,
                                 marks=_born_slice(p.marks.born, 0, per.h, False),
                                 counts=_born_slice(p.counts.born, 0, per.h, False)))
-        while self.copy <= per.reps and (not parts or self._top(parts) < upto_chunk):
-            parts.append(self._copy(self.copy))
-            self.copy += 1
+        if self.copy <= per.reps:
+            # whole copies, until every later node is of chunk >= upto_chunk
+            low = int(self.floors[per.h])
+            need = -(-(upto_chunk - low) // per.q) if upto_chunk > low else 1
+            r1 = min(per.reps + 1, max(self.copy + 1, need))
+            parts.append(self._copies(self.copy, r1))
+            self.copy = r1
         if self.copy > per.reps:
             n = len(p.kind)
             parts.append(_slice(p, per.d, n, 1 << 62, True, (per.reps * per.p, per.reps * per.q),
@@ -181,7 +214,3 @@ class PeriodicSource:
                                 _born_slice(p.counts.born, per.d, n, True)))
             self.finished = True
         return concat(parts)
-
-    @staticmethod
-    def _top(parts: list[Block]) -> int:
-        return parts[-1].floor

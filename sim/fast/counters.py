@@ -41,31 +41,33 @@ class QueueBook:
     def add(self, t: np.ndarray, q: np.ndarray, dh: np.ndarray, db: np.ndarray,
             work: int = 0) -> None:
         """Changes in recording order (after those added before); ``work``: how much
-        scanning the whole batch does per block (compiled scans pay from a size on)."""
+        scanning the whole batch does per block (compiled scans pay from a size on). The
+        pending changes are kept in time order (ties: recording order)."""
         self.work = work
-        self._t = np.r_[self._t, t]
-        self._q = np.r_[self._q, q]
-        self._dh = np.r_[self._dh, dh]
-        self._db = np.r_[self._db, db]
+        t = np.r_[self._t, t]
+        order = np.argsort(t, kind="stable")
+        self._t = t[order]
+        self._q = np.r_[self._q, q][order]
+        self._dh = np.r_[self._dh, dh][order]
+        self._db = np.r_[self._db, db][order]
 
     def settle(self, upto: float) -> None:
         """Apply the changes at or before ``upto``."""
-        if not len(self._t):
-            return
-        order = np.argsort(self._t, kind="stable")
-        k = int(np.searchsorted(self._t[order], upto, side="right"))
+        k = int(np.searchsorted(self._t, upto, side="right"))
         if not k:
             return
-        take, rest = order[:k], np.sort(order[k:])
-        t, q = self._t[take], self._q[take]
+        t, q = self._t[:k], self._q[:k]
         held, integral = np.empty(k), np.empty(k)
-        compiled(queue_scan, max(k, self.work))(t, q, self._dh[take], self._db[take], self.stage_of,
-                                self.state, held, integral)
-        for i in np.unique(q):
-            if np.isnan(self.first[i]):
-                self.first[i] = t[q == i][0]
-        self._t, self._q = self._t[rest], self._q[rest]
-        self._dh, self._db = self._dh[rest], self._db[rest]
+        compiled(queue_scan, max(k, self.work))(t, q, self._dh[:k], self._db[:k], self.stage_of,
+                                                self.state, held, integral)
+        fresh = np.isnan(self.first)
+        if fresh.any():
+            for i in np.flatnonzero(fresh):
+                hit = np.flatnonzero(q == i)
+                if len(hit):
+                    self.first[i] = t[hit[0]]
+        self._t, self._q = self._t[k:], self._q[k:]
+        self._dh, self._db = self._dh[k:], self._db[k:]
 
     def integrals_at(self, x: float) -> dict[str, float]:
         """Every queue's depth integral up to ``x`` (queues not changed yet: absent)."""

@@ -41,8 +41,12 @@ class Column:
         self.done = 0
         self.prev_mesh_end = _NAN
         self.first_input = np.inf
+        # the last chunk's input (a realtime source's is known ahead) and the start of its
+        # first compute: the later of the two is when the last input entered (cool-down);
+        # one not seen yet is later than every emit fed so far
         self.last_input = np.inf if sc.run.source == "saturated" else \
             sc.run.input_time_ms(sc.run.chunks - 1)
+        self.last_start = np.inf
         self.misses = 0
         self.stop: int | None = None  # emits after which the run was stopped
 
@@ -124,6 +128,7 @@ class BatchFeed:
         if not ok.any():
             return
         nodes, chunk = nodes[ok], chunk[ok]
+        self._last_starts(timed, nodes, chunk)
         self._grow(int(chunk.max()))
         row = chunk - self.base
         share = (timed.end[nodes] - timed.start[nodes]) / count[nodes][:, None]
@@ -134,6 +139,13 @@ class BatchFeed:
         sel = self.exact1[stage]
         np.fmin.at(self.rows[3], row[sel], timed.start[nodes[sel]])
         np.fmax.at(self.rows[4], row[sel], timed.end[nodes[sel]])
+
+    def _last_starts(self, timed: Timed, nodes: np.ndarray, chunk: np.ndarray) -> None:
+        last = np.flatnonzero(chunk == self.cols[0].sc.run.chunks - 1)
+        if len(last):
+            first = timed.start[nodes[last]].min(axis=0)
+            for j, col in enumerate(self.cols):
+                col.last_start = min(col.last_start, float(first[j]))
 
     def _marks(self, timed: Timed) -> None:
         b = timed.block
@@ -192,7 +204,7 @@ class BatchFeed:
         if n <= 0:
             return col.fed
         t, c = t[:n], self.emit_c[i0:i0 + n]
-        cool = t > col.last_input
+        cool = t > max(col.last_input, col.last_start)
         col.stats.emit_block(t, c, cool, lambda idx: self.anchors(j, t[idx]))
         if col.sc.run.target_fps is not None:
             dl = col.sc.run.frames_per_chunk * 1000.0 / col.sc.run.target_fps

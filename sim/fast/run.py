@@ -139,9 +139,10 @@ class _Batch:
                 self.checks[j] = 1 << 62  # the cap: the run goes to its end
                 feed.feed(j, horizon)
                 return False
-            if prec.met(feed.cols[j].stats.interval()):
+            iv = feed.cols[j].stats.interval()
+            if prec.met(iv):
                 return True
-            self.checks[j] = next_check(n, self.cap)
+            self.checks[j] = next_check(n, self.cap, iv, prec)
 
     def _finish(self, stopped: list[int]) -> None:
         if not stopped:

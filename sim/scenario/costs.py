@@ -29,9 +29,10 @@ class CostSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    dist: Literal["constant", "normal", "lognormal", "uniform", "empirical"] = Field(
-        "constant", description="distribution family")
-    mean: float | None = Field(None, ge=0, description="mean ms (constant, normal, lognormal)")
+    dist: Literal["constant", "normal", "lognormal", "uniform", "empirical", "exponential"] = \
+        Field("constant", description="distribution family")
+    mean: float | None = Field(None, ge=0, description="mean ms (constant, normal, lognormal, "
+                               "exponential)")
     cv: float = Field(0.0, ge=0, description="coefficient of variation (normal, lognormal)")
     low: float | None = Field(None, ge=0, description="lower bound ms (uniform)")
     high: float | None = Field(None, ge=0, description="upper bound ms (uniform)")
@@ -58,7 +59,7 @@ class CostSpec(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> CostSpec:
-        needs_mean = self.dist in ("constant", "normal", "lognormal")
+        needs_mean = self.dist in ("constant", "normal", "lognormal", "exponential")
         if needs_mean and self.mean is None:
             raise ValueError(f"mean is required for dist = {self.dist!r}")
         bad_range = self.low is None or self.high is None or self.low > self.high
@@ -78,6 +79,7 @@ class CostSpec(BaseModel):
         spread = self.dist in ("normal", "lognormal") and self.cv > 0
         spread |= self.dist == "uniform" and self.low != self.high
         spread |= self.dist == "empirical" and len(set(self.samples or [])) > 1
+        spread |= self.dist == "exponential" and bool(self.mean)
         return not spread
 
     def base_mean(self) -> float:
@@ -124,6 +126,8 @@ class CostSpec(BaseModel):
             return rng.uniform(float(self.low or 0.0), float(self.high or 0.0), shape)
         if self.dist == "empirical":
             return rng.choice(np.asarray(self.samples, dtype=float), shape)
+        if self.dist == "exponential" and m > 0:
+            return rng.exponential(m, shape)
         return np.full(shape, m)
 
 

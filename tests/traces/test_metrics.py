@@ -60,14 +60,15 @@ def test_hand_computed_metrics():
                            "t_start_ms": 20.0, "t_end_ms": 54.0}
 
 
-def test_the_window_ends_at_the_last_input():
-    # inputs at 0, 10, 20, 30 are the last: emits at 40 and 54 are the drain (cool-down)
+def test_the_window_ends_when_the_last_input_enters():
+    # inputs at 0, 10, 20, 30; the last chunk's input mark is at 30 and its first work
+    # (build) starts at 34: it entered at 34, so emits 40 and 54 are the drain (cool-down)
     m = compute_metrics(_trace(last_input=None))
     assert m["window"]["cooldown"] == 2 and m["window"]["last_chunk"] == 1
     assert m["period_ms"] == 10.0 and m["chunks"] == 4
-    # the last input at 40: the emit at 40 is not after it, 54 is
+    # a last input that never starts any work never entered: no cool-down
     m = compute_metrics(_trace(last_input=40.0))
-    assert m["window"]["cooldown"] == 1 and m["period_ms"] == 10.0
+    assert m["window"]["cooldown"] == 0 and m["period_ms"] == pytest.approx(34 / 3)
 
 
 def test_deadline_misses_against_target_fps():

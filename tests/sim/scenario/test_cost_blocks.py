@@ -14,6 +14,7 @@ SPECS = {
     "uniform": CostSpec(dist="uniform", low=2.0, high=9.0, drift_ms=0.01, steps=3),
     "empirical": CostSpec(dist="empirical", samples=[1.0, 2.5, 4.0, 7.0, 11.0]),
     "constant": CostSpec(mean=3.0),
+    "exponential": CostSpec(dist="exponential", mean=4.0, steps=2),
 }
 
 
