@@ -8,7 +8,8 @@ by merging neighbours when it has ``2 * batches`` (Fishman's LBATCH rule with a 
 batch count), so it holds O(batches) numbers for a run of any length. The warm-up is
 MSER-5 (White 1997; :func:`mser`): the truncation that minimises the squared standard
 error of the mean of what is left, over batches of 5, looking no further than half the
-series.
+series; truncations whose statistic is within :data:`TIE` of the least count as equal
+and the shortest of them wins.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ import numpy as np
 BATCHES = 16
 #: observations per MSER batch
 MSER_BATCH = 5
+#: truncations whose MSER statistic is within this share of the least are a tie (past a
+#: transient the statistic is flat but for noise, and its least point wanders there by
+#: tens of chunks): the shortest wins
+TIE = 0.02
 
 # t(0.975, df) for df = 1..30; beyond, the Cornish-Fisher expansion is within 1e-4
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201,
@@ -54,7 +59,7 @@ class Mser:
 def mser(values: np.ndarray, batch: int = MSER_BATCH) -> Mser:
     """MSER-``batch`` truncation of ``values``: drop ``batch * d`` values, where d
     minimises sum_{j>=d} (z_j - zbar_d)^2 / (k - d)^2 over the k batch means z, for
-    d <= k / 2; the first minimum (up to float noise) wins."""
+    d <= k / 2; the first d within :data:`TIE` of the minimum wins."""
     k = len(values) // batch
     if k < 4:
         return Mser(0, False)
@@ -67,7 +72,7 @@ def mser(values: np.ndarray, batch: int = MSER_BATCH) -> Mser:
     half = k // 2
     stat = stat[:half + 1]
     scale = float(np.abs(z).mean() + abs(float(np.mean(values))))
-    tol = max(float(stat.min()) * 1e-9, (1e-9 * scale) ** 2)
+    tol = max(float(stat.min()) * TIE, (1e-9 * scale) ** 2)
     d = int(np.flatnonzero(stat <= stat.min() + tol)[0])
     return Mser(d * batch, d == half)
 

@@ -185,12 +185,12 @@ class WindowStats:
                     anchor_at: Callable[[np.ndarray], list[Anchor]], off: int) -> None:
         if not len(t):
             return
-        self._t.frombytes(np.ascontiguousarray(t, dtype=float).tobytes())
-        self._c.frombytes(np.ascontiguousarray(chunk, dtype=np.int64).tobytes())
         pos = np.arange(pos0, pos0 + len(t))
         want = np.flatnonzero((pos % MSER_BATCH == 0) & (pos <= HOLD // 2))
         want = np.unique(np.r_[want, len(t) - 1])
-        got = anchor_at(want + off)
+        got = anchor_at(want + off)  # first: a Ctrl-C in them leaves the window as it was
+        self._t.frombytes(np.ascontiguousarray(t, dtype=float).tobytes())
+        self._c.frombytes(np.ascontiguousarray(chunk, dtype=np.int64).tobytes())
         for i, a in zip(want.tolist(), got, strict=True):
             if pos0 + i <= HOLD // 2 and (pos0 + i) % MSER_BATCH == 0:
                 self._anchors[pos0 + i] = a
@@ -203,16 +203,15 @@ class WindowStats:
         if not n:
             return
         f = self.first_pos
-        self._t.frombytes(np.ascontiguousarray(t, dtype=float).tobytes())
-        self.end = pos0 + n
         want: list[int] = []
         if pos0 <= f - 1 < pos0 + n:
             want.append(f - 1 - pos0)
         if pos0 + n - 1 >= f:
             want.append(n - 1)
-        if not want:
-            return
-        got = dict(zip(want, anchor_at(np.asarray(want) + off), strict=True))
+        # the anchors first (the costly part): a Ctrl-C in them leaves the window as it was
+        got = dict(zip(want, anchor_at(np.asarray(want, dtype=np.int64) + off), strict=True))
+        self._t.frombytes(np.ascontiguousarray(t, dtype=float).tobytes())
+        self.end = pos0 + n
         if pos0 <= f - 1 < pos0 + n:
             self.t0, self.anchor0 = float(t[f - 1 - pos0]), got[f - 1 - pos0]
         if pos0 + n - 1 >= f:
@@ -262,6 +261,8 @@ class WindowStats:
 
     def _chunk_stats(self, v: np.ndarray, gap: np.ndarray) -> None:
         sk = self.sk
+        known = ~np.isnan(v[:, 0])  # a run stopped early may miss its last chunks' values
+        v, gap = v[known], gap[known]
         if not len(v):
             return
         b0, b1, lat, mesh = v[:, 0], v[:, 1], v[:, 2], v[:, 3]

@@ -61,7 +61,8 @@ def run(sc: Scenario, engine: str = "auto", out: str | Path | None = None,
     from pipefill.sim.fast.run import run_batch
 
     fast_progress = None if progress is None else _chunk_progress(progress)
-    return {**run_batch([sc], precision, fast_progress)[0], "engine": used}
+    return {**run_batch([sc], precision, fast_progress, keep_on_interrupt=True)[0],
+            "engine": used}
 
 
 def _chunk_progress(progress: Progress) -> Callable[[int, int], None]:

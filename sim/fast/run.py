@@ -82,10 +82,19 @@ def shape_of(sc: Scenario) -> _Shape:
 
 
 def run_batch(scenarios: Sequence[Scenario], precision: Precision | None = None,
-              progress: Progress | None = None) -> list[dict[str, Any]]:
-    """Metrics of single-session ``scenarios`` of one structure (see the module doc)."""
+              progress: Progress | None = None, keep_on_interrupt: bool = False
+              ) -> list[dict[str, Any]]:
+    """Metrics of single-session ``scenarios`` of one structure (see the module doc).
+    ``keep_on_interrupt``: Ctrl-C ends the runs where they are and returns what ran
+    (``interrupted`` in each result) instead of raising."""
     shape = shape_of(scenarios[0])
-    return _Batch(shape, list(scenarios), precision, progress).run()
+    batch = _Batch(shape, list(scenarios), precision, progress)
+    try:
+        return batch.run()
+    except KeyboardInterrupt:
+        if not keep_on_interrupt:
+            raise
+        return batch.stop()
 
 
 class _Batch:
@@ -123,6 +132,14 @@ class _Batch:
                 self.feed.forget()
             if self.progress:
                 self.progress(min(upto, self.cap), self.cap)
+        return [r for r in self.results if r is not None]
+
+    def stop(self) -> list[dict[str, Any]]:
+        """End every run still going where it is (what was fed so far)."""
+        alive = list(self.ids)
+        self._finish(list(range(len(self.ids))))
+        for i in alive:
+            self.results[i] = {**(self.results[i] or {}), "interrupted": True}
         return [r for r in self.results if r is not None]
 
     def _feed(self, j: int, horizon: float) -> bool:
