@@ -211,7 +211,7 @@ class BatchFeed:
             pos = np.arange(col.fed, col.fed + n)
             col.misses += int((t > col.stats.t_first + pos * dl + 1e-9).sum())
         col.fed += n
-        self.run1[j] = t[-1]
+        self.run1[j] = t[-1]  # the latest emit fed (no anchor will be asked before it)
         return col.fed
 
     def chunks(self, j: int, force: bool = False) -> None:
@@ -248,14 +248,8 @@ class BatchFeed:
         if drop > 0:
             self.rows = self.rows[:, drop:]
             self.base += drop
-        xs = np.array([col.stats.t_first if col.fed == 0 else self._last_fed(j)
-                       for j, col in enumerate(self.cols)])
         for sp in self.spans:
-            sp.forget_before(np.nan_to_num(xs, nan=-np.inf))
-
-    def _last_fed(self, j: int) -> float:
-        i = self.cols[j].fed - 1 - self.emit_base
-        return float(self.emit_t[i, j]) if i >= 0 else -np.inf
+            sp.forget_before(self.run1)
 
     def settle(self, horizon: np.ndarray) -> None:
         for j, col in enumerate(self.cols):
