@@ -48,6 +48,19 @@ def node_records(plan: Plan, q: int = 0) -> list[Record]:
     return out
 
 
+def _records_of(plan: Plan) -> list[Record]:
+    """:func:`node_records` of ``plan``, unshifted, computed once per plan."""
+    got = _RECORDS.get(id(plan))
+    if got is None or got[0] is not plan:
+        got = _RECORDS[id(plan)] = (plan, node_records(plan))
+        if len(_RECORDS) > 16:
+            _RECORDS.pop(next(iter(_RECORDS)))
+    return got[1]
+
+
+_RECORDS: dict[int, tuple[Plan, list[Record]]] = {}
+
+
 def mark_records(plan: Plan, q: int, seg: tuple[int, int]) -> list[Record]:
     """Marks recorded before node ``seg[1]`` and not before node ``seg[0]`` (``born`` in
     [seg[0], seg[1])), relative to ``seg[0]``."""
@@ -96,27 +109,33 @@ def find_period(sc: Any, chunks: int) -> Periodic | None:
     are transients: a run with them is recorded whole)."""
     if getattr(sc.policy, "hard_cuts", None):
         return None
+    plans: dict[int, Plan] = {}  # recordings by length, shared by the periods tried
+
+    def plan(n: int) -> Plan:
+        if n not in plans:
+            plans[n] = flatten_scenario(sc, n)
+        return plans[n]
+
     for q in range(1, MAX_PERIOD + 1):
         lead = max(MIN_LEAD, 3 * q)
         length = lead + (chunks - lead) % q
         if length + 2 * q > chunks:
             return None
-        got = _try(sc, length, q, chunks)
+        got = _try(plan, length, q, chunks)
         if got is not None:
             return got
     return None
 
 
-def _try(sc: Any, length: int, q: int, chunks: int) -> Periodic | None:
-    a = flatten_scenario(sc, length)
-    b = flatten_scenario(sc, length + q)
-    ra, rb = node_records(a), node_records(b)
+def _try(plan: Any, length: int, q: int, chunks: int) -> Periodic | None:
+    a, b = plan(length), plan(length + q)
+    ra, rb = _records_of(a), _records_of(b)
     p = len(rb) - len(ra)
     if p <= 0:
         return None
     first = next((i for i, (x, y) in enumerate(zip(ra, rb, strict=False)) if x != y), len(ra))
-    c = flatten_scenario(sc, length + 2 * q)
-    shifted = {r: node_records(a, r * q) for r in (0, 1, 2)}
+    c = plan(length + 2 * q)
+    shifted = {0: ra, 1: node_records(a, q), 2: node_records(a, 2 * q)}
     # the tail may begin a little before the first node that differs (a node of the
     # last period can look like the tail's first): try insertion points back from it
     for d in range(first, max(p, first - p) - 1, -1):
@@ -134,7 +153,7 @@ def _inserted(a: Plan, x: Plan, h: int, d: int, q: int, extra: int,
     for r in range(1, extra + 1):
         want = want + shifted[r][h:d]
     want = want + shifted[extra][d:]
-    if node_records(x) != want:
+    if _records_of(x) != want:
         return False
     segs_x = [(0, h), *((h + r * p, d + r * p) for r in range(extra + 1)),
               (d + extra * p, _BIG)]

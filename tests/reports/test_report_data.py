@@ -12,10 +12,11 @@ import pytest
 from pipefill.reports.distributions import latency_data, phase_durations
 from pipefill.reports.gantt import choose_window, gantt_panels
 from pipefill.reports.inputs import ReportError, Run, Sweep, load_inputs
+from pipefill.reports.pareto import pareto_data
 from pipefill.reports.period import draw_period, period_data
 from pipefill.reports.queues import queue_data
 from pipefill.reports.series import chunk_series
-from pipefill.reports.sweep import curve_data, heatmap_data, pareto_data
+from pipefill.reports.sweep import curve_data, heatmap_data
 from pipefill.sim.engine.core import simulate
 from pipefill.sim.scenario.load import load_raw
 from pipefill.sim.sweep.grid import Axis, run_sweep
