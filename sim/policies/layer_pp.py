@@ -28,7 +28,7 @@ from pipefill.sim.actions import (
     StageProgram,
     WaitInput,
 )
-from pipefill.sim.policies.base import CallIds, Order
+from pipefill.sim.policies.base import ACTIVATION, CONTROL, CallIds, Order
 from pipefill.sim.policies.block_split import BlockSplitPolicy, link
 from pipefill.traces.recorder import Tag
 
@@ -55,6 +55,9 @@ class LayerPP(BlockSplitPolicy):
 
     def order(self, sc: Scenario) -> Order:
         return Order(True, "every stage runs items in a fixed order")
+
+    def queue_role(self, sc: Scenario, queue: str) -> str | None:
+        return CONTROL if queue == FLUSH else ACTIVATION
 
     def queues(self, sc: Scenario) -> list[QueueSpec]:
         names = self.stages_of()

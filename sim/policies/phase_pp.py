@@ -9,7 +9,14 @@ from pydantic import Field
 
 from pipefill.sim.actions import Poll, Program, QueueSpec, StageProgram, StateView, WaitChange
 from pipefill.sim.policies.base import CallIds, Order, Policy
-from pipefill.sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of, generator_program
+from pipefill.sim.policies.common import (
+    Q_IN,
+    Q_OUT,
+    GeneratorMesh,
+    Stage0Ops,
+    coupling_of,
+    generator_program,
+)
 
 if TYPE_CHECKING:
     from pipefill.sim.scenario import Scenario
@@ -18,7 +25,7 @@ if TYPE_CHECKING:
 Step = Callable[[Stage0Ops, StateView], Program | None]
 
 
-class PhasePP(Policy):
+class PhasePP(GeneratorMesh, Policy):
     """Rank0-out-of-mesh phase pipelining with bounded queues.
 
     Stage0 builds envelopes and decodes results; stage1 recomputes and denoises.

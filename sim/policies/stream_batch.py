@@ -34,7 +34,7 @@ from pipefill.sim.actions import (
     StageProgram,
     WaitInput,
 )
-from pipefill.sim.policies.base import CallIds, Order
+from pipefill.sim.policies.base import ACTIVATION, RESULT, CallIds, Order
 from pipefill.sim.policies.block_split import BlockSplitPolicy, balanced_split, link
 from pipefill.traces.recorder import Tag
 
@@ -88,6 +88,9 @@ class StreamBatch(BlockSplitPolicy):
 
     def order(self, sc: Scenario) -> Order:
         return Order(True, "every stage runs ticks in a fixed order")
+
+    def queue_role(self, sc: Scenario, queue: str) -> str | None:
+        return RESULT if queue == LOOP else ACTIVATION
 
     def queues(self, sc: Scenario) -> list[QueueSpec]:
         names = self.stages_of()
