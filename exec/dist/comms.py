@@ -26,8 +26,8 @@ from pipefill.exec.dist.state import DistState, FollowerState, RankWiring
 from pipefill.exec.dist.trace import DrainRecorder, Row
 from pipefill.exec.dist.wire import Frame
 from pipefill.exec.threads.runtime import Runtime
-from pipefill.sim.actions import QueueSpec
-from pipefill.sim.scenario import Scenario
+from pipefill.sim.program.actions import QueueSpec
+from pipefill.sim.scenario.load import Scenario
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from pipefill.exec.dist.layout import RankGroup, RankLayout, derive_layout
 from pipefill.exec.errors import ExecConfigError
-from pipefill.sim.scenario import Scenario
+from pipefill.sim.scenario.model import Scenario
 
 #: --dist-backend -> the torch.distributed backend it selects, per device
 DIST_BACKENDS: dict[str, dict[str, str]] = {

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipefill.exec.errors import ExecConfigError
-from pipefill.sim.actions import QueueSpec
-from pipefill.sim.scenario import Scenario
+from pipefill.sim.program.actions import QueueSpec
+from pipefill.sim.scenario.load import Scenario
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pipefill.exec.dist.faults import DistFault
 from pipefill.exec.dist.layout import RankLayout
 from pipefill.exec.dist.rank_kernels import mesh_collectives_text
 from pipefill.exec.threads.replay import ReplayOptions
-from pipefill.sim.scenario import Scenario
+from pipefill.sim.scenario.load import Scenario
 from pipefill.traces.meta import run_metadata, versions
 
 

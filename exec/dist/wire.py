@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from pipefill.exec.kernels.model import Envelope
-from pipefill.sim.actions import INFER, SHUTDOWN, Message
+from pipefill.sim.program.actions import INFER, SHUTDOWN, Message
 from pipefill.traces.recorder import Tag
 
 MAGIC = 0x50465744  # "PFWD"
@@ -314,10 +314,12 @@ class Checker:
                             f"(allowed: {', '.join(sorted(self.queues))})", h)
         if h.call_id < 0 or h.chunk < 0 or h.epoch < 0:
             raise WireError("negative call_id, chunk or epoch", h)
-        key = (h.call_id, frame.body.get("step"))
-        seen = self.seen.setdefault(queue, set())
-        if key in seen or not isinstance(key[1], int):
-            raise WireError(f"call_id {h.call_id} step {key[1]} on {queue} was sent before "
+        step = frame.body.get("step")
+        if not isinstance(step, int):
+            raise WireError(f"step {step!r} on {queue} is not an integer", h)
+        key, seen = (h.call_id, step), self.seen.setdefault(queue, set())
+        if key in seen:
+            raise WireError(f"call_id {h.call_id} step {step} on {queue} was sent before "
                             "(a repeated message)", h)
         if h.epoch < self.last_epoch.get(queue, 0):
             raise WireError(f"epoch {h.epoch} on {queue} is older than the previous "

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from pipefill.sim.actions import QueueSpec, StageProgram
 from pipefill.sim.errors import ScenarioError
+from pipefill.sim.program.actions import QueueSpec, StageProgram
 
 if TYPE_CHECKING:
-    from pipefill.sim.scenario import Scenario
+    from pipefill.sim.graph.model import LowerBound
+    from pipefill.sim.scenario.model import Scenario
 
 
 #: what a queue carries (:meth:`Policy.queue_role`): envelopes into a generator, its
@@ -49,8 +50,9 @@ class Policy(BaseModel):
 
     Contract: :meth:`programs` returns fresh generators on every call, so one policy
     object can be run any number of times by any backend; the programs only talk to the
-    world through :mod:`pipefill.sim.actions`. :meth:`check` raises ``ScenarioError`` naming the
-    field when the scenario cannot run this policy (e.g. a missing phase cost).
+    world through :mod:`pipefill.sim.program.actions`. :meth:`check` raises
+    ``ScenarioError`` naming the field when the scenario cannot run this policy (e.g. a
+    missing phase cost).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -95,6 +97,12 @@ class Policy(BaseModel):
     def fixed_form(self) -> Policy | None:
         """A fixed-order stand-in for a timing-dependent choice (a batching window
         replaced by full batches), whose bound is an estimate; None if there is none."""
+        return None
+
+    def lower_bound(self) -> LowerBound | None:
+        """An explicit lower-bound model for an order that depends on timing (and has no
+        :meth:`fixed_form`): the bound is then labelled ``lower_bound``. None: the policy
+        has none, so a timing-dependent order of it gets no bound."""
         return None
 
     def params(self) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
-from pipefill.sim.actions import Program, QueueSpec, StageProgram
 from pipefill.sim.policies.base import CallIds, Order, Policy
 from pipefill.sim.policies.common import (
     Q_IN,
@@ -16,9 +15,10 @@ from pipefill.sim.policies.common import (
     coupling_of,
     generator_program,
 )
+from pipefill.sim.program.actions import Program, QueueSpec, StageProgram
 
 if TYPE_CHECKING:
-    from pipefill.sim.scenario import Scenario
+    from pipefill.sim.scenario.model import Scenario
 
 
 class Serial(GeneratorMesh, Policy):
