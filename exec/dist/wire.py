@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from pipefill.exec.kernels.model import Envelope
+from pipefill.exec.kernels.sliced import Activations
 from pipefill.sim.program.actions import INFER, SHUTDOWN, Message
 from pipefill.traces.recorder import Tag
 
@@ -51,7 +52,7 @@ DTYPES: dict[str, torch.dtype] = {
 DTYPE_NAMES: dict[torch.dtype, str] = {dt: name for name, dt in DTYPES.items()}
 
 #: dataclass payloads that may cross ranks (tensor or None fields only)
-PAYLOAD_TYPES: dict[str, type] = {"Envelope": Envelope}
+PAYLOAD_TYPES: dict[str, type] = {"Envelope": Envelope, "Activations": Activations}
 
 
 class WireError(RuntimeError):

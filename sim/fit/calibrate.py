@@ -14,6 +14,7 @@ the fitted rates, with their sample counts, go into ``[devices.<name>]`` and the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from pipefill.sim.errors import ScenarioError, error_from_validation
 from pipefill.sim.fit.contention import DeviceFit, solo_durations
 from pipefill.sim.fit.dispatch import DispatchFit, fit_dispatch
 from pipefill.sim.fit.robust import within_mads
+from pipefill.sim.policies.base import CONTROL, ENVELOPE
 from pipefill.sim.scenario.costs import PHASES, CostSpec
 from pipefill.sim.scenario.load import apply_overrides, build_placement, build_scenario
 from pipefill.sim.scenario.model import RunConfig, Scenario, Transport
@@ -185,14 +187,38 @@ def fit_phases(trace: Trace, costs: dict[str, Any], warmup: int, dist: str,
     return fits
 
 
-def fit_transport(trace: Trace, given: dict[str, Any]) -> dict[str, Any]:
+def send_roles(sc: Scenario) -> dict[str, str | None]:
+    """Sending stage -> what its messages carry (the policy's ``queue_role`` of the first
+    queue it sends across stages)."""
+    out: dict[str, str | None] = {}
+    for q in sc.policy.queues(sc):
+        if q.transport and q.src != q.dst:
+            out.setdefault(q.src, sc.policy.queue_role(sc, q.name))
+    return out
+
+
+def _trace_roles(meta: dict[str, Any]) -> dict[str, str | None]:
+    """:func:`send_roles` of the trace's own scenario; none if it has no valid one."""
+    raw = meta.get("scenario")
+    if not isinstance(raw, dict):
+        return {}
+    try:
+        return send_roles(build_scenario(raw))
+    except (ScenarioError, ValidationError, TypeError, ValueError):
+        return {}
+
+
+def fit_transport(trace: Trace, given: dict[str, Any],
+                  roles: Mapping[str, str | None] | None = None) -> dict[str, Any]:
     """Latency and bandwidth from ``send`` spans: a least-squares line of time vs bytes.
 
     Bytes come from each span's ``value`` (the executor records them) or else from the
-    given envelope/result sizes. A line through negative latency is refitted through
-    the origin; time that does not grow with size (an in-process handoff) is a free
-    link. With one message size the split is not identifiable: the given bandwidth is
-    kept when it explains the times, else all the time is put on the bandwidth.
+    given sizes of what the sending stage's queues carry (``roles``: stage -> role, the
+    policy's; envelopes, control tokens with no payload, else the result size). A line
+    through negative latency is refitted through the origin; time that does not grow
+    with size (an in-process handoff) is a free link. With one message size the split is
+    not identifiable: the given bandwidth is kept when it explains the times, else all
+    the time is put on the bandwidth.
     """
     out = {k: v for k, v in given.items() if v is not None}
     sp = trace.spans
@@ -203,7 +229,9 @@ def fit_transport(trace: Trace, given: dict[str, Any]) -> dict[str, Any]:
         link = Transport.model_validate(out)
     except ValidationError as exc:
         raise error_from_validation(exc, "meta.transport") from None
-    guess = np.where(sends["stage"] == "stage0", link.envelope_size, link.result_size)
+    sizes = {ENVELOPE: link.envelope_size, CONTROL: 0}
+    guess = np.array([float(sizes.get(str((roles or {}).get(st)), link.result_size))
+                      for st in sends["stage"]])
     nbytes = sends["value"].to_numpy(dtype=float)
     nbytes = np.where(np.isnan(nbytes), guess, nbytes)
     dur = (sends["end_ms"] - sends["start_ms"]).to_numpy(dtype=float)
@@ -278,7 +306,7 @@ def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
     stages = tuple(sorted(compute["stage"].unique()))
     solo, devices = solo_durations(compute, placement, stages, wu, probed)
     fits = fit_phases(trace, meta.get("costs") or {}, wu, dist, solo)
-    transport = fit_transport(trace, meta.get("transport") or {})
+    transport = fit_transport(trace, meta.get("transport") or {}, _trace_roles(meta))
     given_run = meta.get("run")
     saturated = isinstance(given_run, dict) and given_run.get("source") == "saturated"
     gaps = fit_dispatch(trace.spans, wu, saturated)
