@@ -78,7 +78,7 @@ def calibrate_cmd(
     from pipefill.sim.calibrate import calibrate_trace
     from pipefill.traces.io import read_trace, write_text
 
-    check_out(out)
+    check_out(out, (".toml",), [measured])
     with handled():
         trace = read_trace(measured)
         cal = calibrate_trace(trace, dist=dist, warmup=warmup, policy=policy, sets=sets)
@@ -165,7 +165,7 @@ def export_cmd(
     from pipefill.cli.render import print_json
     from pipefill.traces.chrome import export_chrome, read_exportable
 
-    check_out(out, (".json",))
+    check_out(out, (".json",), [trace_path])
     with handled():
         stats = export_chrome(read_exportable(trace_path), out)
     if json_:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -123,14 +123,17 @@ def handled(interrupted: Callable[[], str] | None = None) -> Iterator[None]:
         fail(str(exc), code)
 
 
-def check_out(out: Path | None, suffixes: tuple[str, ...] = ()) -> None:
-    """Fail (exit 2, naming --out) before any work when ``out`` cannot be written."""
+def check_out(out: Path | None, suffixes: tuple[str, ...] = (),
+              inputs: Sequence[Path | None] = ()) -> None:
+    """Fail (exit 2, naming --out) before any work when ``out`` cannot be written: a
+    wrong extension, an unwritable place, or one of the command's ``inputs``."""
     if out is None:
         return
-    from pipefill.traces.io import check_writable
+    from pipefill.traces.io import check_not_input, check_writable
 
     with handled():
         check_writable(out, "--out", suffixes)
+        check_not_input(out, [p for p in inputs if p is not None])
 
 
 def with_policy(policy: str | None, sets: list[str] | None) -> list[str]:

@@ -79,7 +79,7 @@ def replay_cmd(
     from pipefill.sim.scenario import load_scenario
     from pipefill.traces.metrics import compute_metrics
 
-    check_out(out, (".parquet", ".pq", ".csv"))
+    check_out(out, (".parquet", ".pq", ".csv"), [scenario, calibration])
     with handled():
         sets = [*(set_ or []), *([f"run.chunks={chunks}"] if chunks else [])]
         sc = load_scenario(scenario, with_policy(policy, sets))

@@ -54,7 +54,7 @@ def simulate_cmd(
     from pipefill.sim.engines import run
     from pipefill.sim.scenario import load_scenario
 
-    check_out(out, TABLE_SUFFIXES)
+    check_out(out, TABLE_SUFFIXES, [scenario])
     reps: ReplicaSummary | None = None
     with handled():
         sc = load_scenario(scenario, with_policy(policy, set_))
@@ -125,7 +125,7 @@ def sweep_cmd(
 
     if not grid:
         fail("--grid: give at least one axis, e.g. --grid policy.d_in=1,2,3,4")
-    check_out(out, TABLE_SUFFIXES)
+    check_out(out, TABLE_SUFFIXES, [scenario])
     sets = with_policy(policy, set_)
     with handled():
         raw, name = load_raw(scenario)
