@@ -32,11 +32,23 @@ class Command(TyperCommand):
         return _bare_help(super().get_help_option(ctx))
 
 
+#: the order ``pipefill --help`` lists commands in: predict, measure, compare, then the
+#: tools for one's own traces; a command not named here comes after these
+COMMAND_ORDER = ("simulate", "sweep", "bound", "replay", "diff", "calibrate", "report",
+                 "export", "merge", "import")
+
+
 class Group(TyperGroup):
-    """The pipefill app: ``--help`` shows no value placeholder."""
+    """The pipefill app: ``--help`` shows no value placeholder and lists the commands in
+    :data:`COMMAND_ORDER`."""
 
     def get_help_option(self, ctx: Any) -> Any:  # typer's vendored click types
         return _bare_help(super().get_help_option(ctx))
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        rank = {n: i for i, n in enumerate(COMMAND_ORDER)}
+        return sorted(names, key=lambda n: rank.get(n, len(rank)))
 
 
 def _print_version(value: bool) -> None:
@@ -139,6 +151,17 @@ def check_out(out: Path | None, suffixes: tuple[str, ...] = (),
 def with_policy(policy: str | None, sets: list[str] | None) -> list[str]:
     """The ``--set`` list with ``--policy NAME`` applied first (``policy.name=NAME``)."""
     return [*([f"policy.name={policy}"] if policy else []), *(sets or [])]
+
+
+def note_switch(scenario: Path | None, sc: Any) -> None:
+    """Say on stderr what switching the policy (``--policy``, ``--set policy.name``) kept
+    and left out, so a comparison of two policies is known to be like for like."""
+    from pipefill.sim.policies import switch_note
+    from pipefill.sim.scenario import load_raw
+
+    note = switch_note(load_raw(scenario)[0].get("policy"), sc.policy)
+    if note:
+        err_console.print(f"note: {note}", markup=False)
 
 
 @contextmanager

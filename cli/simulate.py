@@ -20,6 +20,7 @@ from pipefill.cli.app import (
     err_console,
     fail,
     handled,
+    note_switch,
     out_console,
     progress_bar,
     with_policy,
@@ -58,6 +59,7 @@ def simulate_cmd(
     reps: ReplicaSummary | None = None
     with handled():
         sc = load_scenario(scenario, with_policy(policy, set_))
+        note_switch(scenario, sc)
         # SimPy streams the trace to --out as it is recorded and computes metrics online
         metrics = run(sc, engine, out)
         if replicas > 1:
@@ -230,6 +232,7 @@ def bound_cmd(scenario: ScenarioArg = None, set_: SetOpt = None, policy: PolicyO
 
     with handled():
         sc = load_scenario(scenario, with_policy(policy, set_))
+        note_switch(scenario, sc)
         res = compute_bound(sc)
     if json_:
         print_json({"scenario": sc.name, "policy": sc.policy.params(), **res.to_json()})

@@ -33,6 +33,7 @@ from pipefill.sim.scenario import (
     apply_overrides,
     build_placement,
     build_scenario,
+    check_window,
 )
 from pipefill.traces.schema import Trace, TraceError
 from pipefill.traces.toml_writer import to_toml
@@ -303,6 +304,7 @@ def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
         raise TraceError("meta.policy", "missing: the trace names no policy; pass "
                          "--policy NAME (e.g. phase_pp) or --set policy.name=NAME")
     scenario = build_scenario(raw, name=name)
+    check_window(scenario.run)
     # the gaps of the stages the policy runs (a probe trace may name its own stages)
     gaps = [g for g in gaps if g.stage in scenario.stage_names]
     if any(g.ms > 0 for g in gaps) and "dispatch" not in raw:
