@@ -157,7 +157,7 @@ def note_switch(scenario: Path | None, sc: Any) -> None:
     """Say on stderr what switching the policy (``--policy``, ``--set policy.name``) kept
     and left out, so a comparison of two policies is known to be like for like."""
     from pipefill.sim.policies import switch_note
-    from pipefill.sim.scenario import load_raw
+    from pipefill.sim.scenario.load import load_raw
 
     note = switch_note(load_raw(scenario)[0].get("policy"), sc.policy)
     if note:
