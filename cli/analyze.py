@@ -85,8 +85,9 @@ def calibrate_cmd(
         if probe_contention:
             cal = calibrate_trace(trace, dist=dist, warmup=warmup, policy=policy, sets=sets,
                                   probed=_probe(cal.scenario, device))
-        write_text(out, cal.toml(header=f"pipefill calibrate {measured.name} "
-                                 f"(source {trace.source}, {trace.meta.get('device', '?')})"))
+        write_text(out, cal.toml(header=_header(measured, trace.meta)))
+    for warning in cal.warnings():
+        err_console.print(f"warning: {warning}", markup=False)
     if json_:
         print_json({"out": str(out), "costs": cal.raw["costs"], "transport": cal.transport,
                     "samples": {f.phase: f.samples for f in cal.fits},
@@ -95,9 +96,18 @@ def calibrate_cmd(
                                            "overlapped": d.overlapped,
                                            "solo_calls": d.solo_calls} for d in cal.devices},
                     "rates": {d: t.get("rate") for d, t in (cal.raw.get("devices") or {}).items()},
-                    "notes": cal.notes()})
+                    "notes": cal.notes(), "warnings": cal.warnings()})
         return
     print_calibration(measured.name, cal, out)
+
+
+def _header(measured: Path, meta: dict[str, Any]) -> str:
+    """The calibrated scenario's first comment: the command and where the trace came from
+    (what the trace says: a probe trace names no device)."""
+    given = {k: meta.get(k) for k in ("source", "backend", "device")}
+    source = [f"{k} {v}" for k, v in given.items() if isinstance(v, str) and v
+              and v != "none" and (k == "source" or v != given["source"])]
+    return f"pipefill calibrate {measured.name}" + (f" ({', '.join(source)})" if source else "")
 
 
 def _probe(sc: Any, device: str) -> dict[str, tuple[dict[int, float], str]]:

@@ -269,9 +269,10 @@ def print_calibration(source: str, cal: Any, out: Any) -> None:
         table.add_row(f.phase, str(f.spec.get("dist", "constant")), _fmt(f.mean_ms if f.samples
                       else None), _fmt(f.cv if f.samples else None), note, str(f.outliers))
     out_console.print(table)
-    tr = cal.transport
-    out_console.print(f"transport: latency {tr.get('latency_ms')} ms, "
-                      f"bandwidth {tr.get('bandwidth_gbps')} GB/s")
+    link = cal.scenario.transport
+    out_console.print(f"transport: latency {link.latency_ms:g} ms, bandwidth "
+                      f"{link.bandwidth_gbps:g} GB/s, envelope {link.envelope_size} B, result "
+                      f"{link.result_size} B")
     for dev in cal.devices:
         out_console.print(dev.describe())
         for note in dev.notes:

@@ -60,6 +60,9 @@ class NullStage:
     def send(self, queue: str, **tags: Any) -> None:
         return None
 
+    def transfer(self, queue: str, **tags: Any) -> _NullSpan:
+        return _NULL_SPAN
+
 
 class NullRecorder:
     """The probe switched off: the same calls as :class:`Recorder`, recording nothing."""
