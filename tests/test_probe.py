@@ -129,8 +129,8 @@ def test_a_spill_is_arrow_and_a_planted_pickle_never_runs(tmp_path):
         def __reduce__(self):
             return (open, (str(ran), "w"))
 
-    with open(spill, "wb") as fh:
-        pickle.dump([Payload()], fh)
+    with open(spill, "wb") as planted:
+        pickle.dump([Payload()], planted)
     with pytest.raises(pa.ArrowInvalid):  # not an Arrow file: nothing is run
         store.rows()
     assert not ran.exists()
