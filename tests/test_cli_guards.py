@@ -106,7 +106,11 @@ def test_a_negative_hard_cut_is_refused():
 def test_a_warm_up_as_long_as_the_run_is_refused(cmd):
     res = runner.invoke(app, [cmd, "--set", "run.chunks=8", "--set", "run.warmup=8"])
     assert _one_error_line(res) == ("error: run.warmup: 8 leaves no steady-state window in a "
-                                    "run of 8 chunks (it must be below run.chunks)")
+                                    "run of 8 chunks (it must be below run.chunks: --set "
+                                    "run.warmup=N)")
+    res = runner.invoke(app, [cmd, "--set", "run.chunks=1", "--set", "run.warmup=0"])
+    assert _one_error_line(res) == ("error: run.chunks: 1 chunk has no steady-state window (a "
+                                    "period is the gap between two emits: give at least 2)")
 
 
 def test_a_sweep_point_without_a_window_is_refused():

@@ -22,7 +22,7 @@ def test_fewer_chunks_than_the_warm_up_is_refused():
     res = runner.invoke(app, ["simulate", "--set", "run.chunks=5"])
     assert res.exit_code == 2 and res.stdout == ""
     assert res.stderr == ("error: run.warmup: 10 leaves no steady-state window in a run of 5 "
-                          "chunks (it must be below run.chunks)\n")
+                          "chunks (it must be below run.chunks: --set run.warmup=N)\n")
 
 
 def test_a_trace_too_short_for_the_warm_up_says_there_is_no_window():

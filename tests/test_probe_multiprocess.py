@@ -41,6 +41,15 @@ def test_each_rank_saves_its_own_file_with_two_handshakes(ranks):
     assert r0.marks("input")["chunk"].tolist() == list(range(CHUNKS))
 
 
+def test_calibrating_one_rank_alone_says_to_merge_first(ranks, tmp_path):
+    res = runner.invoke(app, ["calibrate", str(ranks / "rank0.parquet"), "--out",
+                              str(tmp_path / "r0.toml")])
+    assert res.exit_code == 2 and not (tmp_path / "r0.toml").exists()
+    assert res.stderr == ("error: costs.denoise: missing: policy phase_pp runs denoise (one "
+                          "rank's probe file? merge the ranks first: pipefill merge "
+                          "rank0.parquet rank1.parquet --out run.parquet)\n")
+
+
 def test_merged_calibrated_and_simulated(ranks, tmp_path):
     merged, scenario = tmp_path / "two.parquet", tmp_path / "two.toml"
     res = runner.invoke(app, ["merge", str(ranks / "rank0.parquet"),

@@ -269,7 +269,14 @@ def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
     if isinstance(pol, dict) and not pol.get("name"):
         raise TraceError("meta.policy", "missing: the trace names no policy; pass "
                          "--policy NAME (e.g. phase_pp) or --set policy.name=NAME")
-    scenario = build_scenario(raw, name=name)
+    try:
+        scenario = build_scenario(raw, name=name)
+    except ScenarioError as exc:
+        if isinstance(meta.get("probe"), dict) and str(exc.field).startswith("costs."):
+            raise ScenarioError(exc.field, f"{str(exc).split(': ', 1)[1]} (one rank's probe "
+                                "file? merge the ranks first: pipefill merge rank0.parquet "
+                                "rank1.parquet --out run.parquet)") from None
+        raise
     check_window(scenario.run)
     # the gaps of the stages the policy runs (a probe trace may name its own stages)
     gaps = [g for g in gaps if g.stage in scenario.stage_names]

@@ -221,7 +221,11 @@ def check_window(run: RunConfig) -> None:
     not by :func:`build_scenario`, so tests may still build runs of a chunk or two."""
     if run.warmup >= run.chunks:
         raise ScenarioError("run.warmup", f"{run.warmup} leaves no steady-state window in a "
-                            f"run of {run.chunks} chunks (it must be below run.chunks)")
+                            f"run of {run.chunks} chunks (it must be below run.chunks: "
+                            "--set run.warmup=N)")
+    if run.chunks < 2:
+        raise ScenarioError("run.chunks", f"{run.chunks} chunk has no steady-state window "
+                            "(a period is the gap between two emits: give at least 2)")
 
 
 def load_scenario(path: str | Path | None = None, sets: list[str] | None = None) -> Scenario:
