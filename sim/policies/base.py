@@ -12,6 +12,7 @@ from pipefill.sim.errors import ScenarioError
 from pipefill.sim.program.actions import QueueSpec, StageProgram
 
 if TYPE_CHECKING:
+    from pipefill.sim.graph.model import LowerBound
     from pipefill.sim.scenario.model import Scenario
 
 
@@ -95,6 +96,12 @@ class Policy(BaseModel):
     def fixed_form(self) -> Policy | None:
         """A fixed-order stand-in for a timing-dependent choice (a batching window
         replaced by full batches), whose bound is an estimate; None if there is none."""
+        return None
+
+    def lower_bound(self) -> LowerBound | None:
+        """An explicit lower-bound model for an order that depends on timing (and has no
+        :meth:`fixed_form`): the bound is then labelled ``lower_bound``. None: the policy
+        has none, so a timing-dependent order of it gets no bound."""
         return None
 
     def params(self) -> dict[str, Any]:
