@@ -89,14 +89,7 @@ def calibrate_cmd(
     for warning in cal.warnings():
         err_console.print(f"warning: {warning}", markup=False)
     if json_:
-        print_json({"out": str(out), "costs": cal.raw["costs"], "transport": cal.transport,
-                    "samples": {f.phase: f.samples for f in cal.fits},
-                    "outliers": {f.phase: f.outliers for f in cal.fits},
-                    "devices": {d.device: {"rates": d.rates, "fitted": list(d.fitted),
-                                           "overlapped": d.overlapped,
-                                           "solo_calls": d.solo_calls} for d in cal.devices},
-                    "rates": {d: t.get("rate") for d, t in (cal.raw.get("devices") or {}).items()},
-                    "notes": cal.notes(), "warnings": cal.warnings()})
+        print_json({"out": str(out), **cal.to_json()})
         return
     print_calibration(measured.name, cal, out)
 
