@@ -4,7 +4,13 @@ Each command module parses its arguments, calls one library function and renders
 result with :mod:`pipefill.cli.render`; :mod:`pipefill.cli.app` owns the exit codes.
 """
 
-from pipefill.cli import analyze, measure, replay, simulate  # noqa: F401  (registers commands)
+from pipefill.cli import (  # noqa: F401  (registers commands)
+    analyze,
+    discover,
+    measure,
+    replay,
+    simulate,
+)
 from pipefill.cli.app import app
 
 

@@ -14,6 +14,7 @@ from pipefill.cli.app import err_console, out_console
 
 if TYPE_CHECKING:  # rendering never needs pandas or the simulator loaded
     from pipefill.sim.bound.analysis import Bound
+    from pipefill.sim.policies.catalog import PolicyDoc
     from pipefill.sim.scenario.model import Scenario
     from pipefill.sim.sweep.grid import BestPick
     from pipefill.sim.sweep.replicas import ReplicaSummary
@@ -234,8 +235,13 @@ def print_sweep(name: str, table: Any, axes: list[str]) -> None:
         view.add_column(header, justify="left" if header == "error" else "right",
                         overflow="fold" if header == "error" else "ellipsis")
     for rec in table.to_dict(orient="records"):
-        view.add_row(*(_fmt(_scaled(rec.get(c), k)) for c, _, k in cols))
+        view.add_row(*("n/a" if c in axes and rec.get(c) is None else _fmt(_scaled(rec.get(c), k))
+                       for c, _, k in cols))
     out_console.print(view)
+    ignored = [a for a in axes if table[a].isna().any()]
+    if ignored:
+        out_console.print(f"n/a: {', '.join(ignored)} is not a field of that point's policy "
+                          "(the axis is ignored there)", markup=False)
     if "engine" in table.columns:  # which engine ran the points (the column has each's)
         counts = table["engine"].value_counts()
         out_console.print("engine: " + ", ".join(f"{e} for {n} point{'s' * (n != 1)}"
@@ -264,9 +270,10 @@ def print_calibration(source: str, cal: Any, out: Any) -> None:
         table.add_row(f.phase, str(f.spec.get("dist", "constant")), _fmt(f.mean_ms if f.samples
                       else None), _fmt(f.cv if f.samples else None), note, str(f.outliers))
     out_console.print(table)
-    tr = cal.transport
-    out_console.print(f"transport: latency {tr.get('latency_ms')} ms, "
-                      f"bandwidth {tr.get('bandwidth_gbps')} GB/s")
+    link = cal.scenario.transport
+    out_console.print(f"transport: latency {link.latency_ms:g} ms, bandwidth "
+                      f"{link.bandwidth_gbps:g} GB/s, envelope {link.envelope_size} B, result "
+                      f"{link.result_size} B")
     for dev in cal.devices:
         out_console.print(dev.describe())
         for note in dev.notes:
@@ -287,3 +294,28 @@ def print_sweep_summary(outcome: Any) -> None:
     errors = int(table["error"].notna().sum()) if "error" in table.columns else 0
     err_console.print(f"sweep: {len(table)} points ({outcome.ran} run, {outcome.reused} "
                       f"resumed, {errors} with errors) on {outcome.where}", markup=False)
+
+
+def print_policies(docs: list[PolicyDoc], detailed: bool) -> None:
+    """One table per policy: its fields (with ``detailed``, the contract first); else one
+    line per policy and its field names."""
+    if not detailed:
+        table = Table(title="policies (pipefill policies NAME for one's fields)",
+                      header_style="bold")
+        for col in ("policy", "what it does", "fields"):
+            table.add_column(col)
+        for d in docs:
+            table.add_row(d.name, d.summary, ", ".join(f.name for f in d.fields))
+        out_console.print(table)
+        return
+    for d in docs:
+        out_console.print(f"{d.name}: {d.summary}", markup=False)
+        if d.details:
+            out_console.print(d.details, markup=False)
+        table = Table(header_style="bold")
+        for col in ("field", "type", "default", "allowed", "meaning"):
+            table.add_column(col)
+        for f in d.fields:
+            table.add_row(f.name, f.type, "unset" if f.default is None else str(f.default),
+                          f.range, Text(f.description))
+        out_console.print(table)

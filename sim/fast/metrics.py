@@ -5,7 +5,7 @@ one session's schedule: the steady window after the warm-up, period (mean emit g
 its median, fps, per-chunk stage busy time and OverlapScore, overlap_window, bubbles,
 TTFF, latency percentiles, mesh idle gaps, deadline misses, queue depths, bytes and
 memory in flight (queue changes at one instant in recording order, as in the fast
-path's trace). ``tests/test_fast_metrics.py`` checks every key against
+path's trace). ``tests/sim/fast/test_fast_metrics.py`` checks every key against
 ``compute_metrics`` on the same run's trace.
 """
 
@@ -19,7 +19,13 @@ from numba import njit
 
 from pipefill.sim.fast.path import Timed
 from pipefill.sim.scenario.model import Scenario
-from pipefill.traces.metrics import BURSTY_TOLERANCE, SUMMARY_KEYS, overlap_window, steady_window
+from pipefill.traces.metrics import (
+    BURSTY_TOLERANCE,
+    SUMMARY_KEYS,
+    clamp_unit,
+    overlap_window,
+    steady_window,
+)
 
 
 @dataclass(frozen=True)
@@ -234,7 +240,7 @@ def _overlap(res: dict[str, Any], ix: MetricIndex, start: np.ndarray, end: np.nd
     ok = low > 0
     if ok.any():
         hidden = np.maximum(0.0, s0 + s1 - periods)
-        res["overlap_score"] = float(np.median(hidden[ok] / low[ok]))
+        res["overlap_score"] = clamp_unit(float(np.median(hidden[ok] / low[ok])))
 
 
 def _window_fill(res: dict[str, Any], ix: MetricIndex, start: np.ndarray, end: np.ndarray,
