@@ -20,7 +20,7 @@ from pipefill.sim.fit.calibrate import (
     fit_samples,
     trim_outliers,
 )
-from pipefill.sim.fit.transport import fit_transport, send_roles
+from pipefill.sim.fit.transport import fit_link, fit_transport, send_roles
 from pipefill.sim.scenario.load import build_scenario
 from pipefill.sim.scenario.model import Transport
 from pipefill.traces.io import write_trace
@@ -106,6 +106,17 @@ def test_sends_without_bytes_are_sized_by_what_the_policy_says_the_stage_sends()
     assert fit["latency_ms"] == pytest.approx(0.5) and fit["bandwidth_gbps"] == pytest.approx(1)
     unknown = fit_transport(rec.trace({}), given)  # no policy: every message a result
     assert unknown["bandwidth_gbps"] != pytest.approx(1)
+
+
+def test_message_sizes_are_taken_from_the_stages_the_policy_says_send_them():
+    rec = Recorder()
+    for i, (stage, nbytes) in enumerate([("front", 300.0), ("back", 900.0), ("front", 500.0),
+                                         ("back", 700.0), ("front", 400.0)]):
+        rec.span("send", stage, "comm", Tag(0, i), 10.0 * i, 10.0 * i + 1.0, value=nbytes)
+    free = {"envelope_bytes": 0, "result_bytes": 0}
+    link = fit_link(rec.trace({}), free, {"front": "envelope", "back": "result"})
+    assert link.sizes == {"envelope_bytes": 400, "result_bytes": 800}  # the medians
+    assert fit_link(rec.trace({}), free).sizes == {}  # no policy: no sender is known
 
 
 toml_scalar = st.one_of(st.booleans(), st.integers(-10**6, 10**6), st.text(max_size=8),
