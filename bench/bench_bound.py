@@ -12,9 +12,9 @@ import argparse
 import math
 import time
 
-from pipefill.sim.bound import compute_bound, period_bound
-from pipefill.sim.engine import simulate
-from pipefill.sim.scenario import load_scenario
+from pipefill.sim.bound.analysis import compute_bound, period_bound
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.scenario.load import load_scenario
 
 DETERMINISTIC = [f"costs.{p}.cv=0" for p in
                  ("build", "denoise", "recompute", "decode", "anchor_decode", "encode")]

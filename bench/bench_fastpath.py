@@ -20,10 +20,10 @@ import time
 import ciw
 import numpy as np
 
-from pipefill.sim.engine import SimEngine
-from pipefill.sim.fast_metrics import fast_metrics, metric_index
-from pipefill.sim.fastpath import compile_plan, time_batch
-from pipefill.sim.scenario import build_scenario
+from pipefill.sim.engine.core import SimEngine
+from pipefill.sim.fast.metrics import fast_metrics, metric_index
+from pipefill.sim.fast.path import compile_plan, time_batch
+from pipefill.sim.scenario.load import build_scenario
 
 
 def tandem(chunks: int, seed: int = 0):

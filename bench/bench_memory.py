@@ -22,17 +22,17 @@ from pathlib import Path
 
 CHILD = r"""
 import json, resource, sys, time
-from pipefill.sim.scenario import load_scenario
+from pipefill.sim.scenario.load import load_scenario
 mode, chunks, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 sc = load_scenario(None, [f"run.chunks={chunks}"])
 t0 = time.perf_counter()
 if mode == "held":
-    from pipefill.sim.engine import simulate
+    from pipefill.sim.engine.core import simulate
     from pipefill.traces.metrics import compute_metrics
     period = compute_metrics(simulate(sc))["period_ms"]
 else:
-    from pipefill.sim.stream import simulate_summary
+    from pipefill.sim.engine.stream import simulate_summary
     period = simulate_summary(sc, out if mode == "stream+out" else None).metrics["period_ms"]
 wall = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -16,8 +16,8 @@ import argparse
 import time
 import tracemalloc
 
-from pipefill.sim.engine import simulate
-from pipefill.sim.scenario import load_scenario
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.scenario.load import load_scenario
 from pipefill.traces.metrics import compute_metrics
 
 TANDEM = ['policy={name="phase_pp", recompute="r1", d_in=2, d_out=2}',

@@ -19,9 +19,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from pipefill.sim.scenario import load_raw
-from pipefill.sim.sweep import Axis, SweepPoint, plan_points, run_task
-from pipefill.sim.sweep_exec import (
+from pipefill.sim.scenario.load import load_raw
+from pipefill.sim.sweep.executors import (
     ExecSpec,
     SerialExecutor,
     SweepExecutor,
@@ -29,6 +28,7 @@ from pipefill.sim.sweep_exec import (
     make_executor,
     task_size,
 )
+from pipefill.sim.sweep.grid import Axis, SweepPoint, plan_points, run_task
 
 #: (label, scheduler, workers)
 CASES = [("this process", None, 1), ("pool", None, 2), ("dask local", "local", 1),

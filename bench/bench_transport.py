@@ -38,7 +38,7 @@ from pipefill.exec.dist.config import RankPlan
 from pipefill.exec.dist.link import PeerLink, noop
 from pipefill.exec.dist.rendezvous import sync_clock
 from pipefill.exec.dist.wire import Checker, Frame, Header, frame_message, message_frame
-from pipefill.sim.actions import INFER, Message
+from pipefill.sim.program.actions import INFER, Message
 from pipefill.traces.recorder import Tag
 
 WARMUP = 3

@@ -37,9 +37,10 @@ import pandas as pd
 
 from pipefill.exec.threads.replay import ReplayOptions, replay
 from pipefill.exec.threads.trust import free_cores
-from pipefill.sim.calibrate import calibrate_trace
-from pipefill.sim.engine import simulate
-from pipefill.sim.scenario import Scenario, build_scenario
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.fit.calibrate import calibrate_trace
+from pipefill.sim.scenario.load import build_scenario
+from pipefill.sim.scenario.model import Scenario
 from pipefill.traces.io import write_table
 from pipefill.traces.metrics import compute_metrics
 

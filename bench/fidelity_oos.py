@@ -43,9 +43,9 @@ from pipefill.exec.threads.placement import available_cores
 from pipefill.exec.threads.probe import probe_contention
 from pipefill.exec.threads.replay import ReplayOptions, replay
 from pipefill.exec.threads.runtime import open_runtime
-from pipefill.sim.calibrate import calibrate_trace
-from pipefill.sim.engine import simulate
-from pipefill.sim.scenario import build_scenario
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.fit.calibrate import calibrate_trace
+from pipefill.sim.scenario.load import build_scenario
 from pipefill.traces.metrics import compute_metrics
 
 #: stage costs (ms) before --scale; stage0 = build + decode (+ encode), stage1 = 2 denoise

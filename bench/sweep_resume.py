@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipefill.sim.sweep_store import parts_dir_of
+from pipefill.sim.sweep.store import parts_dir_of
 
 # 4 x 4 x 2 x 2 x 12 = 768 points
 GRID = ["--grid", "policy.d_in=1,2,3,4", "--grid", "policy.d_out=1,2,3,4",

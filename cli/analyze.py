@@ -75,7 +75,7 @@ def calibrate_cmd(
     device's contention rates from calls that overlapped (or from --probe-contention).
     """
     from pipefill.cli.render import print_calibration, print_json
-    from pipefill.sim.calibrate import calibrate_trace
+    from pipefill.sim.fit.calibrate import calibrate_trace
     from pipefill.traces.io import read_trace, write_text
 
     check_out(out)
@@ -139,7 +139,7 @@ def report_cmd(
     # imported here: matplotlib is slow to load and only this command needs it
     from pipefill.cli.render import print_json
     from pipefill.reports.build import ReportOptions, build_report
-    from pipefill.sim.trace_bound import bound_of_simulated
+    from pipefill.sim.bound.trace import bound_of_simulated
 
     with handled():
         if bound is None:

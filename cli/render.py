@@ -13,10 +13,10 @@ from rich.text import Text
 from pipefill.cli.app import err_console, out_console
 
 if TYPE_CHECKING:  # rendering never needs pandas or the simulator loaded
-    from pipefill.sim.bound import Bound
-    from pipefill.sim.replicas import ReplicaSummary
-    from pipefill.sim.scenario import Scenario
-    from pipefill.sim.sweep import BestPick
+    from pipefill.sim.bound.analysis import Bound
+    from pipefill.sim.scenario.model import Scenario
+    from pipefill.sim.sweep.grid import BestPick
+    from pipefill.sim.sweep.replicas import ReplicaSummary
 
 
 def jsonable(obj: Any) -> Any:

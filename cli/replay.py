@@ -76,7 +76,7 @@ def replay_cmd(
     from pipefill.exec.backends import ReplayRequest, replay_to_file
     from pipefill.exec.dist.config import DistOptions
     from pipefill.exec.threads.replay import ReplayOptions
-    from pipefill.sim.scenario import load_scenario
+    from pipefill.sim.scenario.load import load_scenario
     from pipefill.traces.metrics import compute_metrics
 
     check_out(out, (".parquet", ".pq", ".csv"))

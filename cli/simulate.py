@@ -26,7 +26,7 @@ from pipefill.cli.app import (
 )
 
 if TYPE_CHECKING:
-    from pipefill.sim.replicas import ReplicaSummary
+    from pipefill.sim.sweep.replicas import ReplicaSummary
 
 # library modules are imported inside the commands: `pipefill --help` and `bound` should
 # not pay for pandas and the simulator (see README, start-up)
@@ -51,8 +51,8 @@ def simulate_cmd(
 ) -> None:
     """Predict period, FPS, OverlapScore, bubbles and TTFF of one scenario."""
     from pipefill.cli.render import describe, print_json, print_replicas, print_summary
-    from pipefill.sim.engines import run
-    from pipefill.sim.scenario import load_scenario
+    from pipefill.sim.engine.choice import run
+    from pipefill.sim.scenario.load import load_scenario
 
     check_out(out, TABLE_SUFFIXES)
     reps: ReplicaSummary | None = None
@@ -75,7 +75,7 @@ def simulate_cmd(
 
 def _replicas(sc: Any, replicas: int, workers: int, json_: bool,
               engine: str) -> ReplicaSummary:
-    from pipefill.sim.replicas import run_replicas
+    from pipefill.sim.sweep.replicas import run_replicas
 
     with progress_bar("replicas", enabled=not json_ and sys.stderr.isatty()) as update:
         return run_replicas(sc.raw, sc.name, replicas, workers, update, engine)
@@ -119,9 +119,9 @@ def sweep_cmd(
 ) -> None:
     """Run a what-if grid over any fields; one row of metrics per point."""
     from pipefill.cli.render import print_best, print_json, print_sweep
-    from pipefill.sim.scenario import load_raw
-    from pipefill.sim.sweep import best_point, parse_axis
-    from pipefill.sim.sweep_exec import ExecSpec
+    from pipefill.sim.scenario.load import load_raw
+    from pipefill.sim.sweep.executors import ExecSpec
+    from pipefill.sim.sweep.grid import best_point, parse_axis
 
     if not grid:
         fail("--grid: give at least one axis, e.g. --grid policy.d_in=1,2,3,4")
@@ -171,9 +171,9 @@ def _run_sweep(raw: dict[str, Any], name: str, sets: list[str], axes: list[Any],
     """Run the grid (streaming finished tasks to ``--out``.parts) and write ``--out``; on
     Ctrl-C write the finished points to ``--out`` too, say how many, exit 130."""
     from pipefill.cli.render import print_sweep_summary
-    from pipefill.sim.sweep import SweepInterrupted, plan_points, sweep_meta
-    from pipefill.sim.sweep_exec import SweepTimeout, scheduler_kind
-    from pipefill.sim.sweep_store import open_store
+    from pipefill.sim.sweep.executors import SweepTimeout, scheduler_kind
+    from pipefill.sim.sweep.grid import SweepInterrupted, plan_points, sweep_meta
+    from pipefill.sim.sweep.store import open_store
     from pipefill.traces.io import write_table
 
     meta = sweep_meta(raw, name, sets, axes)
@@ -206,8 +206,8 @@ def _run_sweep(raw: dict[str, Any], name: str, sets: list[str], axes: list[Any],
 
 def _execute(points: list[Any], axes: list[str], store: Any, run: SweepRun, tty: bool) -> Any:
     """The sweep on a fresh executor, always closed (pool processes or cluster)."""
-    from pipefill.sim.sweep import execute_sweep
-    from pipefill.sim.sweep_exec import make_executor
+    from pipefill.sim.sweep.executors import make_executor
+    from pipefill.sim.sweep.grid import execute_sweep
 
     executor = None
     try:
@@ -225,8 +225,8 @@ def bound_cmd(scenario: ScenarioArg = None, set_: SetOpt = None, policy: PolicyO
               json_: JsonOpt = False) -> None:
     """Analytic steady-state period, its critical cycle and what would move it."""
     from pipefill.cli.render import describe, print_bound, print_json
-    from pipefill.sim.bound import compute_bound
-    from pipefill.sim.scenario import load_scenario
+    from pipefill.sim.bound.analysis import compute_bound
+    from pipefill.sim.scenario.load import load_scenario
 
     with handled():
         sc = load_scenario(scenario, with_policy(policy, set_))

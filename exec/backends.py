@@ -23,7 +23,7 @@ from pipefill.exec.errors import ExecConfigError, ExecError
 from pipefill.exec.kernels.registry import Fault
 from pipefill.exec.threads.backend import Progress
 from pipefill.exec.threads.replay import ReplayOptions, replay
-from pipefill.sim.scenario import Scenario
+from pipefill.sim.scenario.model import Scenario
 from pipefill.traces.io import read_trace, write_trace
 from pipefill.traces.schema import Trace
 

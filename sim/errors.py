@@ -1,6 +1,6 @@
 """Typed errors of the simulator's inputs and runs (a leaf module: it imports nothing of ours).
 
-Scenario validation lives in :mod:`pipefill.sim.scenario` and policy validation in
+Scenario validation lives in :mod:`pipefill.sim.scenario.load` and policy validation in
 :mod:`pipefill.sim.policies`; both raise :class:`ScenarioError`, defined here so neither
 has to import the other to do so.
 """

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pipefill.sim.actions import Get, Poll, Program, QueueSpec, Reserve, StageProgram
 from pipefill.sim.policies.base import Policy
-from pipefill.sim.scenario import Scenario
+from pipefill.sim.program.actions import Get, Poll, Program, QueueSpec, Reserve, StageProgram
+from pipefill.sim.scenario.model import Scenario
 from tests.conftest import make_scenario
 
 

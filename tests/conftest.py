@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from pipefill.sim.scenario import Scenario, build_scenario
+from pipefill.sim.scenario.load import build_scenario
+from pipefill.sim.scenario.model import Scenario
 
 #: zero-cost transport so hand-derived schedules only contain compute
 NO_TRANSPORT = {"latency_ms": 0.0, "bandwidth_gbps": 1.0, "envelope_bytes": 0, "result_bytes": 0}

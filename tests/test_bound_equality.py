@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipefill.sim.bound import period_bound
-from pipefill.sim.engine import simulate
-from pipefill.sim.scenario import build_scenario
+from pipefill.sim.bound.analysis import period_bound
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.scenario.load import build_scenario
 
 CHUNKS, DRAIN, WINDOW = 150, 30, 12
 SETTINGS = settings(max_examples=30, deadline=None)

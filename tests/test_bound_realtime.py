@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipefill.sim.bound import period_bound
-from pipefill.sim.engine import simulate
-from pipefill.sim.scenario import build_scenario
+from pipefill.sim.bound.analysis import period_bound
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.scenario.load import build_scenario
 
 RAW = {
     "run": {"chunks": 200, "warmup": 2, "source": "realtime", "fps_in": 200.0},

@@ -13,15 +13,15 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from pipefill.cli import app
-from pipefill.sim.calibrate import (
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.fit.calibrate import (
     calibrate_trace,
     choose_dist,
     fit_samples,
     fit_transport,
     trim_outliers,
 )
-from pipefill.sim.engine import simulate
-from pipefill.sim.scenario import build_scenario
+from pipefill.sim.scenario.load import build_scenario
 from pipefill.traces.io import write_trace
 from pipefill.traces.metrics import compute_metrics
 from pipefill.traces.recorder import Recorder, Tag

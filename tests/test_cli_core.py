@@ -99,9 +99,9 @@ def test_sweep_bad_axis_exits_2_without_output(tmp_path):
 
 
 def test_report_takes_the_bound_from_a_simulated_trace(tmp_path):
-    from pipefill.sim.bound import compute_bound
-    from pipefill.sim.scenario import load_scenario
-    from pipefill.sim.trace_bound import bound_of_simulated
+    from pipefill.sim.bound.analysis import compute_bound
+    from pipefill.sim.bound.trace import bound_of_simulated
+    from pipefill.sim.scenario.load import load_scenario
 
     trace, table = tmp_path / "t.parquet", tmp_path / "sw.parquet"
     assert runner.invoke(app, ["simulate", *SMALL, "--out", str(trace)]).exit_code == 0

@@ -123,7 +123,7 @@ def _interrupt(*_args, **_kwargs):
 
 
 def test_ctrl_c_on_simulate_says_interrupted(monkeypatch):
-    import pipefill.sim.engines as engines
+    import pipefill.sim.engine.choice as engines
 
     monkeypatch.setattr(engines, "run", _interrupt)  # whichever engine runs it
     res = runner.invoke(app, ["simulate", *SMALL])
@@ -131,7 +131,7 @@ def test_ctrl_c_on_simulate_says_interrupted(monkeypatch):
 
 
 def test_ctrl_c_on_replicas_says_interrupted(monkeypatch):
-    import pipefill.sim.replicas as replicas
+    import pipefill.sim.sweep.replicas as replicas
 
     monkeypatch.setattr(replicas, "run_replicas", _interrupt)
     res = runner.invoke(app, ["simulate", *SMALL, "--replicas", "3"])
@@ -139,7 +139,7 @@ def test_ctrl_c_on_replicas_says_interrupted(monkeypatch):
 
 
 def test_ctrl_c_on_a_sweep_keeps_the_finished_points(monkeypatch, tmp_path):
-    import pipefill.sim.sweep as sweep
+    import pipefill.sim.sweep.grid as sweep
 
     calls = {"n": 0}
     real = sweep.metrics_batch  # one call per task, one point per task here

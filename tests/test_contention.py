@@ -9,11 +9,11 @@ import simpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipefill.sim.bound import compute_bound
-from pipefill.sim.contention import SharedDevice
-from pipefill.sim.devices import DeviceSpec
-from pipefill.sim.engine import simulate
-from pipefill.sim.scenario import ScenarioError, build_scenario
+from pipefill.sim.bound.analysis import compute_bound
+from pipefill.sim.engine.contention import SharedDevice
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.scenario.devices import DeviceSpec
+from pipefill.sim.scenario.load import ScenarioError, build_scenario
 
 
 def _finish_times(jobs: list[tuple[float, float]], rate: dict[int, float]) -> list[float]:
@@ -169,7 +169,7 @@ def assert_period_in_range(sc: Any) -> None:
 
 
 def test_shared_device_never_takes_the_fast_path() -> None:
-    from pipefill.sim.engines import choose
+    from pipefill.sim.engine.choice import choose
 
     serial = {"name": "serial"}  # fixed order: the fast path's unless a device is shared
     sc = _scenario(SHARED, serial)

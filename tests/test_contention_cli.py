@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipefill.cli import app
-from pipefill.sim.scenario import load_scenario
+from pipefill.sim.scenario.load import load_scenario
 
 runner = CliRunner()
 SHARED = ["--set", 'placement.stage0="g"', "--set", 'placement.stage1="g"',

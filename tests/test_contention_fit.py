@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipefill.sim.calibrate import calibrate_trace
-from pipefill.sim.contention_fit import overlap_levels
-from pipefill.sim.engine import simulate
-from pipefill.sim.scenario import build_scenario
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.fit.calibrate import calibrate_trace
+from pipefill.sim.fit.contention import overlap_levels
+from pipefill.sim.scenario.load import build_scenario
 from pipefill.traces.meta import run_metadata
 from pipefill.traces.recorder import Recorder, Tag
 

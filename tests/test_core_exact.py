@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipefill.sim.engine import simulate
+from pipefill.sim.engine.core import simulate
 from pipefill.traces.metrics import compute_metrics
 from tests.conftest import make_scenario
 

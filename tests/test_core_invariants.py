@@ -7,8 +7,8 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipefill.sim.costs import PHASES
-from pipefill.sim.engine import simulate
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.scenario.costs import PHASES
 from tests.conftest import make_scenario
 
 SETTINGS = settings(suppress_health_check=[HealthCheck.too_slow])

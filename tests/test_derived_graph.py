@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipefill.sim.bound import period_bound
-from pipefill.sim.derived_graph import period
-from pipefill.sim.engine import simulate
-from pipefill.sim.schedule import COMPUTE, derive
+from pipefill.sim.bound.analysis import period_bound
+from pipefill.sim.bound.derived import period
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.schedule.derive import COMPUTE, derive
 from tests.conftest import make_scenario
 from tests.test_bound_equality import steady_period
 

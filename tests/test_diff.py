@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipefill.cli import app
-from pipefill.sim.engine import simulate
+from pipefill.sim.engine.core import simulate
 from pipefill.sim.policies import POLICIES
 from pipefill.traces.diff import diff_traces
 from pipefill.traces.io import write_trace

@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from pipefill.cli import app
-from pipefill.sim.bound import compute_bound, period_bound
-from pipefill.sim.calibrate import calibrate_trace
-from pipefill.sim.engine import simulate
+from pipefill.sim.bound.analysis import compute_bound, period_bound
+from pipefill.sim.engine.core import simulate
 from pipefill.sim.errors import ScenarioError
-from pipefill.sim.fastpath import fast_reason
-from pipefill.sim.scenario import build_scenario
+from pipefill.sim.fast.path import fast_reason
+from pipefill.sim.fit.calibrate import calibrate_trace
+from pipefill.sim.scenario.load import build_scenario
 from pipefill.traces.metrics import compute_metrics
 from pipefill.traces.schema import Trace
 from tests import test_bound_equality as tb
@@ -183,7 +183,7 @@ def test_a_stage_the_policy_does_not_run_gets_no_gap():
 
 
 def test_a_preemption_in_a_serial_gap_is_dropped_but_a_short_gap_is_kept():
-    from pipefill.sim.robust import within_mads
+    from pipefill.sim.fit.robust import within_mads
 
     gaps = np.array([0.06, 0.23, 0.06, 0.23, 0.06, 0.23, 5.0, 0.0])
     keep = within_mads(gaps, 5.0, 1.0, upper_only=True)

@@ -19,7 +19,7 @@ import torch
 from typer.testing import CliRunner
 
 from pipefill.cli import app
-from pipefill.sim.scenario import build_scenario
+from pipefill.sim.scenario.load import build_scenario
 from pipefill.traces.io import read_trace
 from pipefill.traces.schema import Trace
 from tests.test_dist_support import FAST, TOKEN_VAR, dist_cal, processes_with, run_token

@@ -19,7 +19,7 @@ from pipefill.exec.dist.trace import DrainRecorder
 from pipefill.exec.dist.wire import Frame, parse_body, parse_prefix, seal
 from pipefill.exec.threads.runtime import CpuRuntime
 from pipefill.exec.threads.state import QueuedMessage, StallDetected
-from pipefill.sim.actions import INFER, Message, QueueSpec
+from pipefill.sim.program.actions import INFER, Message, QueueSpec
 from pipefill.traces.recorder import Tag
 
 SPECS = [QueueSpec("q_in", 2, "stage0", "stage1"), QueueSpec("q_out", 2, "stage1", "stage0")]

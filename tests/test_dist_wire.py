@@ -27,7 +27,7 @@ from pipefill.exec.dist.wire import (
 )
 from pipefill.exec.errors import ExecConfigError
 from pipefill.exec.kernels.model import Envelope
-from pipefill.sim.actions import INFER, SHUTDOWN, Message
+from pipefill.sim.program.actions import INFER, SHUTDOWN, Message
 from pipefill.traces.recorder import Tag
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipefill.sim.actions import Get, Poll, Program, StageProgram
-from pipefill.sim.driver import SPIN_LIMIT, Livelock, ProgramDriver
 from pipefill.sim.errors import StallError
+from pipefill.sim.program.actions import Get, Poll, Program, StageProgram
+from pipefill.sim.program.driver import SPIN_LIMIT, Livelock, ProgramDriver
 
 
 def test_results_are_handed_back_and_the_end_is_none():

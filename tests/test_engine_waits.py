@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pipefill.sim.actions import (
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.policies.base import Policy
+from pipefill.sim.program.actions import (
     INFER,
     Compute,
     Get,
@@ -18,8 +20,6 @@ from pipefill.sim.actions import (
     StageProgram,
     WaitChange,
 )
-from pipefill.sim.engine import simulate
-from pipefill.sim.policies.base import Policy
 from pipefill.traces.recorder import Tag
 from tests.broken_policies import scenario_with
 

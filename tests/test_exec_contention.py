@@ -19,9 +19,9 @@ from pipefill.exec.threads.probe import probe_contention
 from pipefill.exec.threads.replay import ReplayOptions, replay
 from pipefill.exec.threads.runtime import CpuRuntime
 from pipefill.exec.threads.trust import StageUsage, parallelism
-from pipefill.sim.calibrate import calibrate_trace
-from pipefill.sim.engine import simulate
-from pipefill.sim.scenario import build_scenario
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.fit.calibrate import calibrate_trace
+from pipefill.sim.scenario.load import build_scenario
 
 runner = CliRunner()
 CORE = available_cores()[-1]

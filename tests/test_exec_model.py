@@ -13,8 +13,8 @@ from pipefill.exec.kernels.nn import MODEL_SIZES
 from pipefill.exec.kernels.vae import Decoder, Encoder
 from pipefill.exec.threads.replay import ReplayOptions, replay
 from pipefill.exec.threads.runtime import CpuRuntime
-from pipefill.sim.actions import INFER, Compute, Message
-from pipefill.sim.engine import simulate
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.program.actions import INFER, Compute, Message
 from pipefill.traces.recorder import Tag
 from tests.conftest import make_scenario
 from tests.test_exec_replay import check_hard_cuts

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipefill.exec.threads.replay import ReplayOptions, replay
-from pipefill.sim.engine import simulate
+from pipefill.sim.engine.core import simulate
 from pipefill.sim.policies import POLICIES as REGISTRY
 from pipefill.traces.diff import diff_traces
 from pipefill.traces.schema import COLUMNS, Trace

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from pipefill.exec.errors import Aborted
 from pipefill.exec.threads.state import QueuedMessage, SharedState, StallDetected
-from pipefill.sim.actions import INFER, Message, QueueSpec
+from pipefill.sim.program.actions import INFER, Message, QueueSpec
 from pipefill.traces.recorder import Recorder, Tag
 
 SPECS = [QueueSpec("q_in", 2, "stage0", "stage1"), QueueSpec("q_out", 1, "stage1", "stage0")]

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipefill.cli import app
-from pipefill.sim.engine import simulate
+from pipefill.sim.engine.core import simulate
 from pipefill.traces.chrome import flow_targets, to_chrome
 from pipefill.traces.io import write_table, write_trace
 from pipefill.traces.schema import Trace, from_rows

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 
-from pipefill.sim.fast_metrics import fast_metrics
-from pipefill.sim.fastpath import compile_plan, time_batch, trace_of
+from pipefill.sim.fast.metrics import fast_metrics
+from pipefill.sim.fast.path import compile_plan, time_batch, trace_of
 from pipefill.traces.metrics import SUMMARY_KEYS, compute_metrics
 from tests.test_bound_equality import layer_pp, phase_pp_fixed, rolling_window, serial, stream_batch
 from tests.test_fastpath import scenarios

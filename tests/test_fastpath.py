@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipefill.sim.engine import simulate
-from pipefill.sim.fastpath import NotFixedOrder, compile_plan, fast_reason, fast_trace
-from pipefill.sim.scenario import build_scenario
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.fast.path import NotFixedOrder, compile_plan, fast_reason, fast_trace
+from pipefill.sim.scenario.load import build_scenario
 from pipefill.traces.metrics import compute_metrics
 from tests.test_bound_equality import (
     layer_pp,
@@ -152,7 +152,7 @@ def test_choice_dependent_schedules_are_refused_with_the_reason():
 
 
 def _default_raw() -> dict:
-    from pipefill.sim.scenario import load_raw
+    from pipefill.sim.scenario.load import load_raw
 
     return load_raw(None)[0]
 

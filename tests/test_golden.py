@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipefill.sim.engine import simulate
+from pipefill.sim.engine.core import simulate
 from pipefill.traces.io import read_table, write_table
 from pipefill.traces.schema import validate
 from tests.conftest import make_scenario

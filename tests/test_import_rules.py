@@ -77,10 +77,10 @@ def test_tests_bench_and_scripts_use_the_namespace():
 def test_the_checker_catches_a_violation(tmp_path, monkeypatch):
     pkg = tmp_path / "traces"
     pkg.mkdir()
-    (pkg / "bad.py").write_text("def f():\n    from pipefill.sim.engine import simulate\n"
+    (pkg / "bad.py").write_text("def f():\n    from pipefill.sim.engine.core import simulate\n"
                                 "import sim.scenario\n", encoding="utf-8")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
-    assert violations("traces") == ["traces/bad.py:2: imports pipefill.sim.engine",
+    assert violations("traces") == ["traces/bad.py:2: imports pipefill.sim.engine.core",
                                     "traces/bad.py:3: imports sim.scenario"]
 
 

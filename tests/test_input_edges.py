@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipefill.cli import app
-from pipefill.sim.engine import simulate
-from pipefill.sim.scenario import ScenarioError, load_scenario
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.scenario.load import ScenarioError, load_scenario
 from pipefill.traces.io import write_trace
 from pipefill.traces.schema import TraceError, validate
 

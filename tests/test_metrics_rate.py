@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipefill.sim.bound import compute_bound
-from pipefill.sim.engine import simulate
+from pipefill.sim.bound.analysis import compute_bound
+from pipefill.sim.engine.core import simulate
 from pipefill.traces.metrics import BURSTY_TOLERANCE, compute_metrics
 from pipefill.traces.recorder import Recorder, Tag
 from pipefill.traces.schema import Trace

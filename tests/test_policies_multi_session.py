@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipefill.sim.bound import period_bound
-from pipefill.sim.engine import simulate
+from pipefill.sim.bound.analysis import period_bound
+from pipefill.sim.engine.core import simulate
 from pipefill.sim.errors import ScenarioError
 from pipefill.traces.metrics import compute_metrics
 from tests.conftest import make_scenario

@@ -9,8 +9,8 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from pipefill.cli import app
-from pipefill.sim.engine import simulate
-from pipefill.sim.sweep import best_point
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.sweep.grid import best_point
 from pipefill.traces.memory import memory_in_flight
 from pipefill.traces.metrics import compute_metrics
 from tests.conftest import make_scenario

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from pipefill.cli import app
 from pipefill.sim.errors import ScenarioError
-from pipefill.sim.replicas import estimate, run_replicas, t975
+from pipefill.sim.sweep.replicas import estimate, run_replicas, t975
 from tests.conftest import make_scenario
 
 runner = CliRunner()

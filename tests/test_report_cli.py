@@ -13,8 +13,8 @@ from typer.testing import CliRunner, Result
 from pipefill.cli import app
 from pipefill.reports import build
 from pipefill.reports.build import REPORT_FIGURES, build_report
-from pipefill.sim.engine import simulate
-from pipefill.sim.sweep import Axis, run_sweep
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.sweep.grid import Axis, run_sweep
 from pipefill.traces.io import write_table, write_trace
 from pipefill.traces.schema import Trace
 from tests.conftest import make_scenario

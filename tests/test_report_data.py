@@ -16,9 +16,9 @@ from pipefill.reports.period import draw_period, period_data
 from pipefill.reports.queues import queue_data
 from pipefill.reports.series import chunk_series
 from pipefill.reports.sweep import curve_data, heatmap_data, pareto_data
-from pipefill.sim.engine import simulate
-from pipefill.sim.scenario import load_raw
-from pipefill.sim.sweep import Axis, run_sweep
+from pipefill.sim.engine.core import simulate
+from pipefill.sim.scenario.load import load_raw
+from pipefill.sim.sweep.grid import Axis, run_sweep
 from pipefill.traces.io import write_table, write_trace
 from pipefill.traces.metrics import compute_metrics
 from pipefill.traces.schema import Trace

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipefill.sim.costs import CostSpec, CostTable
 from pipefill.sim.errors import ScenarioError
-from pipefill.sim.scenario import apply_overrides, load_raw, load_scenario
+from pipefill.sim.scenario.costs import CostSpec, CostTable
+from pipefill.sim.scenario.load import apply_overrides, load_raw, load_scenario
 
 
 def test_default_scenario_is_valid_and_documented():
@@ -60,7 +60,7 @@ def test_bad_input_names_the_field(sets, field, words):
 def test_missing_phase_cost_for_the_policy():
     raw, _ = load_raw(None)
     del raw["costs"]["recompute"]
-    from pipefill.sim.scenario import build_scenario
+    from pipefill.sim.scenario.load import build_scenario
 
     with pytest.raises(ScenarioError, match=r"^costs.recompute: missing: policy phase_pp"):
         build_scenario(raw)

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipefill.sim.policies import POLICIES
-from pipefill.sim.scenario import (
+from pipefill.sim.scenario.load import (
     ScenarioError,
     apply_overrides,
     load_raw,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipefill.sim.actions import Message, QueueSpec
-from pipefill.sim.queues import SlotQueue, bytes_in_flight, travels_on_lane
+from pipefill.sim.program.actions import Message, QueueSpec
+from pipefill.sim.program.queues import SlotQueue, bytes_in_flight, travels_on_lane
 from pipefill.traces.recorder import Tag
 
 SPEC = QueueSpec("q", 3, "stage0", "stage1")

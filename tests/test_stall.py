@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipefill.sim.engine import simulate
+from pipefill.sim.engine.core import simulate
 from pipefill.sim.errors import StallError
 from tests.broken_policies import Deadlock, Spin, scenario_with
 

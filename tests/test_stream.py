@@ -10,9 +10,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipefill.sim.engine import StallError, simulate
-from pipefill.sim.scenario import apply_overrides, build_scenario, load_raw
-from pipefill.sim.stream import simulate_summary
+from pipefill.sim.engine.core import StallError, simulate
+from pipefill.sim.engine.stream import simulate_summary
+from pipefill.sim.scenario.load import apply_overrides, build_scenario, load_raw
 from pipefill.traces.io import read_trace
 from pipefill.traces.metrics import compute_metrics
 from pipefill.traces.recorder import Recorder

@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 import pipefill.cli.simulate as sim_cli
 from pipefill.cli import app
 from pipefill.sim.errors import ScenarioError
-from pipefill.sim.scenario import load_raw
-from pipefill.sim.sweep import Axis, execute_sweep, plan_points, run_sweep
-from pipefill.sim.sweep_exec import DaskExecutor, ExecSpec
-from pipefill.sim.sweep_store import KEY, ResultStore, parts_dir_of
+from pipefill.sim.scenario.load import load_raw
+from pipefill.sim.sweep.executors import DaskExecutor, ExecSpec
+from pipefill.sim.sweep.grid import Axis, execute_sweep, plan_points, run_sweep
+from pipefill.sim.sweep.store import KEY, ResultStore, parts_dir_of
 
 distributed = pytest.importorskip("distributed")
 
@@ -162,7 +162,7 @@ def test_real_sigint_stops_a_local_cluster_sweep_and_keeps_finished_tasks(tmp_pa
 
 
 def test_workers_running_another_engine_are_refused(cluster, monkeypatch):
-    monkeypatch.setattr("pipefill.sim.sweep_exec.engine_version", lambda: "0.1.0+client")
+    monkeypatch.setattr("pipefill.sim.sweep.executors.engine_version", lambda: "0.1.0+client")
     with pytest.raises(ScenarioError, match=r"--scheduler: workers at .* run pipefill engine "
                        r"0\.1\.0\+\w{12}, this process 0\.1\.0\+client"):
         DaskExecutor(ExecSpec(scheduler=cluster.scheduler_address))

@@ -16,18 +16,10 @@ from typer.testing import CliRunner
 
 import pipefill.cli.simulate as sim_cli
 from pipefill.cli import app
-from pipefill.sim import sweep as sweep_mod
 from pipefill.sim.errors import ScenarioError, StallError
-from pipefill.sim.scenario import build_scenario, load_raw
-from pipefill.sim.sweep import (
-    Axis,
-    SweepInterrupted,
-    execute_sweep,
-    plan_points,
-    plan_tasks,
-    run_sweep,
-)
-from pipefill.sim.sweep_exec import (
+from pipefill.sim.scenario.load import build_scenario, load_raw
+from pipefill.sim.sweep import grid as sweep_mod
+from pipefill.sim.sweep.executors import (
     ExecSpec,
     PoolExecutor,
     SerialExecutor,
@@ -36,7 +28,15 @@ from pipefill.sim.sweep_exec import (
     scheduler_kind,
     task_size,
 )
-from pipefill.sim.sweep_store import KEY, open_store, parts_dir_of, point_key, read_part
+from pipefill.sim.sweep.grid import (
+    Axis,
+    SweepInterrupted,
+    execute_sweep,
+    plan_points,
+    plan_tasks,
+    run_sweep,
+)
+from pipefill.sim.sweep.store import KEY, open_store, parts_dir_of, point_key, read_part
 from pipefill.traces.io import read_table
 
 runner = CliRunner()
@@ -184,7 +184,7 @@ def test_ctrl_c_between_a_part_write_and_its_rows_still_counts_the_part(tmp_path
                                                                          monkeypatch):
     # the signal lands just after the second task's part is on disk: the interrupted
     # table (and the count the CLI prints) must hold what --resume will find there
-    from pipefill.sim import sweep_store
+    from pipefill.sim.sweep import store as sweep_store
 
     write, calls = sweep_store._write_part, []
 
@@ -271,7 +271,7 @@ def test_cli_resume_of_a_finished_table_runs_only_new_points(tmp_path):
     (["--scheduler", "tcp://127.0.0.1:1"], "--scheduler"),
 ])
 def test_cli_bad_sweep_options_exit_2_with_one_line(tmp_path, monkeypatch, args, field):
-    monkeypatch.setattr("pipefill.sim.sweep_exec.CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr("pipefill.sim.sweep.executors.CONNECT_TIMEOUT_S", 1.0)
     out = [] if args == ["--resume"] else ["--out", str(tmp_path / "t.parquet")]
     res = runner.invoke(app, ["sweep", *GRID, *out, *args])
     assert res.exit_code == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipefill.sim.engine import simulate
+from pipefill.sim.engine.core import simulate
 from pipefill.traces.io import atomic_path, read_table, read_trace, write_trace
 from pipefill.traces.schema import COLUMNS, TraceError
 from tests.conftest import make_scenario

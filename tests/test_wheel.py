@@ -67,7 +67,7 @@ def test_the_wheel_holds_only_the_pipefill_namespace(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"pipefill", wheel.name.split("-py")[0]
                                                 + ".dist-info"}
-    assert "pipefill/sim/default_scenario.toml" in names
+    assert "pipefill/sim/scenario/default_scenario.toml" in names
     assert "pipefill/exec/dist/__main__.py" in names and "pipefill/cli/__main__.py" in names
     assert not any(n.startswith("pipefill/__init__") for n in names)  # a namespace
 

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from pipefill.exec.errors import ExecConfigError
-from pipefill.sim.scenario import Scenario
+from pipefill.sim.scenario.model import Scenario
 
 #: policy name -> why its stages map onto rank0 + mesh (the registry of dist policies)
 DIST_POLICIES: dict[str, str] = {

@@ -26,7 +26,7 @@ from pipefill.exec.dist.tp import Collectives
 from pipefill.exec.dist.wire import WIRE_VERSION, Frame, Header
 from pipefill.exec.errors import ExecConfigError
 from pipefill.exec.kernels.registry import Fault, FaultyKernels
-from pipefill.sim.actions import Compute
+from pipefill.sim.program.actions import Compute
 
 
 @dataclass(frozen=True)

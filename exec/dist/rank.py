@@ -60,7 +60,7 @@ from pipefill.exec.dist.trace import DrainRecorder
 from pipefill.exec.errors import ExecConfigError
 from pipefill.exec.threads.replay import ReplayOptions
 from pipefill.exec.threads.runtime import Runtime, open_runtime
-from pipefill.sim.scenario import Scenario
+from pipefill.sim.scenario.model import Scenario
 from pipefill.traces.meta import run_metadata, versions
 from pipefill.traces.clock import SyncPoint
 from pipefill.traces.schema import Trace

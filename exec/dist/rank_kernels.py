@@ -24,8 +24,8 @@ from pipefill.exec.kernels.model import warm_up
 from pipefill.exec.kernels.nn import MODEL_SIZES
 from pipefill.exec.threads.replay import ReplayOptions
 from pipefill.exec.threads.runtime import Runtime
-from pipefill.sim.costs import CostTable
-from pipefill.sim.scenario import Scenario
+from pipefill.sim.scenario.costs import CostTable
+from pipefill.sim.scenario.model import Scenario
 
 
 class CallTrackingKernels:

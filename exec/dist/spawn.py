@@ -34,7 +34,8 @@ from pipefill.exec.dist.faults import DistFault
 from pipefill.exec.dist.rank import check_run
 from pipefill.exec.dist.rendezvous import bind_listener
 from pipefill.exec.threads.replay import ReplayOptions
-from pipefill.sim.scenario import Scenario, build_scenario
+from pipefill.sim.scenario.load import build_scenario
+from pipefill.sim.scenario.model import Scenario
 from pipefill.traces.io import write_text
 
 #: how often the launcher looks at its ranks

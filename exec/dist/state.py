@@ -26,8 +26,8 @@ from typing import Any
 
 from pipefill.exec.dist.wire import Frame, Header, message_frame
 from pipefill.exec.threads.state import ExecQueue, QueuedMessage, SharedState, StallDetected
-from pipefill.sim.actions import Message, QueueSpec, StateView
-from pipefill.sim.queues import bytes_in_flight
+from pipefill.sim.program.actions import Message, QueueSpec, StateView
+from pipefill.sim.program.queues import bytes_in_flight
 from pipefill.traces.recorder import Recorder, Tag
 
 #: a queue's end on this rank

@@ -25,7 +25,7 @@ from torch import nn
 
 from pipefill.exec.dist.errors import MeshCollectiveError, WrongGroupError, error_line
 from pipefill.exec.kernels.dit import KV, Block, DiT
-from pipefill.sim.actions import Compute
+from pipefill.sim.program.actions import Compute
 
 
 class AllReduce(Protocol):

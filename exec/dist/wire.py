@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from pipefill.exec.kernels.model import Envelope
-from pipefill.sim.actions import INFER, SHUTDOWN, Message
+from pipefill.sim.program.actions import INFER, SHUTDOWN, Message
 from pipefill.traces.recorder import Tag
 
 MAGIC = 0x50465744  # "PFWD"

@@ -28,8 +28,8 @@ import torch
 
 from pipefill.exec.errors import Aborted
 from pipefill.exec.threads.runtime import Runtime
-from pipefill.sim.actions import Compute
-from pipefill.sim.costs import CostTable
+from pipefill.sim.program.actions import Compute
+from pipefill.sim.scenario.costs import CostTable
 from pipefill.traces.io import write_text
 
 #: one workload iteration should take about this long (ms): small enough for a few-ms

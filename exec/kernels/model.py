@@ -25,7 +25,7 @@ from pipefill.exec.kernels.dit import KV, DiT
 from pipefill.exec.kernels.nn import Linear, ModelSize, frozen
 from pipefill.exec.kernels.vae import Decoder, Encoder
 from pipefill.exec.threads.runtime import Runtime
-from pipefill.sim.actions import INFER, Compute, Message
+from pipefill.sim.program.actions import INFER, Compute, Message
 from pipefill.traces.recorder import Tag
 
 

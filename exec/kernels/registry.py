@@ -24,9 +24,9 @@ from pipefill.exec.kernels.model import ModelBundle, ModelKernels, warm_up
 from pipefill.exec.kernels.nn import MODEL_SIZES
 from pipefill.exec.kernels.spin import SpinKernels, measure_spin
 from pipefill.exec.threads.runtime import Runtime
-from pipefill.sim.actions import Compute
-from pipefill.sim.costs import CostTable
-from pipefill.sim.scenario import Scenario
+from pipefill.sim.program.actions import Compute
+from pipefill.sim.scenario.costs import CostTable
+from pipefill.sim.scenario.model import Scenario
 
 
 class Kernels(Protocol):

@@ -19,8 +19,8 @@ import torch
 from pipefill.exec.errors import Aborted
 from pipefill.exec.kernels.calibrated import Calibration
 from pipefill.exec.threads.runtime import Runtime
-from pipefill.sim.actions import Compute
-from pipefill.sim.costs import CostTable
+from pipefill.sim.program.actions import Compute
+from pipefill.sim.scenario.costs import CostTable
 
 #: cycles per calibration launch (about 5 ms at H100/H200 clocks)
 CAL_CYCLES = 10_000_000

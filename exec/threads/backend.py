@@ -1,8 +1,8 @@
 """The threads backend: one worker thread per StageProgram, blocking action handlers.
 
-:class:`StageBackend` implements the :class:`pipefill.sim.actions.Backend` protocol the SimPy
-engine implements, but each handler blocks until its action is done and returns the
-result directly. :func:`drive` is the worker loop: it sends results back into the
+:class:`StageBackend` implements the :class:`pipefill.sim.program.actions.Backend`
+protocol the SimPy engine implements, but each handler blocks until its action is done
+and returns the result directly. :func:`drive` is the worker loop: it sends results back into the
 policy's own program, exactly like the engine's driver, so no policy logic lives here.
 A worker that raises records the failure (stage, action, chunk, epoch, queues) and
 aborts the run; the others stop at their next wait or action (crash-only).
@@ -22,7 +22,7 @@ from pipefill.exec.threads.comm_lane import CommLane
 from pipefill.exec.threads.runtime import Runtime
 from pipefill.exec.threads.state import QueuedMessage, SharedState, StallDetected
 from pipefill.exec.threads.trust import StageUsage
-from pipefill.sim.actions import (
+from pipefill.sim.program.actions import (
     Action,
     Compute,
     Flush,
@@ -38,9 +38,9 @@ from pipefill.sim.actions import (
     WaitChange,
     WaitInput,
 )
-from pipefill.sim.driver import ProgramDriver
-from pipefill.sim.queues import travels_on_lane
-from pipefill.sim.scenario import Transport
+from pipefill.sim.program.driver import ProgramDriver
+from pipefill.sim.program.queues import travels_on_lane
+from pipefill.sim.scenario.model import Transport
 from pipefill.traces.recorder import Recorder, Tag
 
 Progress = Callable[[int, int], None]

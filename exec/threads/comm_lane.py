@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 
 from pipefill.exec.threads.state import QueuedMessage, SharedState
-from pipefill.sim.scenario import RunConfig, Transport
+from pipefill.sim.scenario.model import RunConfig, Transport
 
 
 class CommLane:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from pipefill.exec.errors import ExecConfigError
-from pipefill.sim.scenario import Scenario
+from pipefill.sim.scenario.model import Scenario
 
 
 def available_cores() -> tuple[int, ...]:

@@ -22,8 +22,8 @@ from pipefill.exec.threads.placement import cpu_pins
 from pipefill.exec.threads.runtime import Runtime, open_runtime
 from pipefill.exec.threads.state import SharedState
 from pipefill.exec.threads.trust import free_cores, kernel_work_ms, parallelism
-from pipefill.sim.costs import CostTable
-from pipefill.sim.scenario import Scenario
+from pipefill.sim.scenario.costs import CostTable
+from pipefill.sim.scenario.model import Scenario
 from pipefill.traces.meta import run_metadata, versions
 from pipefill.traces.recorder import Recorder
 from pipefill.traces.schema import Trace

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipefill.exec.errors import Aborted
-from pipefill.sim.actions import Message, QueueSpec, StateView
-from pipefill.sim.queues import SlotQueue, describe, make_queues, record_depth, snapshot
+from pipefill.sim.program.actions import Message, QueueSpec, StateView
+from pipefill.sim.program.queues import SlotQueue, describe, make_queues, record_depth, snapshot
 from pipefill.traces.recorder import Recorder, Tag
 
 

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from pipefill.sim.actions import QueueSpec, StageProgram
 from pipefill.sim.errors import ScenarioError
+from pipefill.sim.program.actions import QueueSpec, StageProgram
 
 if TYPE_CHECKING:
-    from pipefill.sim.scenario import Scenario
+    from pipefill.sim.scenario.model import Scenario
 
 
 class CallIds:
@@ -44,8 +44,9 @@ class Policy(BaseModel):
 
     Contract: :meth:`programs` returns fresh generators on every call, so one policy
     object can be run any number of times by any backend; the programs only talk to the
-    world through :mod:`pipefill.sim.actions`. :meth:`check` raises ``ScenarioError`` naming the
-    field when the scenario cannot run this policy (e.g. a missing phase cost).
+    world through :mod:`pipefill.sim.program.actions`. :meth:`check` raises
+    ``ScenarioError`` naming the field when the scenario cannot run this policy (e.g. a
+    missing phase cost).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

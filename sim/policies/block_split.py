@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from pipefill.sim.policies.base import Policy
 
 if TYPE_CHECKING:
-    from pipefill.sim.scenario import Scenario
+    from pipefill.sim.scenario.model import Scenario
 
 
 def even_split(blocks: int, stages: int) -> list[int]:

@@ -13,7 +13,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pipefill.sim.actions import (
+from pipefill.sim.policies.base import CallIds
+from pipefill.sim.program.actions import (
     INFER,
     SHUTDOWN,
     Compute,
@@ -27,11 +28,10 @@ from pipefill.sim.actions import (
     Reserve,
     WaitInput,
 )
-from pipefill.sim.policies.base import CallIds
 from pipefill.traces.recorder import Tag
 
 if TYPE_CHECKING:
-    from pipefill.sim.scenario import Scenario
+    from pipefill.sim.scenario.model import Scenario
 
 Q_IN, Q_OUT = "q_in", "q_out"
 

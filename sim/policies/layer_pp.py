@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
-from pipefill.sim.actions import (
+from pipefill.sim.policies.base import CallIds, Order
+from pipefill.sim.policies.block_split import BlockSplitPolicy, link
+from pipefill.sim.program.actions import (
     INFER,
     Compute,
     Get,
@@ -28,12 +30,10 @@ from pipefill.sim.actions import (
     StageProgram,
     WaitInput,
 )
-from pipefill.sim.policies.base import CallIds, Order
-from pipefill.sim.policies.block_split import BlockSplitPolicy, link
 from pipefill.traces.recorder import Tag
 
 if TYPE_CHECKING:
-    from pipefill.sim.scenario import Scenario
+    from pipefill.sim.scenario.model import Scenario
 
 FLUSH = "flush"
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from pipefill.sim.actions import (
+from pipefill.sim.policies.base import CallIds, Order, Policy
+from pipefill.sim.program.actions import (
     INFER,
     Compute,
     Get,
@@ -33,11 +34,10 @@ from pipefill.sim.actions import (
     WaitChange,
     WaitInput,
 )
-from pipefill.sim.policies.base import CallIds, Order, Policy
 from pipefill.traces.recorder import Tag
 
 if TYPE_CHECKING:
-    from pipefill.sim.scenario import Scenario
+    from pipefill.sim.scenario.model import Scenario
 
 
 def q_in(s: int) -> str:

@@ -7,12 +7,19 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from pipefill.sim.actions import Poll, Program, QueueSpec, StageProgram, StateView, WaitChange
 from pipefill.sim.policies.base import CallIds, Order, Policy
 from pipefill.sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of, generator_program
+from pipefill.sim.program.actions import (
+    Poll,
+    Program,
+    QueueSpec,
+    StageProgram,
+    StateView,
+    WaitChange,
+)
 
 if TYPE_CHECKING:
-    from pipefill.sim.scenario import Scenario
+    from pipefill.sim.scenario.model import Scenario
 
 #: a candidate step of stage0: returns a sub-program to run now, or None if not possible
 Step = Callable[[Stage0Ops, StateView], Program | None]

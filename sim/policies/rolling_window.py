@@ -24,7 +24,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from pipefill.sim.actions import (
+from pipefill.sim.errors import ScenarioError
+from pipefill.sim.policies.base import CallIds, Order, Policy
+from pipefill.sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of
+from pipefill.sim.program.actions import (
     INFER,
     Action,
     Compute,
@@ -39,13 +42,10 @@ from pipefill.sim.actions import (
     StageProgram,
     WaitChange,
 )
-from pipefill.sim.errors import ScenarioError
-from pipefill.sim.policies.base import CallIds, Order, Policy
-from pipefill.sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of
 from pipefill.traces.recorder import Tag
 
 if TYPE_CHECKING:
-    from pipefill.sim.scenario import Scenario
+    from pipefill.sim.scenario.model import Scenario
 
 WINDOW = "window"
 

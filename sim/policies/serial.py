@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
-from pipefill.sim.actions import Program, QueueSpec, StageProgram
 from pipefill.sim.policies.base import CallIds, Order, Policy
 from pipefill.sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of, generator_program
+from pipefill.sim.program.actions import Program, QueueSpec, StageProgram
 
 if TYPE_CHECKING:
-    from pipefill.sim.scenario import Scenario
+    from pipefill.sim.scenario.model import Scenario
 
 
 class Serial(Policy):

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field, model_validator
 
-from pipefill.sim.actions import (
+from pipefill.sim.policies.base import CallIds, Order
+from pipefill.sim.policies.block_split import BlockSplitPolicy, balanced_split, link
+from pipefill.sim.program.actions import (
     INFER,
     Compute,
     Get,
@@ -34,12 +36,10 @@ from pipefill.sim.actions import (
     StageProgram,
     WaitInput,
 )
-from pipefill.sim.policies.base import CallIds, Order
-from pipefill.sim.policies.block_split import BlockSplitPolicy, balanced_split, link
 from pipefill.traces.recorder import Tag
 
 if TYPE_CHECKING:
-    from pipefill.sim.scenario import Scenario
+    from pipefill.sim.scenario.model import Scenario
 
 LOOP = "loop"
 

@@ -1,0 +1,322 @@
+"""Fit a scenario to a measured trace: per-phase cost distributions and transport.
+
+``calibrate_trace(trace)`` reads the trace's own scenario from its metadata (run,
+policy, costs, transport), replaces every phase it measured by a distribution fitted
+to the steady-state spans (chunks after the warm-up) and the link by latency and
+bandwidth fitted to the ``send`` spans, and validates the result as a scenario, so
+``simulate`` accepts it as is. Pattern and drift are not fitted: a phase's measured
+samples become one stationary distribution.
+
+Stages that share a device (``[placement]``): their spans are first turned into solo
+durations and the device's contention rates are fitted (:mod:`pipefill.sim.fit.contention`);
+the fitted rates, with their sample counts, go into ``[devices.<name>]`` and the header.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from pipefill.sim.errors import ScenarioError, error_from_validation
+from pipefill.sim.fit.contention import DeviceFit, solo_durations
+from pipefill.sim.fit.dispatch import DispatchFit, fit_dispatch
+from pipefill.sim.fit.robust import within_mads
+from pipefill.sim.scenario.costs import PHASES, CostSpec
+from pipefill.sim.scenario.load import apply_overrides, build_placement, build_scenario
+from pipefill.sim.scenario.model import RunConfig, Scenario, Transport
+from pipefill.traces.schema import Trace, TraceError
+from pipefill.traces.toml_writer import to_toml
+
+DISTS = ("auto", "constant", "normal", "lognormal", "empirical")
+#: relative spread below which a phase is fitted as a constant
+CONSTANT_CV = 0.005
+#: fewest steady-state samples before the warm-up chunks are used too
+MIN_SAMPLES = 3
+#: a sample further than this many robust deviations from the median is an outlier...
+OUTLIER_MADS = 5.0
+#: ...unless it is within this fraction of the median (near-constant phases)
+OUTLIER_FLOOR = 0.05
+#: warm-up chunks of a run table calibrate makes up (RunConfig's default)
+DEFAULT_WARMUP = int(RunConfig.model_fields["warmup"].default)
+#: bandwidth standing for "free" (a message of any size arrives in about no time)
+FREE_LINK_GBPS = 1e6
+
+
+@dataclass(frozen=True)
+class PhaseFit:
+    """The fitted ``[costs.<phase>]`` table and the samples behind it (0 = kept as
+    given); ``outliers`` of them were left out of a parametric fit."""
+
+    phase: str
+    spec: dict[str, Any]
+    samples: int
+    mean_ms: float
+    cv: float
+    outliers: int = 0
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """A calibrated scenario: its raw tables, the validated scenario and the fits."""
+
+    raw: dict[str, Any]
+    scenario: Scenario
+    fits: list[PhaseFit]
+    transport: dict[str, Any]
+    devices: list[DeviceFit] = field(default_factory=list)
+    dispatch: list[DispatchFit] = field(default_factory=list)
+
+    def notes(self) -> list[str]:
+        """Comment lines: what was fitted from how many samples."""
+        lines = [f"costs.{f.phase}: {f.spec.get('dist')} mean {f.mean_ms:.4g} ms, cv "
+                 f"{f.cv:.3g} from {f.samples} spans ({f.outliers} outliers left out)"
+                 for f in self.fits if f.samples]
+        lines.extend(d.describe() for d in self.dispatch)
+        for dev in self.devices:
+            lines.append(dev.describe())
+            lines.extend(f"  {note}" for note in dev.notes)
+        return lines
+
+    def toml(self, header: str = "") -> str:
+        text = "\n".join([header, *self.notes()]) if header else "\n".join(self.notes())
+        return to_toml(self.raw, header=text)
+
+
+def _loglik_normal(x: np.ndarray, mean: float, sd: float) -> float:
+    return float(np.sum(-0.5 * ((x - mean) / sd) ** 2 - np.log(sd * np.sqrt(2 * np.pi))))
+
+
+def _loglik_lognormal(x: np.ndarray, mean: float, cv: float) -> float:
+    s2 = np.log1p(cv**2)
+    mu, s = np.log(mean) - s2 / 2, np.sqrt(s2)
+    lx = np.log(x)
+    return float(np.sum(-0.5 * ((lx - mu) / s) ** 2 - lx - np.log(s * np.sqrt(2 * np.pi))))
+
+
+def choose_dist(x: np.ndarray) -> str:
+    """constant for (almost) no spread, else the likelier of normal and lognormal.
+
+    One sample can only be a constant. With fewer than MIN_SAMPLES the shape cannot be
+    told apart, so any spread gives ``normal`` (moment fit), never ``constant``.
+    """
+    mean = float(x.mean())
+    sd = float(x.std(ddof=1)) if len(x) > 1 else 0.0
+    if len(x) < 2 or mean <= 0 or sd / mean < CONSTANT_CV:
+        return "constant"
+    if len(x) < MIN_SAMPLES or (x <= 0).any():
+        return "normal"
+    lognormal = _loglik_lognormal(x, mean, sd / mean)
+    return "lognormal" if lognormal >= _loglik_normal(x, mean, sd) else "normal"
+
+
+def trim_outliers(x: np.ndarray) -> np.ndarray:
+    """Drop samples further than OUTLIER_MADS robust deviations (at least OUTLIER_FLOOR
+    of the median) from the median: pauses and preemptions, not the phase's spread."""
+    keep = within_mads(x, OUTLIER_MADS, OUTLIER_FLOOR)
+    return x[keep] if keep.sum() >= MIN_SAMPLES else x
+
+
+def fit_samples(x: np.ndarray, dist: str = "auto") -> dict[str, Any]:
+    """A CostSpec table for durations ``x`` (ms) in family ``dist`` (moment fit).
+
+    Parametric families are fitted without outliers (:func:`trim_outliers`);
+    ``empirical`` keeps every sample.
+    """
+    if dist == "empirical":
+        return {"dist": "empirical", "samples": [round(float(v), 6) for v in x]}
+    x = trim_outliers(x)
+    if dist == "auto":
+        dist = choose_dist(x)
+    mean = float(x.mean())
+    if dist == "constant":
+        return {"dist": "constant", "mean": round(mean, 6)}
+    cv = float(x.std(ddof=1) / mean) if len(x) > 1 and mean > 0 else 0.0
+    return {"dist": dist, "mean": round(mean, 6), "cv": round(cv, 6)}
+
+
+def minimal_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` in the model's field order without fields at their default (``dist``
+    always shown), so fitted and kept phases are written in one form."""
+    full = CostSpec.model_validate(spec)
+    out: dict[str, Any] = {}
+    for name, info in CostSpec.model_fields.items():
+        value = getattr(full, name)
+        if name == "dist" or (value is not None and value != info.default):
+            out[name] = value
+    return out
+
+
+def _steady(spans: pd.DataFrame, warmup: int) -> pd.DataFrame:
+    later = spans[spans["chunk"] >= warmup]
+    return later if len(later) >= MIN_SAMPLES else spans
+
+
+def fit_phases(trace: Trace, costs: dict[str, Any], warmup: int, dist: str,
+               solo: pd.Series | None = None) -> list[PhaseFit]:
+    """Fit every phase the trace ran; keep the given spec of phases it did not run.
+
+    ``solo``: each compute span's solo-equivalent duration (index of ``trace.spans``);
+    by default its measured duration.
+    """
+    sp = trace.spans
+    sp = sp[sp["lane"] == "compute"]
+    if solo is not None:
+        sp = sp.assign(end_ms=sp["start_ms"] + solo.loc[sp.index])
+    fits = []
+    for phase in PHASES:
+        runs = _steady(sp[sp["name"] == phase], warmup)
+        if runs.empty:
+            if phase in costs:
+                spec = minimal_spec({k: v for k, v in costs[phase].items() if v is not None})
+                fits.append(PhaseFit(phase, spec, 0, float("nan"), float("nan")))
+            continue
+        x = (runs["end_ms"] - runs["start_ms"]).to_numpy(dtype=float)
+        spec = fit_samples(x, dist)
+        spec = minimal_spec(spec)
+        if phase == "denoise":  # fitted from the trace, so written even when it is 1
+            spec["steps"] = max(1, int(runs["step"].max()) + 1)  # step -1: not recorded
+        kept = x if dist == "empirical" else trim_outliers(x)
+        cv = float(kept.std(ddof=1) / kept.mean()) if len(kept) > 1 and kept.mean() > 0 else 0.0
+        fits.append(PhaseFit(phase, spec, len(x), float(kept.mean()), cv, len(x) - len(kept)))
+    return fits
+
+
+def fit_transport(trace: Trace, given: dict[str, Any]) -> dict[str, Any]:
+    """Latency and bandwidth from ``send`` spans: a least-squares line of time vs bytes.
+
+    Bytes come from each span's ``value`` (the executor records them) or else from the
+    given envelope/result sizes. A line through negative latency is refitted through
+    the origin; time that does not grow with size (an in-process handoff) is a free
+    link. With one message size the split is not identifiable: the given bandwidth is
+    kept when it explains the times, else all the time is put on the bandwidth.
+    """
+    out = {k: v for k, v in given.items() if v is not None}
+    sp = trace.spans
+    sends = sp[(sp["name"] == "send") & (sp["lane"] == "comm")]
+    if sends.empty:
+        return out
+    try:
+        link = Transport.model_validate(out)
+    except ValidationError as exc:
+        raise error_from_validation(exc, "meta.transport") from None
+    guess = np.where(sends["stage"] == "stage0", link.envelope_size, link.result_size)
+    nbytes = sends["value"].to_numpy(dtype=float)
+    nbytes = np.where(np.isnan(nbytes), guess, nbytes)
+    dur = (sends["end_ms"] - sends["start_ms"]).to_numpy(dtype=float)
+    latency, ms_per_byte = _line(nbytes, dur, 1.0 / (link.bandwidth_gbps * 1e6))
+    out["latency_ms"] = round(latency, 6)
+    out["bandwidth_gbps"] = round(1.0 / (ms_per_byte * 1e6), 6) if ms_per_byte > 0 \
+        else FREE_LINK_GBPS
+    return out
+
+
+def _line(x: np.ndarray, y: np.ndarray, given_slope: float) -> tuple[float, float]:
+    """(intercept >= 0, slope >= 0) of y ~ x; slope 0 means "no cost per byte"."""
+    if len(np.unique(x)) >= 2:
+        slope, intercept = (float(v) for v in np.polyfit(x, y, 1))
+        if slope <= 0:
+            return max(0.0, float(np.median(y))), 0.0
+        if intercept < 0:
+            return 0.0, float((x * y).sum() / (x * x).sum())
+        return intercept, slope
+    size, median = float(x[0]), float(np.median(y))
+    if median >= size * given_slope:
+        return median - size * given_slope, given_slope
+    return 0.0, (median / size if size > 0 else 0.0)
+
+
+def _clean(table: Any) -> dict[str, Any]:
+    return {k: v for k, v in dict(table or {}).items() if v is not None}
+
+
+def _run_of(trace: Trace) -> dict[str, Any]:
+    """The trace's ``run`` table, or one made from the trace (a probe trace may have none):
+    as many chunks as it emitted, the default warm-up unless that leaves too few."""
+    if isinstance(trace.meta.get("run"), dict):
+        return _clean(trace.meta["run"])
+    chunks = max(1, int(trace.marks("emit")["chunk"].nunique()))
+    return {"chunks": chunks} if chunks > 2 * DEFAULT_WARMUP else \
+        {"chunks": chunks, "warmup": chunks // 4}
+
+
+def _policy_of(trace: Trace, name: str | None) -> dict[str, Any]:
+    """The trace's policy; ``name`` replaces it (keeping its fields if it is the same)."""
+    given = _clean(trace.meta.get("policy")) if isinstance(trace.meta.get("policy"), dict) \
+        else {}
+    if name is None:
+        return given
+    return {**given, "name": name} if given.get("name") == name else {"name": name}
+
+
+def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
+                    policy: str | None = None, sets: list[str] | None = None,
+                    probed: dict[str, tuple[dict[int, float], str]] | None = None
+                    ) -> Calibrated:
+    """The trace's scenario with its cost model and transport fitted to the trace.
+
+    ``policy`` names the policy to use instead of the trace's (a probe or imported trace
+    may name none); ``sets`` are ``table.field=value`` overrides applied to the result
+    before it is validated (``policy.d_in=2``, ``run.frames_per_chunk=4``);
+    ``probed``: device -> (rates, note) measured by a probe; those rates are used as
+    they are (not fitted) and the solo costs are derived with them.
+    """
+    if dist not in DISTS:
+        raise ScenarioError("--dist", f"unknown family {dist!r} (allowed: {', '.join(DISTS)})")
+    meta = trace.meta
+    compute = trace.spans[trace.spans["lane"] == "compute"]
+    if compute.empty:
+        raise TraceError("MEASURED", f"no compute spans in {len(trace.events)} rows: "
+                         "nothing to fit (was the run cut short?)")
+    run = _run_of(trace)
+    wu = int(warmup if warmup is not None else run.get("warmup", 0))
+    tables = _placement_tables(meta)
+    placement = build_placement(tables.get("placement", {}), tables.get("devices", {}))
+    stages = tuple(sorted(compute["stage"].unique()))
+    solo, devices = solo_durations(compute, placement, stages, wu, probed)
+    fits = fit_phases(trace, meta.get("costs") or {}, wu, dist, solo)
+    transport = fit_transport(trace, meta.get("transport") or {})
+    given_run = meta.get("run")
+    saturated = isinstance(given_run, dict) and given_run.get("source") == "saturated"
+    gaps = fit_dispatch(trace.spans, wu, saturated)
+    name = f"{meta.get('scenario_name', 'scenario')}-calibrated"
+    raw: dict[str, Any] = {
+        "name": name,
+        "run": run,
+        "policy": _policy_of(trace, policy),
+        "costs": {f.phase: f.spec for f in fits},
+        "transport": transport,
+        **_placement_tables(meta, devices),
+    }
+    raw = apply_overrides(raw, list(sets or []))
+    pol = raw.get("policy")
+    if isinstance(pol, dict) and not pol.get("name"):
+        raise TraceError("meta.policy", "missing: the trace names no policy; pass "
+                         "--policy NAME (e.g. phase_pp) or --set policy.name=NAME")
+    scenario = build_scenario(raw, name=name)
+    # the gaps of the stages the policy runs (a probe trace may name its own stages)
+    gaps = [g for g in gaps if g.stage in scenario.stage_names]
+    if any(g.ms > 0 for g in gaps) and "dispatch" not in raw:
+        raw["dispatch"] = {g.stage: round(g.ms, 6) for g in gaps if g.ms > 0}
+        scenario = build_scenario(raw, name=name)
+    return Calibrated(raw, scenario, fits, transport, devices, gaps)
+
+
+def _placement_tables(meta: dict[str, Any], fits: list[DeviceFit] | None = None
+                      ) -> dict[str, Any]:
+    """The trace scenario's ``[placement]`` and ``[devices]`` with the fitted rates."""
+    source = meta.get("scenario")
+    raw: dict[str, Any] = source if isinstance(source, dict) else {}
+    out: dict[str, Any] = {}
+    if raw.get("placement"):
+        out["placement"] = dict(raw["placement"])
+    devices = {d: dict(t) for d, t in (raw.get("devices") or {}).items()}
+    for fit in fits or []:
+        table = devices.setdefault(fit.device, {})
+        table["rate"] = {str(n): round(r, 6) for n, r in fit.rates.items()}
+    if devices:
+        out["devices"] = devices
+    return out

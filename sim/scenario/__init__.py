@@ -1,0 +1,1 @@
+"""What-if inputs: the scenario model, its TOML loader and overrides, cost models and devices."""

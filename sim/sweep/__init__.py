@@ -1,0 +1,1 @@
+"""What-if sweeps: grids, where their tasks run, streamed results, and replicas."""

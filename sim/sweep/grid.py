@@ -1,0 +1,324 @@
+"""What-if sweeps: run a cartesian grid of overrides and tabulate the metrics per point.
+
+Points are grouped into tasks (:func:`run_task`, many points each); an executor from
+:mod:`pipefill.sim.sweep.executors` runs them here, on a process pool or on Dask, and a
+:class:`~pipefill.sim.sweep.store.ResultStore` keeps each finished task (streamed to disk
+with ``--out``), so an interrupted sweep resumes with only the missing points.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from pipefill.sim.engine.choice import choose, metrics_batch
+from pipefill.sim.errors import ScenarioError, StallError
+from pipefill.sim.fast.path import structure_key
+from pipefill.sim.scenario.load import apply_overrides, build_scenario, parse_value
+from pipefill.sim.sweep.executors import ExecSpec, SweepExecutor, chunked, make_executor, task_size
+from pipefill.sim.sweep.store import KEY, ResultStore, engine_version, point_key
+from pipefill.traces.metrics import SUMMARY_KEYS
+from pipefill.traces.toml_writer import toml_value
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One grid axis: a dotted field and the values it takes."""
+
+    field: str
+    values: tuple[Any, ...]
+
+
+def split_values(text: str) -> list[str]:
+    """Split ``1,2,[3,4],"a,b"`` on top-level commas."""
+    parts: list[str] = []
+    cur: list[str] = []
+    depth, quote = 0, ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(cur).strip())
+            cur = []
+            continue
+        cur.append(ch)
+    parts.append("".join(cur).strip())
+    return [p for p in parts if p]
+
+
+def parse_axis(spec: str) -> Axis:
+    key, sep, values = spec.partition("=")
+    if not sep or not key.strip() or not values.strip():
+        raise ScenarioError("--grid", f"{spec!r} is not of the form table.field=v1,v2,...")
+    return Axis(key.strip(), tuple(parse_value(v) for v in split_values(values)))
+
+
+def check_axes(axes: list[Axis]) -> None:
+    """Refuse an axis given twice (the last would silently win in every point)."""
+    seen: set[str] = set()
+    for axis in axes:
+        if axis.field in seen:
+            raise ScenarioError("--grid", f"{axis.field} is given twice: put all its values "
+                                f"in one --grid ({axis.field}=v1,v2,...)")
+        seen.add(axis.field)
+
+
+def grid_points(axes: list[Axis]) -> list[dict[str, Any]]:
+    return [dict(zip([a.field for a in axes], combo, strict=True))
+            for combo in itertools.product(*(a.values for a in axes))]
+
+
+def flatten(metrics: dict[str, Any]) -> dict[str, Any]:
+    """One flat row of a summary: scalar metrics plus ``bubble_<stage>`` and queue means."""
+    row: dict[str, Any] = {k: metrics.get(k) for k in SUMMARY_KEYS}
+    for stage, value in sorted(metrics.get("bubble", {}).items()):
+        row[f"bubble_{stage}"] = value
+    for q, stats in sorted(metrics.get("queues", {}).items()):
+        row[f"{q}_mean"] = stats.get("mean")
+    row["chunks"] = metrics.get("chunks")
+    row["warmup"] = metrics.get("warmup")
+    row["bursty"] = metrics.get("bursty")
+    row["aggregate_fps"] = metrics.get("aggregate_fps")
+    # memory in flight per stage: the memory side of the memory-period trade-off
+    for stage, peak in sorted(metrics.get("memory", {}).get("stages", {}).items()):
+        row[f"peak_bytes_{stage}"] = peak
+    return row
+
+
+@dataclass(frozen=True)
+class BestPick:
+    """``sweep --best``: the feasible point with the least memory in flight, and the
+    Pareto front of period vs memory among feasible points (both minimised)."""
+
+    best: dict[str, Any] | None
+    pareto: list[dict[str, Any]]
+    feasible: int
+    criteria: str
+
+
+def best_point(table: pd.DataFrame, max_latency_ms: float | None = None,
+               min_fps: float | None = None) -> BestPick:
+    """Rows meeting ``latency_p95_ms <= max_latency_ms`` and ``fps >= min_fps`` (a point
+    missing a constrained metric does not meet it); least ``peak_bytes_in_flight`` wins,
+    ties go to the shorter period."""
+    parts: list[str] = []
+    needed = ("error", "period_ms", "peak_bytes_in_flight", "latency_p95_ms", "fps")
+    if any(c not in table.columns for c in needed):  # every point stalled
+        return BestPick(None, [], 0, "no point ran")
+    ok = table["error"].isna() & table["period_ms"].notna() & \
+        table["peak_bytes_in_flight"].notna()
+    if max_latency_ms is not None:
+        ok &= table["latency_p95_ms"].notna() & (table["latency_p95_ms"] <= max_latency_ms)
+        parts.append(f"latency p95 <= {max_latency_ms:g} ms")
+    if min_fps is not None:
+        ok &= table["fps"].notna() & (table["fps"] >= min_fps)
+        parts.append(f"fps >= {min_fps:g}")
+    feasible = table[ok].sort_values(["peak_bytes_in_flight", "period_ms"], kind="stable")
+    records = feasible.to_dict(orient="records")
+    front, best_period = [], float("inf")
+    for rec in records:
+        if rec["period_ms"] < best_period:
+            front.append(rec)
+            best_period = rec["period_ms"]
+    return BestPick(records[0] if records else None, front, len(records),
+                    " and ".join(parts) or "no constraint")
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One grid point: its axis values, its overridden raw tables (a scenario the point
+    builds on any worker) and ``key``, the hash of its resolved scenario and engine."""
+
+    axes: dict[str, Any]
+    raw: dict[str, Any]
+    name: str
+    key: str
+    engine: str = "auto"
+    #: the fast path's structure the point is re-timed with (None: it runs on SimPy)
+    group: str | None = None
+    #: relative cost on SimPy (chunks x sessions), to start the heaviest first
+    weight: int = 0
+
+
+def plan_points(raw: dict[str, Any], base_sets: list[str], axes: list[Axis],
+                name: str = "sweep", engine: str = "auto") -> list[SweepPoint]:
+    """Every grid point in grid order, each validated (bad input, or ``engine = "fast"``
+    on a choice-dependent point, fails before any work)."""
+    check_axes(axes)
+    points = []
+    for values in grid_points(axes):
+        sets = [*base_sets, *(f"{k}={toml_value(v)}" for k, v in values.items())]
+        point_raw = apply_overrides(raw, sets)
+        sc = build_scenario(point_raw, name=name)
+        group = structure_key(sc) if choose(sc, engine) == "fast" else None
+        points.append(SweepPoint({k: _cell(v) for k, v in values.items()}, point_raw, name,
+                                 point_key(sc), engine, group, sc.run.chunks * sc.run.sessions))
+    return points
+
+
+#: most points in one fast-path task (they are re-timed side by side)
+FAST_TASK_MAX = 256
+
+
+def plan_tasks(todo: list[SweepPoint], workers: int,
+               per_task: int | None = None) -> list[list[SweepPoint]]:
+    """Tasks in the order they are handed out. With ``per_task``: consecutive points,
+    as given. Otherwise the SimPy points first, heaviest first, in tasks sized to spread
+    them over the workers (:func:`task_size`), then one task per fast-path structure
+    (its plan compiled once, its points re-timed together; at most FAST_TASK_MAX), so
+    the long tasks start early and the short ones fill the gaps."""
+    if per_task is not None:
+        return chunked(todo, task_size(len(todo), workers, per_task))
+    slow = sorted((p for p in todo if p.group is None), key=lambda p: -p.weight)
+    groups: dict[str, list[SweepPoint]] = {}
+    for p in todo:
+        if p.group is not None:
+            groups.setdefault(p.group, []).append(p)
+    tasks = chunked(slow, task_size(len(slow), workers)) if slow else []
+    for members in groups.values():
+        tasks += chunked(members, FAST_TASK_MAX)
+    return tasks
+
+
+def evaluate_points(points: Sequence[SweepPoint]) -> list[dict[str, Any]]:
+    """Rows for a batch of points, in order, each with the ``engine`` that ran it: the
+    fast path re-times the fixed-order points of one structure together
+    (:func:`pipefill.sim.engine.choice.metrics_batch`), SimPy runs the rest; a point that raises
+    (a stall, ...) is a row with its ``error``."""
+    if not points:
+        return []
+    try:
+        scs = [build_scenario(p.raw, name=p.name) for p in points]
+        results = metrics_batch(scs, points[0].engine)
+    except Exception:  # one point failed the batch: run them one by one to say which
+        return [_evaluate_one(p) for p in points] if len(points) > 1 \
+            else [_error_row(points[0])]
+    return [{"error": m["error"], "engine": m["engine"]} if "error" in m
+            else {**flatten(m), "engine": m["engine"]} for m in results]
+
+
+def _evaluate_one(point: SweepPoint) -> dict[str, Any]:
+    return evaluate_points([point])[0]
+
+
+def _error_row(point: SweepPoint) -> dict[str, Any]:
+    try:
+        metrics_batch([build_scenario(point.raw, name=point.name)], point.engine)
+    except StallError as exc:
+        return {"error": str(exc)}
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"error": "failed in its batch, not alone"}
+
+
+def run_task(points: Sequence[SweepPoint]) -> list[dict[str, Any]]:
+    """A task: evaluate a batch of points; each row also carries its key and axis cells
+    (so a streamed part is readable on its own)."""
+    rows = evaluate_points(points)
+    return [{KEY: p.key, **p.axes, **r} for p, r in zip(points, rows, strict=True)]
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """A finished sweep: its ``table`` (one row per point, grid order), how many points
+    ``ran`` now and how many were ``reused`` (resumed), and where they ran."""
+
+    table: pd.DataFrame
+    ran: int
+    reused: int
+    where: str
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep: ``table`` holds the points that finished (grid order) out of
+    ``total``; with a disk store they are also in ``parts`` (for ``--resume``)."""
+
+    def __init__(self, table: pd.DataFrame, total: int, parts: str | None = None) -> None:
+        super().__init__(f"{len(table)} of {total} points finished")
+        self.table, self.total, self.parts = table, total, parts
+
+
+def execute_sweep(points: list[SweepPoint], axes: list[str], executor: SweepExecutor,
+                  store: ResultStore | None = None, per_task: int | None = None,
+                  workers: int = 1,
+                  progress: Callable[[int, int], None] | None = None) -> SweepOutcome:
+    """Run the points the store does not hold yet, streaming each finished task into it.
+
+    Points sharing a key run once. A task that failed as a whole (e.g. Dask gave up after
+    it killed workers) gives each of its points an error row.
+    """
+    store = store if store is not None else ResultStore()
+    wanted = {p.key for p in points}
+    reused = len(wanted & store.rows.keys())
+    todo = list({p.key: p for p in points if p.key not in store.rows}.values())
+    tasks = plan_tasks(todo, workers, per_task)
+    total, done = len(wanted), reused
+    try:
+        if progress:
+            progress(done, total)
+        for i, result in executor.run(run_task, tasks):
+            rows = result if isinstance(result, list) else _failed(tasks[i], result)
+            store.add(rows, axes)
+            done += len(rows)
+            if progress:
+                progress(done, total)
+    except KeyboardInterrupt:
+        store.sync()
+        finished = _table([p for p in points if p.key in store.rows], store)
+        raise SweepInterrupted(finished, len(points),
+                               str(store.parts) if store.parts else None) from None
+    return SweepOutcome(_table(points, store), len(todo), reused, executor.describe())
+
+
+def _table(points: list[SweepPoint], store: ResultStore) -> pd.DataFrame:
+    """One row per point (grid order): axis cells, results, ``point_key``, ``error``."""
+    table = pd.DataFrame([{**p.axes, **store.rows[p.key], KEY: p.key} for p in points])
+    errors = table["error"] if "error" in table.columns else pd.Series(None, index=table.index)
+    table["error"] = errors.astype(object).where(errors.notna(), None)  # None, never NaN
+    return table
+
+
+def _failed(task: list[SweepPoint], exc: BaseException) -> list[dict[str, Any]]:
+    return [{KEY: p.key, **p.axes, "error": f"{type(exc).__name__}: {exc}"} for p in task]
+
+
+def run_sweep(raw: dict[str, Any], base_sets: list[str], axes: list[Axis], name: str = "sweep",
+              workers: int = 1,
+              progress: Callable[[int, int], None] | None = None,
+              engine: str = "auto") -> pd.DataFrame:
+    """The whole sweep in memory on this machine (``workers`` processes): the table.
+
+    A point whose schedule stalls is kept as a row with its ``error``; the table has
+    one row per point in grid order, axis columns first, then metrics, ``error`` and
+    ``point_key``.
+    """
+    points = plan_points(raw, base_sets, axes, name, engine)
+    executor = make_executor(ExecSpec(workers=workers))
+    try:
+        return execute_sweep(points, [a.field for a in axes], executor, workers=workers,
+                             progress=progress).table
+    finally:
+        executor.close()
+
+
+def sweep_meta(raw: dict[str, Any], name: str, sets: list[str],
+               axes: list[Axis]) -> dict[str, Any]:
+    """The metadata a sweep table is written with: ``kind = "sweep"`` (how reports tell a
+    table from a trace) plus the scenario, overrides and grid that re-create it, and the
+    engine version its ``point_key`` column was made with."""
+    return {"kind": "sweep", "scenario_name": name, "scenario": raw, "sets": list(sets),
+            "grid": {a.field: list(a.values) for a in axes}, "engine_version": engine_version()}
+
+
+def _cell(value: Any) -> Any:
+    return value if isinstance(value, int | float | str | bool) else str(value)
