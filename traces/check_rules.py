@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 
 from pipefill.traces.facts import PolicyFacts
+from pipefill.traces.schema import WAIT_LANE
 
 Outcome = tuple[int, "RowRef | None", str] | str
 #: overlap (ms) below which two spans count as back to back (float noise of clocks)
 EPS_MS = 1e-6
 #: lanes whose spans are annotations (what a stage waited on), not work
-WAIT_LANE = "wait"
 #: a mesh follower's lane: ``compute@r2`` is rank 2's span of the leader's ``compute`` call
 RANK_LANE = re.compile(r"^(?P<lane>.+)@r(?P<rank>\d+)$")
 

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from pipefill.traces.facts import PolicyFacts
-from pipefill.traces.waits import UNATTRIBUTED, WAIT_LANE, Cause, classify
+from pipefill.traces.schema import WAIT_LANE
+from pipefill.traces.waits import UNATTRIBUTED, Cause, classify
 
 #: times closer than this (ms) are one instant (float noise of clocks)
 EPS_MS = 1e-6

@@ -85,7 +85,7 @@ def _saturated(stages: tuple[StageIdle, ...], b: StageIdle, facts: PolicyFacts,
     idle = ", ".join(f"{s.stage} idle {s.idle_share:.0%}" for s in others)
     text = (f"stage imbalance: {b.stage} is busy {1 - b.idle_share:.0%} of the window and "
             f"sets the period; {idle}")
-    lever = facts.levers.get("imbalance") or \
+    lever = facts.levers.get("stage imbalance") or \
         f"balance the stages: move work off {b.stage}{_top_phase(ev, b.stage)}"
     return "stage imbalance", text, lever
 

@@ -14,6 +14,7 @@ name                the stage waited for                        cause
 ``drain:Q``         the last item of its batch to leave, on Q   ``fill_drain``
 ``A|B|...``         whichever of A, B comes first               by priority
 ``Q`` (bare)        queue Q, direction from the policy          get or slot
+``change``          any change of the shared state (no reason)  ``unattributed``
 ==================  ==========================================  ==============
 
 A program that can proceed in several ways (phase_pp's stage0: build or decode) waits
@@ -30,13 +31,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pipefill.traces.facts import PolicyFacts
+from pipefill.traces.schema import WAIT_LANE
 
-WAIT_LANE = "wait"
 #: causes of idle time, in report order
 CAUSES = ("starved", "blocked", "dependency", "source", "fill_drain", "unattributed")
 #: label prefix -> cause
 KINDS = {"get": "starved", "slot": "blocked", "input": "source", "context": "dependency",
          "fill": "fill_drain", "drain": "fill_drain"}
+#: the name of a wait for any state change that gives no reason
+CHANGE = "change"
 #: which alternative of a multi-way wait names its cause
 PRIORITY = ("dependency", "source", "fill_drain", "blocked", "starved")
 
@@ -57,7 +60,8 @@ class Cause:
             "blocked": f"blocked on {t} (full)" if t else "blocked (output full)",
             "dependency": f"dependency (the decode of chunk {t})" if t else "dependency",
             "source": "source (input not yet arrived)",
-            "fill_drain": f"fill/drain (batch boundary on {t})" if t else "fill/drain",
+            "fill_drain": (f"fill/drain ({t})" if t.startswith("the run") else
+                           f"fill/drain (batch boundary on {t})" if t else "fill/drain"),
             "unattributed": f"unattributed ({t})" if t else "unattributed",
         }[self.cause]
 
@@ -84,6 +88,8 @@ def _one(label: str, stage: str, chunk: int, facts: PolicyFacts) -> Cause:
         return Cause(KINDS[kind], target, label)
     if label == "input":
         return Cause("source", "", label)
+    if label == CHANGE:  # a wait that did not say for what
+        return Cause("unattributed", "any change", label)
     q = facts.queue(label)
     if q is not None:  # a bare queue name: the direction decides
         return Cause("blocked" if q.src == stage and q.dst != stage else "starved", label,

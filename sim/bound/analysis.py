@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pipefill.sim.bound import words
 from pipefill.sim.bound.contention import with_contention
 from pipefill.sim.bound.derived import priced_graph, table_for
 from pipefill.sim.bound.greedy import (
@@ -117,6 +118,10 @@ class Critical:
     cycle: Cycle | None = None
     load: Load | None = None
     one_stage_busy: bool = False  # only one stage's compute, back to back, on the cycle
+    #: the cycle in explain's words (sim/bound/words.py) and the queue whose slots close it
+    category: str = ""
+    queue: str = ""
+    slots: int = 0
 
 
 @dataclass
@@ -177,22 +182,31 @@ def _solve(sc: Scenario, costs: dict[str, CostSpec] | None = None) -> _Solved:
     stages = _stages(mg.graph, cyc)
     waits = any(s.duration > 0 and mg.graph.families[s.family].phase is None
                 for s in cyc.steps)
+    busy = len(stages) == 1 and not waits
+    cat, queue = words.category(mg.graph, cyc, busy)
+    slots = next((q.capacity for q in sc.policy.queues(sc) if q.name == queue), 0)
     crit = Critical(format_chain(mg.graph, cyc), cyc.ratio / u, cyc.lag * u, stages,
-                    cycle=cyc, one_stage_busy=len(stages) == 1 and not waits)
+                    cycle=cyc, one_stage_busy=busy, category=cat, queue=queue, slots=slots)
     for load in mg.loads:
         if load.ms / u > crit.per_chunk_ms:
             chain = f"{load.stage} busy: " + " + ".join(p for p, n in load.phases.items() if n)
             crit = Critical(chain, load.ms / u, 1, (load.stage,), load=load,
-                            one_stage_busy=True)
+                            one_stage_busy=True, category="stage imbalance")
     return _Solved(mg, sol, crit, crit.per_chunk_ms)
 
 
 def format_chain(g: PeriodicGraph, cycle: Cycle) -> str:
-    """``decode[k] -> build[k+1] -> ...``: zero-length steps left out, repeats merged,
+    """``decode[k] -> build[k+1] -> ...``: zero-length steps left out but a queue slot's
+    wait (``(q_out slot)``: the arc is that slot, not a dependency), repeats merged,
     starting from the earliest instance (ties: the family declared first)."""
-    steps = [s for s in cycle.steps if s.duration > 0] or list(cycle.steps)
+    shown = words.binding(g, cycle)
+    steps = [s for i, s in enumerate(cycle.steps)
+             if s.duration > 0 or (i in shown and words.is_slot(g.families[s.family]))] \
+        or list(cycle.steps)
     order = {name: i for i, name in enumerate(g.families)}
-    start = min(range(len(steps)), key=lambda i: (steps[i].index, order[steps[i].family], i))
+    work = [i for i, s in enumerate(steps) if not words.is_slot(g.families[s.family])]
+    start = min(work or range(len(steps)),
+                key=lambda i: (steps[i].index, order[steps[i].family], i))
     # the steps before the new start come round again one cycle (lag periods) later
     later = [replace(s, index=s.index + cycle.lag * g.families[s.family].mult)
              for s in steps[:start]]
@@ -204,6 +218,9 @@ def format_chain(g: PeriodicGraph, cycle: Cycle) -> str:
     origin: dict[str, int] = {}
     for family, index in [*((s.family, s.index) for s in steps), closing]:
         f = g.families[family]
+        if words.is_slot(f):
+            names.append(words.slot_name(f))
+            continue
         base = origin.setdefault(f.index, index)
         off = index - base
         names.append(f"{f.label}[{f.index}{f'+{off}' if off > 0 else (off or '')}]")
@@ -214,6 +231,9 @@ def _merge_runs(names: list[str]) -> list[str]:
     """``denoise[k] x2`` for repeats; ``layers@stage0[k..k+7]`` for consecutive instances."""
     out: list[tuple[str, str, str, int]] = []  # label, first index, last index, repeats
     for name in names:
+        if "[" not in name:  # a queue slot: no instance index
+            out.append((name, "", "", 0))
+            continue
         label, idx = name[:-1].split("[")
         if out and out[-1][0] == label and out[-1][2] == idx:
             out[-1] = (label, out[-1][1], idx, out[-1][3] + 1)
@@ -221,8 +241,8 @@ def _merge_runs(names: list[str]) -> list[str]:
             out[-1] = (label, out[-1][1], idx, 1)
         else:
             out.append((label, idx, idx, 1))
-    return [f"{lab}[{a}]" + (f" x{n}" if n > 1 else "") if a == b else f"{lab}[{a}..{b}]"
-            for lab, a, b, n in out]
+    return [lab if not n else f"{lab}[{a}]" + (f" x{n}" if n > 1 else "") if a == b
+            else f"{lab}[{a}..{b}]" for lab, a, b, n in out]
 
 
 def _next(idx: str) -> str:
@@ -302,6 +322,13 @@ def _busy(mg: ModelGraph) -> dict[str, float]:
     return dict(sorted(busy.items()))
 
 
+def critical_of(sc: Scenario) -> tuple[float, Critical, dict[str, float]]:
+    """The period, its critical constraint and each stage's work per chunk, without the
+    sensitivity analysis (what ``explain`` cross-checks a trace against)."""
+    solved = _solve(sc)
+    return solved.period, solved.critical, _busy(solved.model)
+
+
 @dataclass(frozen=True)
 class PeriodBound:
     """The period alone (what tests compare SimPy against): ms per chunk, what kind of
@@ -366,8 +393,8 @@ def explain(b: Bound) -> str:
     if crit.one_stage_busy:
         why = f"is set by {crit.stages[0]}, busy back to back ({crit.chain})"
     else:
-        why = (f"is set by a dependency loop over {crit.lag_chunks} chunk(s) "
-               f"through {' and '.join(crit.stages)}: {crit.chain}")
+        why = words.why(crit.category, crit.queue, crit.slots, crit.lag_chunks, crit.stages,
+                        crit.chain)
     idle = [f"{s} {1 - ms / b.period_ms:.0%} idle" for s, ms in b.busy_ms.items()
             if s not in crit.stages and b.period_ms > 0]
     slack = f"; {', '.join(idle)}" if idle else ""

@@ -1,0 +1,74 @@
+"""The critical cycle in the words ``explain`` uses for measured idle time.
+
+A cycle of the event graph is a loop of waits. What kind of wait closes it says what
+kind of limit it is, in the domain brief's categories: a queue slot (``slot:Q``, the
+n-th Release feeding the (n + capacity)-th Reserve) is ``backpressure``, not a
+dependency; the source's input is ``source-bound``; a batch boundary (``fill:Q``,
+``drain:Q``) is ``fill/drain bubbles``; one stage busy back to back is ``stage
+imbalance``; any other loop through several stages is a ``dependency``.
+"""
+
+from __future__ import annotations
+
+from pipefill.sim.bound.maxplus import Cycle, Family, PeriodicGraph
+
+SLOT, INPUT = "slot:", "input"
+BATCH = ("fill:", "drain:")
+
+
+def is_slot(f: Family) -> bool:
+    """A zero-length wait for a queue slot."""
+    return f.phase is None and f.label.startswith(SLOT)
+
+
+def slot_name(f: Family) -> str:
+    return f"({f.label.removeprefix(SLOT)} slot)"
+
+
+def _track(f: Family) -> str:
+    """The track a family's nodes sit on (a stage, a lane, the source)."""
+    return f.name.split("#", 1)[0] if "#" in f.name else f.stage
+
+
+def binding(g: PeriodicGraph, cycle: Cycle) -> set[int]:
+    """Indices of the cycle's wait steps entered from another track: the wait's own arc
+    (a slot's release, an arrival, an input) is on the cycle, not just its stage's
+    program order running through it."""
+    steps, out = cycle.steps, set()
+    for i, s in enumerate(steps):
+        f = g.families[s.family]
+        if f.phase is None and s.duration == 0:
+            prev = g.families[steps[i - 1].family]
+            if _track(prev) != _track(f):
+                out.add(i)
+    return out
+
+
+def category(g: PeriodicGraph, cycle: Cycle, one_stage_busy: bool) -> tuple[str, str]:
+    """(category, queue) of a critical cycle (module docstring)."""
+    bound = binding(g, cycle)
+    waits = [g.families[s.family].label for i, s in enumerate(cycle.steps)
+             if i in bound or (g.families[s.family].phase is None and s.duration > 0)]
+    slot = next((w for w in waits if w.startswith(SLOT)), None)
+    if slot is not None:
+        return "backpressure", slot.removeprefix(SLOT)
+    if INPUT in waits:
+        return "source-bound", ""
+    batch = next((w for w in waits if w.startswith(BATCH)), None)
+    if batch is not None:
+        return "fill/drain bubbles", batch.split(":", 1)[1]
+    return ("stage imbalance", "") if one_stage_busy else ("dependency", "")
+
+
+def why(cat: str, queue: str, slots: int, lag: int, stages: tuple[str, ...], chain: str) -> str:
+    """The clause of ``bound``'s one line that says what sets the period."""
+    through = (f"over {lag} chunk(s) through {' and '.join(stages)}" if stages else
+               f"over {lag} chunk(s)")
+    if cat == "backpressure":
+        return (f"is set by backpressure: {queue}'s {slots} slot(s) close a loop {through}: "
+                f"{chain}")
+    if cat == "source-bound":
+        return f"is set by the source: its inputs close a loop {through} ({chain})"
+    if cat == "fill/drain bubbles":
+        return f"is set by each batch's fill and drain (on {queue}), a loop {through}: {chain}"
+    return f"is set by a dependency loop {through}: {chain}"
