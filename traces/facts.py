@@ -48,9 +48,9 @@ class PolicyFacts:
     (empty: capacities unknown). ``bytes_bound``: the most bytes it can hold in flight
     (None: unknown, ``bytes_reason`` says why). ``levers``: the policy's words for
     what would move a cause, keyed ``category`` or ``category:queue`` (e.g.
-    ``backpressure:q_out`` -> ``D_out = 2``). ``critical``: the bound's critical cycle. ``run_end_ms``: when the run ended, if
-    the trace records it (``meta.run_end_ms``). ``notes``: what the caller could not
-    establish (said beside the results).
+    ``backpressure:q_out`` -> ``D_out = 2``). ``critical``: the bound's critical
+    cycle. ``run_end_ms``: when the run ended, if the trace records it
+    (``meta.run_end_ms``). ``notes``: what the caller could not establish.
     """
 
     policy: str = ""

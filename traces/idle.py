@@ -18,6 +18,7 @@ The pieces of a stage tile its idle time exactly: their lengths sum to it.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,7 +112,7 @@ def _covered(stage: str, gap: tuple[float, float], waits: Waits
         return [], [gap]
     cuts = sorted({a, b, *(s for s, _, _ in inside), *(e for _, e, _ in inside)})
     pieces, rest = [], []
-    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+    for lo, hi in itertools.pairwise(cuts):
         if hi - lo <= 0:
             continue
         active = [c for s, e, c in inside if s <= lo and e >= hi]
