@@ -178,7 +178,7 @@ def _solve(sc: Scenario, costs: dict[str, CostSpec] | None = None) -> _Solved:
     except DeadlockCycle as exc:
         raise ScenarioError("policy", f"this configuration deadlocks: {exc}") from None
     u = mg.chunks_per_period
-    cyc = sol.cycle
+    cyc = words.limiting(mg.graph, sol.cycle)
     stages = _stages(mg.graph, cyc)
     waits = any(s.duration > 0 and mg.graph.families[s.family].phase is None
                 for s in cyc.steps)

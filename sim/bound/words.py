@@ -6,11 +6,16 @@ n-th Release feeding the (n + capacity)-th Reserve) is ``backpressure``, not a
 dependency; the source's input is ``source-bound``; a batch boundary (``fill:Q``,
 ``drain:Q``) is ``fill/drain bubbles``; one stage busy back to back is ``stage
 imbalance``; any other loop through several stages is a ``dependency``.
+
+A slot is the limit only if more slots would shorten the period: when the cycle that
+the solver returned ties with another one (a layer pipeline's link holds a whole
+batch, so its slot and the batch's flush bind at once), :func:`limiting` drops the
+slot's arcs and reports the loop that still sets the period.
 """
 
 from __future__ import annotations
 
-from pipefill.sim.bound.maxplus import Cycle, Family, PeriodicGraph
+from pipefill.sim.bound.maxplus import Cycle, DeadlockCycle, Family, PeriodicGraph, solve
 
 SLOT, INPUT = "slot:", "input"
 BATCH = ("fill:", "drain:")
@@ -44,14 +49,39 @@ def binding(g: PeriodicGraph, cycle: Cycle) -> set[int]:
     return out
 
 
+def _slots(g: PeriodicGraph, cycle: Cycle) -> list[str]:
+    """Families of the cycle's binding slot waits, in cycle order."""
+    return list(dict.fromkeys(g.families[cycle.steps[i].family].name
+                              for i in sorted(binding(g, cycle))
+                              if is_slot(g.families[cycle.steps[i].family])))
+
+
+def _without(g: PeriodicGraph, slots: set[str]) -> Cycle | None:
+    """The critical cycle once these slot waits take no arc from another track (as if
+    their queues had unbounded slots); None when nothing recurs any more."""
+    arcs = {k: w for k, w in g.arcs.items()
+            if not (k[1][0] in slots
+                    and _track(g.families[k[0][0]]) != _track(g.families[k[1][0]]))}
+    try:
+        return solve(PeriodicGraph(g.families, g.durations, arcs)).cycle
+    except (DeadlockCycle, ValueError):
+        return None
+
+
 def category(g: PeriodicGraph, cycle: Cycle, one_stage_busy: bool) -> tuple[str, str]:
-    """(category, queue) of a critical cycle (module docstring)."""
+    """(category, queue) of a critical cycle (module docstring). Of several slots on
+    the cycle, the queue named is the one whose extra slots shorten the period most."""
+    slots = _slots(g, cycle)
+    if slots:
+        def left(fam: str) -> float:
+            other = _without(g, {fam})
+            return other.ratio if other is not None else 0.0
+
+        best = min(slots, key=left) if len(slots) > 1 else slots[0]
+        return "backpressure", g.families[best].label.removeprefix(SLOT)
     bound = binding(g, cycle)
     waits = [g.families[s.family].label for i, s in enumerate(cycle.steps)
              if i in bound or (g.families[s.family].phase is None and s.duration > 0)]
-    slot = next((w for w in waits if w.startswith(SLOT)), None)
-    if slot is not None:
-        return "backpressure", slot.removeprefix(SLOT)
     if INPUT in waits:
         return "source-bound", ""
     batch = next((w for w in waits if w.startswith(BATCH)), None)
@@ -72,3 +102,15 @@ def why(cat: str, queue: str, slots: int, lag: int, stages: tuple[str, ...], cha
     if cat == "fill/drain bubbles":
         return f"is set by each batch's fill and drain (on {queue}), a loop {through}: {chain}"
     return f"is set by a dependency loop {through}: {chain}"
+
+
+def limiting(g: PeriodicGraph, cycle: Cycle) -> Cycle:
+    """The critical cycle to report: ``cycle`` unless its slot arcs can go without the
+    period changing (module docstring); then the cycle that remains critical."""
+    for _ in range(4):
+        slots = set(_slots(g, cycle))
+        other = _without(g, slots) if slots else None
+        if other is None or other.ratio < cycle.ratio - 1e-9 * max(1.0, abs(cycle.ratio)):
+            return cycle  # no slot, or the slots are the limit
+        cycle = other
+    return cycle
