@@ -3,9 +3,10 @@
 ``Recorder`` owns the clock (ms since it was made), the rows and the run metadata;
 ``rec.stage("stage0")`` returns a :class:`Stage`, a view that tags every event with its
 stage and may be shared by any number of threads; ``with stage.wait("q_in"):`` around
-a blocking call records what the stage waited on (the wait lane ``explain`` reads). Recording appends one tuple to a list
-(no lock on the hot path); :meth:`Recorder.trace` and :meth:`Recorder.save` turn the
-rows into a pipefill trace (pandas is imported only then).
+a blocking call records what the stage waited on (the wait lane ``explain`` reads).
+Recording appends one tuple to a list (no lock on the hot path); :meth:`Recorder.trace`
+and :meth:`Recorder.save` turn the rows into a pipefill trace (pandas is imported only
+then).
 """
 
 from __future__ import annotations

@@ -145,6 +145,7 @@ def test_queue_over_capacity(base):
 
 def test_bytes_over_the_policys_bound(base):
     facts = facts_of(base)
+    assert facts.bytes_bound is not None
     ev = base.events.copy()
     b = ev[(ev["kind"] == "counter") & (ev["name"] == "bytes_in_flight")]
     ev.loc[b.index[3], "value"] = facts.bytes_bound + 1

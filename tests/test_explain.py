@@ -4,6 +4,7 @@ cause; idle causes always sum to the idle time; the bound's bottleneck idles lea
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -25,7 +26,7 @@ runner = CliRunner()
 COSTS = {"build": 1.0, "denoise": {"mean": 3.0, "steps": 2}, "recompute": 2.0,
          "decode": 3.0, "encode": 1.0}
 #: name -> (policy, cost changes, run changes, expected category, stage, own cause)
-KNOWN = {
+KNOWN: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any], str, str, str | None]] = {
     "backpressure": ({"name": "phase_pp", "d_out": 1}, {}, {}, "backpressure", "stage1",
                      "blocked"),
     "dependency": ({"name": "phase_pp", "recompute": "r0a", "recompute_lag": 0}, {}, {},

@@ -122,7 +122,7 @@ def follow(ev: Evidence, pieces: dict[str, list[Piece]], stage: str, cause: Caus
 
 def _own(theirs: list[Piece]) -> str:
     total = sum(q.ms for q in theirs)
-    dep = defaultdict(float)
+    dep: dict[str, float] = defaultdict(float)
     for q in theirs:
         if q.cause.cause in ("dependency", "source"):
             dep[q.cause.describe()] += q.ms

@@ -131,7 +131,7 @@ def _stages(trace: Trace) -> list[str]:
     return stages
 
 
-def _parts(pieces: list[Piece], idle: float, chains: dict[tuple[str, str], Chain]
+def _parts(pieces: list[Piece], idle: float, chains: dict[tuple[str, str], Chain | None]
            ) -> tuple[dict[str, float], tuple[Part, ...], float]:
     by_cause = dict.fromkeys(CAUSES, 0.0)
     groups: dict[tuple[str, str], list[Piece]] = defaultdict(list)
