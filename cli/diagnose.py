@@ -19,9 +19,8 @@ if TYPE_CHECKING:
 OutOpt = Annotated[Path | None, typer.Option(
     help="Also write the JSON result to this file (.json, atomically).")]
 STATUS = {"ok": "ok", "broken": "BROKEN", "not_checked": "not checked"}
-#: short column headers of the causes (80-column terminals)
-HEADERS = {"starved": "starved", "blocked": "blocked", "dependency": "depend.",
-           "source": "source", "fill_drain": "fill/drain", "unattributed": "unattr."}
+#: row labels of the causes
+HEADERS = {"fill_drain": "fill/drain"}
 
 
 def _write(out: Path | None, obj: Any) -> None:
@@ -117,14 +116,17 @@ def print_explanation(e: Explanation) -> None:
     table = Table(title=f"{e.label} ({e.source}): idle time in the steady window, chunks "
                   f"{w.get('first_chunk')}-{w.get('last_chunk')} ({span:,.1f} ms)",
                   header_style="bold", title_justify="left")
-    causes = list(e.stages[0].causes)
-    for col in ("stage", "idle", *(HEADERS.get(c, c) for c in causes), "inferred"):
-        table.add_column(col, justify="left" if col == "stage" else "right")
+    table.add_column("share of the window")
     for s in e.stages:
-        cells = [f"{s.causes[c] / s.idle_ms:.0%}" if s.idle_ms > 0 and s.causes[c] > 0 else ""
-                 for c in causes]
-        table.add_row(s.stage, f"{s.idle_share:.1%}", *cells,
-                      f"{s.inferred_ms / s.idle_ms:.0%}" if s.idle_ms > 0 else "")
+        table.add_column(s.stage, justify="right")
+    table.add_row("idle", *(f"{s.idle_share:.1%}" for s in e.stages))
+    for cause in e.stages[0].causes:
+        table.add_row(f"  {HEADERS.get(cause, cause)}",
+                      *(f"{s.causes[cause] / s.window_ms:.1%}" if s.causes[cause] > 0 else ""
+                        for s in e.stages))
+    if any(s.inferred_ms > 0 for s in e.stages):
+        table.add_row("  of it inferred", *(f"{s.inferred_ms / s.window_ms:.1%}"
+                                            for s in e.stages))
     out_console.print(table)
     for s in e.stages:
         out_console.print(s.line(), markup=False)

@@ -36,8 +36,12 @@ GENERIC_LEVER = {
                   "output is back",
     "source-bound": "none in the schedule: the input arrives slower than the pipeline runs",
     "fill/drain bubbles": "more items in flight per batch",
-    "unattributed": "record what each stage waits on (a wait lane) to tell",
+    "unattributed": "record what each stage waits on (a wait lane, probe's stage.wait) "
+                    "to tell",
 }
+#: the lever when the bottleneck records its waits and still idles outside them
+HOST_TIME = ("host time outside the recorded waits and work (dispatch, Python, lock and "
+             "GIL hand-offs): fewer, larger calls, or stages in processes, not threads")
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,8 @@ def decide(stages: tuple[StageIdle, ...], facts: PolicyFacts, ev: Evidence) -> V
         category, text, lever = _saturated(stages, b, facts, ev)
     else:
         category, target = _resolve(b, stages)
-        lever = _lever(facts, category, target)
+        lever = HOST_TIME if category == "unattributed" and b.waits else \
+            _lever(facts, category, target)
         text = f"{category}: {b.line()}"
     crit = facts.critical
     if crit is None:
