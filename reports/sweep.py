@@ -23,6 +23,7 @@ from matplotlib.patches import Rectangle
 
 from pipefill.reports.inputs import Sweep
 from pipefill.reports.style import new_figure, no_data
+from pipefill.traces.pareto import pareto_mask
 
 #: preferred heatmap axes (rows, columns) when the sweep has them
 DEPTH_AXES = ("policy.d_in", "policy.d_out")
@@ -338,9 +339,7 @@ def pareto_data(sweep: Sweep) -> ParetoData:
     labels = ["(" + ", ".join(str(r[a]) for a in sweep.axes) + ")" for _, r in t.iterrows()]
     pts = pd.DataFrame({"label": labels, "mem_mib": mem.to_numpy(),
                         "period_ms": period.to_numpy()}).dropna().reset_index(drop=True)
-    m, p = pts["mem_mib"].to_numpy(), pts["period_ms"].to_numpy()
-    pts["frontier"] = [not bool(np.any((m <= m[i]) & (p <= p[i]) & ((m < m[i]) | (p < p[i]))))
-                       for i in range(len(pts))]
+    pts["frontier"] = pareto_mask(pts["mem_mib"], pts["period_ms"])
     return ParetoData(list(sweep.axes), pts)
 
 

@@ -28,10 +28,13 @@ def test_both_are_block_split_policies_with_one_validation(name):
 def test_split_shares_stages_and_bytes(name):
     sc = make_scenario({"name": name, "stages": 3, "blocks": 7}, COSTS)
     p = sc.policy
+    assert isinstance(p, BlockSplitPolicy)
     assert p.block_counts(sc) == [3, 2, 2]  # the first stages take the remainder
     assert p.shares(sc) == [3 / 7, 2 / 7, 2 / 7]
     assert p.stages(sc) == ("stage0", "stage1", "stage2")
     assert p.params()["stages"] == 3 and "n_stages" not in p.params()
     assert p.act_bytes(sc) == sc.transport.result_size
     sc2 = make_scenario({"name": name, "split": [1, 29], "activation_bytes": 5}, COSTS)
-    assert sc2.policy.shares(sc2) == [1 / 30, 29 / 30] and sc2.policy.act_bytes(sc2) == 5
+    p2 = sc2.policy
+    assert isinstance(p2, BlockSplitPolicy)
+    assert p2.shares(sc2) == [1 / 30, 29 / 30] and p2.act_bytes(sc2) == 5

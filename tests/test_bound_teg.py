@@ -1,4 +1,4 @@
-"""The max-cycle-ratio solver (sim/bound/maxplus.py) against brute force and hand-derived graphs."""
+"""The max-cycle-ratio solver (sim/graph/maxplus.py) against brute force and hand-derived graphs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipefill.sim.bound.maxplus import DeadlockCycle, PeriodicGraph, solve
+from pipefill.sim.graph.maxplus import DeadlockCycle, PeriodicGraph, solve
 
 
 def graph(durations: dict[str, float], arcs: list[tuple[str, int, str, int]]) -> PeriodicGraph:

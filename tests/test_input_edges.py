@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from pipefill.cli import app
 from pipefill.sim.engine.core import simulate
+from pipefill.sim.policies.rolling_window import RollingWindow
 from pipefill.sim.scenario.load import ScenarioError, load_scenario
 from pipefill.traces.io import write_trace
 from pipefill.traces.schema import TraceError, validate
@@ -66,4 +67,5 @@ def test_a_window_too_small_for_one_chunk_is_refused():
         load_scenario(None, [*base, "policy.window_bytes=999"])
     assert str(err.value) == ("policy.window_bytes: 999 bytes cannot hold one chunk (its "
                               "result is 1000 bytes; transport.result_*)")
-    assert load_scenario(None, [*base, "policy.window_bytes=1000"]).policy.window_bytes == 1000
+    policy = load_scenario(None, [*base, "policy.window_bytes=1000"]).policy
+    assert isinstance(policy, RollingWindow) and policy.window_bytes == 1000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipefill.sim.errors import ScenarioError
+from pipefill.sim.policies.phase_pp import PhasePP
 from pipefill.sim.scenario.costs import CostSpec, CostTable
 from pipefill.sim.scenario.load import apply_overrides, load_raw, load_scenario
 
@@ -12,7 +13,7 @@ from pipefill.sim.scenario.load import apply_overrides, load_raw, load_scenario
 def test_default_scenario_is_valid_and_documented():
     sc = load_scenario()
     assert sc.name == "default"
-    assert sc.policy.name == "phase_pp"
+    assert isinstance(sc.policy, PhasePP)
     assert sc.policy.d_in == 2 and sc.policy.d_out == 2
     assert sc.steps == 2
     assert sc.transport.envelope_size == 1 * 16 * 3 * 60 * 104 * 2
@@ -22,6 +23,7 @@ def test_overrides_reach_every_table():
     sc = load_scenario(None, ["policy.d_in=3", "costs.decode.mean=120", "run.chunks=7",
                               "transport.latency_ms=0.5", 'policy.stage0_order="consumer_first"',
                               "policy.hard_cuts=[3, 5]"])
+    assert isinstance(sc.policy, PhasePP)
     assert sc.policy.d_in == 3 and sc.policy.hard_cuts == [3, 5]
     assert sc.costs["decode"].mean == 120.0
     assert sc.run.chunks == 7 and sc.transport.latency_ms == 0.5

@@ -8,6 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipefill.sim.policies import POLICIES
+from pipefill.sim.policies.layer_pp import LayerPP
+from pipefill.sim.policies.phase_pp import PhasePP
 from pipefill.sim.scenario.load import (
     ScenarioError,
     apply_overrides,
@@ -27,6 +29,7 @@ def test_switching_policy_starts_from_its_defaults():
 def test_fields_set_explicitly_carry_over_in_either_order():
     before = load_scenario(None, ["policy.stages=3", "policy.name=layer_pp"])
     after = load_scenario(None, ["policy.name=layer_pp", "policy.stages=3"])
+    assert isinstance(before.policy, LayerPP) and isinstance(after.policy, LayerPP)
     assert before.policy.n_stages == after.policy.n_stages == 3
     assert before.policy == after.policy
 
@@ -63,13 +66,16 @@ def test_a_named_policy_table_is_that_policy_with_its_own_defaults(tmp_path):
     path.write_text('[policy]\nname = "phase_pp"\nd_in = 3\n')
     sc = load_scenario(path)
     assert sc.policy == POLICIES["phase_pp"].model_validate({"d_in": 3})  # not r0a
-    assert sc.policy.recompute != load_scenario().policy.recompute
+    default = load_scenario().policy
+    assert isinstance(sc.policy, PhasePP) and isinstance(default, PhasePP)
+    assert sc.policy.recompute != default.recompute
 
 
 def test_a_policy_table_without_a_name_is_merged_field_by_field(tmp_path):
     path = tmp_path / "d.toml"
     path.write_text("[policy]\nd_in = 3\n[run]\nchunks = 20\n")
     sc = load_scenario(path)
+    assert isinstance(sc.policy, PhasePP)
     assert sc.policy.d_in == 3 and sc.policy.recompute == "r0a"  # the rest: the default's
     assert sc.run.chunks == 20 and sc.run.warmup == 10
 

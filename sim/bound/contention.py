@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pipefill.sim.bound.greedy import ModelGraph
+from pipefill.sim.graph.model import ModelGraph
 from pipefill.sim.scenario.costs import CostSpec
 from pipefill.sim.scenario.model import Scenario
 

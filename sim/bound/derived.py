@@ -3,7 +3,7 @@
 A fixed-order schedule, recorded far enough (:mod:`pipefill.sim.schedule.derive`), repeats every
 ``u`` chunks once past its start: on every track (stage, lane, source) the node
 ``P`` positions later is the same activity ``u`` chunks later, waiting on the same
-tracks. So one period is a :class:`~pipefill.sim.bound.maxplus.PeriodicGraph`: a family per
+tracks. So one period is a :class:`~pipefill.sim.graph.maxplus.PeriodicGraph`: a family per
 position of a track's period, instances indexed by chunk (``mult = u``), an arc per
 predecessor. ``u`` is found from the recording itself (the smallest shift that maps the
 steady schedule onto itself), times every cost pattern's length.
@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pipefill.sim.bound.maxplus import PeriodicGraph
+from pipefill.sim.errors import ScenarioError
+from pipefill.sim.graph.maxplus import PeriodicGraph
 from pipefill.sim.scenario.costs import CostTable
-from pipefill.sim.scenario.load import ScenarioError
 from pipefill.sim.scenario.model import Scenario
 from pipefill.sim.schedule.derive import COMPUTE, INPUT, SEND, Node, Schedule, derive
 
@@ -95,11 +95,14 @@ def _period_of(s: Schedule, base: int, limit: int) -> tuple[int, dict[str, int],
                         "after its start (bound needs a periodic steady state)")
 
 
-def _pattern_lcm(sc: Scenario) -> int:
-    u = 1
-    for spec in sc.costs.values():
-        if spec.pattern:
-            u = u * len(spec.pattern) // math.gcd(u, len(spec.pattern))
+def with_patterns(sc: Scenario, unroll: int) -> int:
+    """Chunks per period of a schedule that repeats every ``unroll`` chunks, priced with
+    cost patterns that repeat on their own lengths (their least common multiple), within
+    what the bound handles."""
+    u = math.lcm(unroll, *(len(spec.pattern) for spec in sc.costs.values() if spec.pattern))
+    if u > MAX_UNROLL:
+        raise ScenarioError("costs", f"the schedule repeats only every {u} chunks "
+                            f"(bound handles up to {MAX_UNROLL}); shorten the patterns")
     return u
 
 
@@ -147,10 +150,7 @@ def _period_cached(key: _Key) -> Period:
             if guess >= MAX_UNROLL:
                 raise
             guess = min(MAX_UNROLL, guess * 4)
-    u = u_struct * _pattern_lcm(sc) // math.gcd(u_struct, _pattern_lcm(sc))
-    if u > MAX_UNROLL:
-        raise ScenarioError("costs", f"the schedule repeats only every {u} chunks "
-                            f"(bound handles up to {MAX_UNROLL}); shorten the patterns")
+    u = with_patterns(sc, u_struct)
     base = u * math.ceil(base / u)
     if base + 4 * u + 16 > sc_chunks(s):  # the first recording is too short for u
         s = _recorded(sc, base + 4 * u + 16)

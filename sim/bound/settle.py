@@ -1,6 +1,6 @@
 """Where a timing-dependent (greedy) order settles: its cycle of emits at mean costs.
 
-The analytic model of a greedy phase_pp (:mod:`pipefill.sim.bound.greedy`) only bounds
+The analytic model of a greedy phase_pp (:mod:`pipefill.sim.policies.phase_pp_bound`) only bounds
 the period from below, because no single order holds for every timing. For the costs the
 bound is priced with (the means) the order *is* determined, so :func:`settle` runs the
 policy's own programs on the SimPy engine at those costs and reads the steady state off

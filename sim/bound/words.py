@@ -15,7 +15,7 @@ slot's arcs and reports the loop that still sets the period.
 
 from __future__ import annotations
 
-from pipefill.sim.bound.maxplus import Cycle, DeadlockCycle, Family, PeriodicGraph, solve
+from pipefill.sim.graph.maxplus import Cycle, DeadlockCycle, Family, PeriodicGraph, solve
 
 SLOT, INPUT = "slot:", "input"
 BATCH = ("fill:", "drain:")

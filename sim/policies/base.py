@@ -12,6 +12,7 @@ from pipefill.sim.errors import ScenarioError
 from pipefill.sim.program.actions import QueueSpec, StageProgram
 
 if TYPE_CHECKING:
+    from pipefill.sim.graph.model import LowerBound
     from pipefill.sim.scenario.model import Scenario
 
 
@@ -99,6 +100,12 @@ class Policy(BaseModel):
         ``fill/drain bubbles``, ``stage imbalance``, ``source-bound``) or
         ``backpressure:<queue>``. Empty (the default): explain's generic words."""
         return {}
+
+    def lower_bound(self) -> LowerBound | None:
+        """An explicit lower-bound model for an order that depends on timing (and has no
+        :meth:`fixed_form`): the bound is then labelled ``lower_bound``. None: the policy
+        has none, so a timing-dependent order of it gets no bound."""
+        return None
 
     def params(self) -> dict[str, Any]:
         return {"name": self.name, **self.model_dump(mode="json")}

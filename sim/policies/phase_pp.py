@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
+from pipefill.sim.policies import phase_pp_bound
 from pipefill.sim.policies.base import CallIds, Order, Policy
 from pipefill.sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of, generator_program
 from pipefill.sim.program.actions import (
@@ -20,6 +21,7 @@ from pipefill.sim.program.actions import (
 from pipefill.traces.recorder import Tag
 
 if TYPE_CHECKING:
+    from pipefill.sim.graph.model import LowerBound
     from pipefill.sim.scenario.model import Scenario
 
 #: a candidate step of stage0: returns a sub-program to run now, or None if not possible
@@ -75,6 +77,9 @@ class PhasePP(Policy):
         else:  # the stages take turns: not enough envelopes in flight
             out["dependency"] = f"D_in = {self.d_in + 1} (policy.d_in)"
         return out
+
+    def lower_bound(self) -> LowerBound:
+        return phase_pp_bound.lower_bound(self)
 
     def queues(self, sc: Scenario) -> list[QueueSpec]:
         return [QueueSpec(Q_IN, self.d_in, "stage0", "stage1"),

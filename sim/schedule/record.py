@@ -8,8 +8,11 @@ every stage's action list in a global execution order that respects every wait (
 runs after the Put it takes, a Reserve after the Release that freed its slot), which
 :mod:`pipefill.sim.schedule.derive` turns into a timed event graph.
 
-For a *fixed-order* schedule (see :func:`pipefill.sim.schedule.derive.order_choice`) the lists
-are the same under every timing, so recording them once describes every run.
+For a *fixed-order* schedule (``Policy.order(sc).fixed``, see
+:class:`pipefill.sim.policies.base.Order`) the lists are the same under every timing, so
+recording them once describes every run. Programs are stepped by the same
+:class:`~pipefill.sim.program.driver.ProgramDriver` as in every other backend, so the
+livelock rule is the driver's; a deadlock (nothing can move) is :class:`RecordStall`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pipefill.sim.errors import StallError
 from pipefill.sim.program.actions import (
     Action,
     Compute,
@@ -32,15 +36,14 @@ from pipefill.sim.program.actions import (
     WaitChange,
     WaitInput,
 )
+from pipefill.sim.program.driver import ProgramDriver
 from pipefill.sim.program.queues import SlotQueue, describe, make_queues, snapshot
 from pipefill.sim.scenario.model import Scenario
 
-#: actions a recording may take in all before it is called a livelock
-ACTION_LIMIT = 50_000_000
 
-
-class RecordStall(RuntimeError):
-    """The programs cannot all finish even with zero durations (a deadlock)."""
+class RecordStall(StallError):
+    """The programs cannot all finish even with zero durations (a deadlock). A livelock
+    is the driver's :class:`~pipefill.sim.program.driver.Livelock`, as in every backend."""
 
 
 @dataclass(frozen=True)
@@ -75,11 +78,14 @@ class _Recorder:
         self.inputs = dict.fromkeys(range(sc.run.sessions), sc.run.chunks)
         self.version = 0
         self.choices = 0
+        self.moves = 0  # the driver's progress marker: work done or shared state changed
 
     def bump(self) -> None:
         self.version += 1
+        self.moves += 1
 
     def on_compute(self, a: Compute) -> Any:
+        self.moves += 1
         return None
 
     def on_reserve(self, a: Reserve) -> Any:
@@ -128,6 +134,7 @@ class _Recorder:
         return None
 
     def on_mark(self, a: Mark) -> Any:
+        self.moves += 1
         return None
 
 
@@ -138,44 +145,31 @@ def _same(msg: Message) -> Message:
 def record(sc: Scenario) -> Recording:
     """Run ``sc``'s programs at zero time and return every action in execution order."""
     rec = _Recorder(sc)
-    progs = sc.policy.programs(sc)
-    pending: list[Action | None] = [_first(p.program) for p in progs]
+    drivers = [ProgramDriver(sp, lambda: rec.moves, lambda: f"; {describe(rec.queues)}")
+               for sp in sc.policy.programs(sc)]
+    for d in drivers:
+        d.next(None)
     steps: list[Recorded] = []
-    while any(a is not None for a in pending):
+    while any(not d.finished for d in drivers):
         moved = False
-        for i, sp in enumerate(progs):
-            while (action := pending[i]) is not None:
+        for d in drivers:
+            while (action := d.action) is not None:
                 result = action.accept(rec)
                 if result is _BLOCKED:
                     break
                 moved = True
-                steps.append(Recorded(sp.stage, action, result))
-                pending[i] = _next(sp.program, result)
-            if len(steps) > ACTION_LIMIT:
-                raise RecordStall("the programs do not finish (livelock)")
+                steps.append(Recorded(d.stage, action, result))
+                d.next(result)
         if not moved:
-            _unblock_timeouts(rec, progs, pending)
-    return Recording(tuple(steps), tuple(p.stage for p in progs), rec.choices)
+            _unblock_timeouts(rec, drivers)
+    return Recording(tuple(steps), tuple(d.stage for d in drivers), rec.choices)
 
 
-def _unblock_timeouts(rec: _Recorder, progs: list[Any], pending: list[Action | None]) -> None:
+def _unblock_timeouts(rec: _Recorder, drivers: list[ProgramDriver]) -> None:
     """Everyone waits: a WaitChange with a timeout returns (its time has passed)."""
-    for i, a in enumerate(pending):
-        if isinstance(a, WaitChange) and a.timeout_ms is not None:
-            pending[i] = _next(progs[i].program, None)
+    for d in drivers:
+        if isinstance(d.action, WaitChange) and d.action.timeout_ms is not None:
+            d.next(None)
             return
-    blocked = ", ".join(f"{p.stage} at '{a.describe()}'" for p, a in zip(progs, pending,
-                                                                           strict=True)
-                        if a is not None)
+    blocked = ", ".join(f"{d.stage} at '{d.describe()}'" for d in drivers if not d.finished)
     raise RecordStall(f"deadlock: {blocked}; {describe(rec.queues)}")
-
-
-def _first(program: Any) -> Action | None:
-    return _next(program, None)
-
-
-def _next(program: Any, result: Any) -> Action | None:
-    try:
-        return program.send(result)  # type: ignore[no-any-return]
-    except StopIteration:
-        return None

@@ -22,6 +22,7 @@ from pipefill.sim.scenario.load import apply_overrides, build_scenario, parse_va
 from pipefill.sim.sweep.executors import ExecSpec, SweepExecutor, chunked, make_executor, task_size
 from pipefill.sim.sweep.store import KEY, ResultStore, engine_version, point_key
 from pipefill.traces.metrics import SUMMARY_KEYS
+from pipefill.traces.pareto import pareto_mask
 from pipefill.traces.toml_writer import toml_value
 
 
@@ -125,11 +126,8 @@ def best_point(table: pd.DataFrame, max_latency_ms: float | None = None,
         parts.append(f"fps >= {min_fps:g}")
     feasible = table[ok].sort_values(["peak_bytes_in_flight", "period_ms"], kind="stable")
     records = feasible.to_dict(orient="records")
-    front, best_period = [], float("inf")
-    for rec in records:
-        if rec["period_ms"] < best_period:
-            front.append(rec)
-            best_period = rec["period_ms"]
+    on_front = pareto_mask(feasible["peak_bytes_in_flight"], feasible["period_ms"])
+    front = [rec for rec, keep in zip(records, on_front, strict=True) if keep]
     return BestPick(records[0] if records else None, front, len(records),
                     " and ".join(parts) or "no constraint")
 

@@ -24,7 +24,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from pipefill.sim.bound.regime import cyclicity
+from pipefill.sim.graph.regime import cyclicity
 
 NEG = -np.inf
 

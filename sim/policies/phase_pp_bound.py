@@ -1,4 +1,4 @@
-"""phase_pp's greedy stage0: an explicit LOWER-BOUND event graph (the one hand model left).
+"""phase_pp's greedy stage0: its explicit LOWER-BOUND event graph (``PhasePP.lower_bound``).
 
 When stage0's choice between building and decoding depends on timing (see
 ``pipefill.sim.policies.phase_pp.fixed_lead``), no single recorded order describes every
@@ -10,24 +10,21 @@ period is >= its maximum cycle ratio. It is labelled ``lower_bound`` wherever it
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
-from pipefill.sim.bound.maxplus import PeriodicGraph
+from pipefill.sim.graph.maxplus import PeriodicGraph
+from pipefill.sim.graph.model import GraphContext, Load, LowerBound, ModelGraph, add_input
 from pipefill.sim.policies.common import Coupling
-from pipefill.sim.program.actions import Compute
-from pipefill.sim.scenario.costs import CostTable
 from pipefill.traces.recorder import Tag
 
 if TYPE_CHECKING:
-    from pipefill.sim.scenario.model import Scenario
+    from pipefill.sim.policies.phase_pp import PhasePP
 
 #: chunk count of a modelled stream: it never ends (the bound is its steady state)
 ENDLESS = 2**62
 
-
-Kind = Literal["exact", "lower_bound", "estimate"]
 #: the stage of each phase in the rank0 + mesh model: its families' stage, and whose
 #: dispatch gap a call of the phase pays
 RANK0_MESH_STAGE = {"build": "stage0", "decode": "stage0", "encode": "stage0",
@@ -35,60 +32,9 @@ RANK0_MESH_STAGE = {"build": "stage0", "decode": "stage0", "encode": "stage0",
 
 
 @dataclass(frozen=True)
-class GraphContext:
-    """Prices for one unrolled period: ``chunks`` are the absolute chunk indices in it.
-
-    ``base`` is a multiple of the unroll, far enough from chunk 0 that every lookback
-    (queue depth, recompute lag) lands on steady-state chunks.
-    """
-
-    sc: Scenario
-    table: CostTable
-    unroll: int
-    base: int
-
-    @property
-    def chunks(self) -> range:
-        return range(self.base, self.base + self.unroll)
-
-    def cost(self, phase: str, tag: Tag, batch: tuple[Tag, ...] = (), share: float = 1.0) -> float:
-        """What the engine would charge for this Compute, its stage's dispatch gap included
-        (0 when the phase has no cost)."""
-        if not self.table.has(phase):
-            return 0.0
-        gap = self.sc.dispatch_ms(RANK0_MESH_STAGE.get(phase, ""))
-        return gap + self.table.duration(Compute(phase, tag, batch=batch, share=share))
-
-    def transport(self, nbytes: int) -> float:
-        return self.sc.transport.time_ms(nbytes)
-
-
-@dataclass(frozen=True)
-class Load:
-    """A stage's total work per period: a lower bound the graph cannot express."""
-
-    stage: str
-    ms: float
-    phases: dict[str, float]  # phase -> occurrences per period (d load / d phase cost)
-
-
-@dataclass
-class ModelGraph:
-    """A policy's event graph plus how to read it."""
-
-    graph: PeriodicGraph
-    chunks_per_period: int
-    kind: Kind
-    reason: str
-    loads: list[Load] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
 class Rank0Mesh:
-    """The shared structure of ``serial`` and ``phase_pp``.
-
-    """
+    """phase_pp's structure as the model needs it: the context coupling, the queue
+    depths, and whether the context waits only for the anchor decode."""
 
     coupling: Coupling
     d_in: int
@@ -185,30 +131,16 @@ def stage0_load(ctx: GraphContext, m: Rank0Mesh) -> Load:
     return Load("stage0", total, counts)
 
 
-def greedy_phase_pp(p: Any, ctx: GraphContext, reason: str) -> ModelGraph:
-    """The lower-bound model of a phase_pp scenario whose stage0 order is greedy."""
+def lower_bound(p: PhasePP) -> LowerBound:
+    """The lower-bound model of a phase_pp whose stage0 order is greedy: builds and
+    decodes each in chunk order, the queue, transport and context arcs, stage0's load."""
     coupling = Coupling(ENDLESS, p.recompute, p.recompute_lag, p.recompute_every, ())
     anchor_only = p.recompute == "r0a" and p.anchor == "anchor_only"
     m = Rank0Mesh(coupling, p.d_in, p.d_out, anchor_only)
-    return ModelGraph(rank0_mesh_graph(ctx, m), ctx.unroll, "lower_bound", reason,
-                      [stage0_load(ctx, m)])
 
+    def build(ctx: GraphContext, reason: str) -> ModelGraph:
+        return ModelGraph(rank0_mesh_graph(ctx, m), ctx.unroll, "lower_bound", reason,
+                          [stage0_load(ctx, m)])
 
-def greedy_unroll(p: Any) -> int:
-    return p.recompute_every if p.recompute != "r1" else 1
-
-
-def add_input(g: PeriodicGraph, ctx: GraphContext, *firsts: str) -> None:
-    """A realtime source: input k completes every 1000 * frames / fps_in ms (for every
-    session at once); the families ``firsts`` wait for it."""
-    run = ctx.sc.run
-    if run.source != "realtime" or run.fps_in is None:
-        return
-    period = run.frames_per_chunk * 1000.0 / run.fps_in
-    g.family("input", ctx.unroll, "input", stage="source", work=False)
-    for j in ctx.chunks:
-        g.node("input", j, period)
-    for j in ctx.chunks:
-        g.arc(("input", j - 1), ("input", j))
-        for first in firsts:
-            g.arc(("input", j), (first, j))
+    return LowerBound(p.recompute_every if p.recompute != "r1" else 1, RANK0_MESH_STAGE,
+                      build)
