@@ -139,8 +139,10 @@ def test_metrics_ignore_the_wait_lane():
 
     from tests.conftest import make_scenario
 
-    multi = make_scenario({"name": "multi_session", "stage0": "per_session"},
-                          {"build": 1.0, "denoise": 3.0, "decode": 2.0}, chunks=8, sessions=3)
+    # per-session fronts blocked on their q_in slot: waits of stage0.1 tagged session 0
+    multi = make_scenario({"name": "multi_session", "stage0": "per_session", "d_in": 1,
+                           "lead": 2}, {"build": 1.0, "denoise": 10.0, "decode": 2.0},
+                          chunks=8, sessions=3)
     for trace in (simulate(scenario_with(_GetAfterWork(), COSTS)), simulate(multi)):
         bare = Trace(trace.events[trace.events["lane"] != "wait"], trace.meta)
         assert len(trace.waits) and compute_metrics(trace) == compute_metrics(bare)
