@@ -92,7 +92,7 @@ RULES: dict[str, tuple[str, Rule]] = {
     "call_id_order": ("call_id strictly increasing per stage, session, phase and step",
                       call_id_order),
     "rank_calls": ("every rank of a mesh ran the same calls", rank_calls),
-    "span_overlap": ("spans on one lane do not overlap", span_overlap),
+    "span_overlap": ("compute spans on one lane do not overlap", span_overlap),
     "time_range": ("marks and spans within the run's time range", time_range),
     "queue_capacity": ("queue depths never above capacity", queue_capacity),
     "bytes_bound": ("bytes in flight never above the policy's bound", bytes_bound),

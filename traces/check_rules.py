@@ -22,6 +22,8 @@ from pipefill.traces.schema import WAIT_LANE
 Outcome = tuple[int, "RowRef | None", str] | str
 #: overlap (ms) below which two spans count as back to back (float noise of clocks)
 EPS_MS = 1e-6
+#: the lanes a stage runs its work on (``compute``, a mesh follower's ``compute@r2``)
+COMPUTE = "compute"
 #: lanes whose spans are annotations (what a stage waited on), not work
 #: a mesh follower's lane: ``compute@r2`` is rank 2's span of the leader's ``compute`` call
 RANK_LANE = re.compile(r"^(?P<lane>.+)@r(?P<rank>\d+)$")
@@ -195,9 +197,12 @@ def rank_calls(ev: pd.DataFrame, facts: PolicyFacts) -> Outcome:
 
 
 def span_overlap(ev: pd.DataFrame, facts: PolicyFacts) -> Outcome:
+    """A stage's compute lanes (a rank's too) run one thing at a time; a comm lane may
+    carry several messages at once (asynchronous sends) and the wait lane annotates."""
     sp = _work_spans(ev)
+    sp = sp[sp["lane"].astype(str).str.startswith(COMPUTE)]
     if not len(sp):
-        return "no spans in the trace"
+        return "no compute spans in the trace"
     bad = np.zeros(len(sp), dtype=bool)
     start, end = sp["start_ms"].to_numpy(), sp["end_ms"].to_numpy()
     for idx in sp.groupby(["stage", "lane"], sort=False).indices.values():
@@ -209,7 +214,7 @@ def span_overlap(ev: pd.DataFrame, facts: PolicyFacts) -> Outcome:
     n, first = _first(sp, bad)
     return n, first, (f"{first.name} of chunk {first.chunk} starts before the previous span "
                       f"on {first.stage}/{first.lane} ended" if first else
-                      "no two spans of a lane overlap (wait-lane spans excluded)")
+                      "no two compute spans of a stage's lane overlap")
 
 
 def time_range(ev: pd.DataFrame, facts: PolicyFacts) -> Outcome:
