@@ -168,9 +168,12 @@ class Pipeline:
         ln = self.links
         for _ in range(self.chunks):
             with ln.cv:
-                on = "get:q_in" if not ln.envelopes else "slot:q_out"
-                with self.waiting(self.s1, on):
-                    ln.wait(lambda: bool(ln.envelopes) and ln.out_held < ln.d_out)
+                # an envelope, then a D_out slot: once true each stays true (only this
+                # thread takes envelopes and slots), so two waits name each in turn
+                with self.waiting(self.s1, "get:q_in"):
+                    ln.wait(lambda: bool(ln.envelopes))
+                with self.waiting(self.s1, "slot:q_out"):
+                    ln.wait(lambda: ln.out_held < ln.d_out)
                 env = ln.envelopes.popleft()
                 ln.out_held += 1
                 self.s0.counter("q_out", ln.out_held)

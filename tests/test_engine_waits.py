@@ -136,7 +136,6 @@ def test_a_change_wait_is_named_by_what_the_program_said_it_waits_for():
 def test_metrics_ignore_the_wait_lane():
     from pipefill.traces.metrics import compute_metrics
     from pipefill.traces.schema import Trace
-
     from tests.conftest import make_scenario
 
     # per-session fronts blocked on their q_in slot: waits of stage0.1 tagged session 0

@@ -60,8 +60,10 @@ def _assert_known(name: str, trace: Trace) -> None:
     e = explain(trace, label=name)
     assert e.verdict.category == category, (e.verdict.text, [s.line() for s in e.stages])
     s = e.stage(stage)
-    if own is not None:  # the stage's own wait: >= 80% of its idle time
-        assert s.causes[own] >= 0.8 * s.idle_ms, s.line()
+    if own is not None:  # the stage's own wait: >= 80% of its idle time in the schedule
+        # (the run's own fill and drain at the window's edges is the finite run, not it)
+        edges = sum(p.ms for p in s.parts if p.target.startswith("the run"))
+        assert s.causes[own] >= 0.8 * (s.idle_ms - edges), s.line()
     else:  # a coupling: the chain shows the dependency upstream
         part = s.parts[0]
         assert part.cause == "starved" and part.chain is not None
@@ -86,8 +88,8 @@ def opts(tmp_path_factory) -> ReplayOptions:
 @pytest.mark.parametrize("name", sorted(KNOWN))
 def test_replayed_known_schedules_name_their_cause(name, opts):
     """The threads executor on calibrated CPU kernels records the same wait lane (phases
-    of 4-48 ms, so a thread's wake-up and dispatch stay small beside them)."""
-    _assert_known(name, replay(_scenario(name, chunks=24, scale=4.0), opts))
+    of 6-72 ms, so a thread's wake-up and dispatch stay small beside them)."""
+    _assert_known(name, replay(_scenario(name, chunks=20, scale=6.0), opts))
 
 
 def test_bound_words_backpressure_not_dependency():
@@ -195,7 +197,7 @@ def test_probe_pipelines_with_and_without_waits_are_both_explained():
     assert s0.causes["blocked"] + s0.causes["fill_drain"] >= 0.99 * s0.idle_ms
     assert with_waits.verdict.category == "stage imbalance"
     without = explain_trace(_probe_pipeline(waits=False))
-    assert without.inferred_share > 0.5
+    assert without.inferred_share > 0.2
     assert any("inferred" in n for n in without.notes)
     assert without.verdict.category == "stage imbalance"
 

@@ -10,7 +10,7 @@ stage's compute (by phase) and its own idle pieces (by cause), so a report can s
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -130,3 +130,38 @@ def _own(theirs: list[Piece]) -> str:
         return ""
     words, ms = max(dep.items(), key=lambda x: x[1])
     return words if ms >= 0.5 * total else ""
+
+
+def late_wakeups(pieces: dict[str, list[Piece]], facts: PolicyFacts,
+                 stages: list[str]) -> dict[str, list[Piece]]:
+    """Starved time during which the stage upstream was blocked on that very queue (it
+    was full): the item was there, the stage only woke late (a busy core, the GIL). A
+    measured trace shows it; such time is host time, ``unattributed``, not starvation."""
+    out = dict(pieces)
+    for stage, mine in pieces.items():
+        fixed: list[Piece] = []
+        for p in mine:
+            up = upstream_of(facts, stage, p.cause, stages) if p.cause.cause == "starved" \
+                else None
+            full = [(q.start, q.end) for q in pieces.get(up or "", [])
+                    if q.cause.cause == "blocked" and q.cause.target == p.cause.target
+                    and q.start < p.end and q.end > p.start]
+            fixed += _split(p, full) if full else [p]
+        out[stage] = fixed
+    return out
+
+
+def _split(p: Piece, full: list[tuple[float, float]]) -> list[Piece]:
+    late = Cause("unattributed", f"woke late: {p.cause.target} was full", "late")
+    out, at = [], p.start
+    for a, b in sorted(full):
+        a, b = max(a, at), min(b, p.end)
+        if b <= a:
+            continue
+        if a > at:
+            out.append(replace(p, start=at, end=a))
+        out.append(replace(p, start=a, end=b, cause=late))
+        at = b
+    if p.end > at:
+        out.append(replace(p, start=at, end=p.end))
+    return out

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipefill.traces.chain import Chain, follow, upstream_of
+from pipefill.traces.chain import Chain, follow, late_wakeups, upstream_of
 from pipefill.traces.facts import PolicyFacts
 from pipefill.traces.idle import Evidence, Piece, busy_intervals, stage_pieces, wait_rows
 from pipefill.traces.metrics import steady_window
@@ -154,9 +154,11 @@ def explain_trace(trace: Trace, facts: PolicyFacts | None = None, warmup: int | 
     facts = facts if facts is not None else PolicyFacts()
     stages = _stages(trace)
     t0, t1, window = _window(trace, warmup)
-    ev = Evidence(trace.events, facts)
+    run = trace.meta.get("run")
+    ev = Evidence(trace.events, facts, isinstance(run, dict) and run.get("source") == "realtime")
     waits = wait_rows(trace.events)
-    pieces = {s: stage_pieces(ev, waits, s, (t0, t1)) for s in stages}
+    pieces = late_wakeups({s: stage_pieces(ev, waits, s, (t0, t1)) for s in stages}, facts,
+                          stages)
     span = t1 - t0
     out = []
     for s in stages:

@@ -127,8 +127,12 @@ class Evidence:
     """What inference reads, indexed once: compute spans per stage, every span per
     (session, chunk), input marks per (session, chunk), depth counters per queue."""
 
-    def __init__(self, events: pd.DataFrame, facts: PolicyFacts) -> None:
+    def __init__(self, events: pd.DataFrame, facts: PolicyFacts,
+                 realtime: bool = False) -> None:
         self.facts = facts
+        #: input marks are arrivals (a realtime source); a saturated source's input mark
+        #: is taken when the stage asks for it, so it tells nothing about waiting
+        self.realtime = realtime
         sp = events[events["kind"] == "span"]
         sp = sp[sp["lane"] != WAIT_LANE]
         self.spans = sp
@@ -170,6 +174,8 @@ def _arrival(ev: Evidence, stage: str, nxt: pd.Series) -> tuple[float, Cause] | 
 
 
 def _input(ev: Evidence, nxt: pd.Series) -> tuple[float, Cause] | None:
+    if not ev.realtime:
+        return None
     key = (nxt["session"], nxt["chunk"])
     grp, t = ev.by_chunk.get(key), ev.inputs.get(key)
     if grp is None or t is None:

@@ -1,7 +1,8 @@
 """One line per run: the domain brief's category for why the pipeline does not fill.
 
-The *bottleneck* is the stage with the least idle time. When it is (almost) never
-idle the period is its work: the others' idle is ``stage imbalance`` (or nothing: the
+The *bottleneck* is the stage with the least idle time. When it (almost) never waits
+on the pipeline (its idle time apart from its own unattributed host time is under
+:data:`SATURATED`) the period is its work: the others' idle is ``stage imbalance`` (or nothing: the
 pipeline is ``filled``). Otherwise the bottleneck itself waits, and the cause of its
 idle time names the category: ``backpressure`` (blocked on a full queue),
 ``dependency`` (a context input, or stages that take turns), ``source-bound``,
@@ -112,7 +113,11 @@ def _resolve(b: StageIdle, stages: tuple[StageIdle, ...]) -> tuple[str, str]:
 def decide(stages: tuple[StageIdle, ...], facts: PolicyFacts, ev: Evidence) -> Verdict:
     """The verdict of a run (module docstring)."""
     b = min(stages, key=lambda s: s.idle_share)
-    if b.idle_share < SATURATED:
+    # a stage's unattributed idle is its own host time (dispatch, wake-ups): it waited on
+    # nothing in the pipeline, so it does not keep the stage from being the limit
+    waiting = (b.idle_ms - b.causes.get("unattributed", 0.0)) / b.window_ms \
+        if b.window_ms > 0 else 0.0
+    if waiting < SATURATED:
         category, text, lever = _saturated(stages, b, facts, ev)
     else:
         category, target = _resolve(b, stages)
