@@ -4,7 +4,14 @@ Each command module parses its arguments, calls one library function and renders
 result with :mod:`pipefill.cli.render`; :mod:`pipefill.cli.app` owns the exit codes.
 """
 
-from pipefill.cli import analyze, diagnose, measure, replay, simulate  # noqa: F401  (registers commands)
+from pipefill.cli import (  # noqa: F401  (registers commands)
+    analyze,
+    diagnose,
+    discover,
+    measure,
+    replay,
+    simulate,
+)
 from pipefill.cli.app import app
 
 

@@ -88,14 +88,7 @@ def calibrate_cmd(
         write_text(out, cal.toml(header=f"pipefill calibrate {measured.name} "
                                  f"(source {trace.source}, {trace.meta.get('device', '?')})"))
     if json_:
-        print_json({"out": str(out), "costs": cal.raw["costs"], "transport": cal.transport,
-                    "samples": {f.phase: f.samples for f in cal.fits},
-                    "outliers": {f.phase: f.outliers for f in cal.fits},
-                    "devices": {d.device: {"rates": d.rates, "fitted": list(d.fitted),
-                                           "overlapped": d.overlapped,
-                                           "solo_calls": d.solo_calls} for d in cal.devices},
-                    "rates": {d: t.get("rate") for d, t in (cal.raw.get("devices") or {}).items()},
-                    "notes": cal.notes()})
+        print_json({"out": str(out), **cal.to_json()})
         return
     print_calibration(measured.name, cal, out)
 
@@ -139,8 +132,8 @@ def report_cmd(
     # imported here: matplotlib is slow to load and only this command needs it
     from pipefill.cli.render import print_json
     from pipefill.reports.build import ReportOptions, build_report
-    from pipefill.sim.bound.facts import facts_of
     from pipefill.sim.bound.trace import bound_of_simulated
+    from pipefill.sim.fit.facts import facts_of
 
     with handled():
         if bound is None:

@@ -73,9 +73,15 @@ SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a field: --set policy.d_in=2 (repeatable).")]
 
 
+#: the registered policies (pipefill.sim.policies.POLICIES; a test keeps them equal: the
+#: registry itself is not imported for --help, which must start fast)
+POLICY_NAMES = ("serial", "phase_pp", "stream_batch", "layer_pp", "multi_session",
+                "rolling_window")
+
 PolicyOpt = Annotated[str | None, typer.Option(
-    "--policy", help="Switch to this policy with its defaults (--set policy.name=NAME); "
-    "--set policy.* fields still apply.")]
+    "--policy", help="Switch to this policy (" + ", ".join(POLICY_NAMES) + ") "
+    "(--set policy.name=NAME); --set policy.* fields still apply. `pipefill policies` "
+    "describes them.")]
 
 
 JsonOpt = Annotated[bool, typer.Option(
@@ -135,7 +141,9 @@ def check_out(out: Path | None, suffixes: tuple[str, ...] = ()) -> None:
 
 def with_policy(policy: str | None, sets: list[str] | None) -> list[str]:
     """The ``--set`` list with ``--policy NAME`` applied first (``policy.name=NAME``)."""
-    return [*([f"policy.name={policy}"] if policy else []), *(sets or [])]
+    from pipefill.sim.scenario.load import with_policy as apply
+
+    return apply(policy, sets)
 
 
 @contextmanager

@@ -51,7 +51,7 @@ def check_cmd(
     A rule a trace cannot support is listed as not checked, never as passed.
     """
     from pipefill.cli.render import print_json
-    from pipefill.sim.bound.facts import check
+    from pipefill.sim.fit.facts import check
     from pipefill.traces.io import read_table
     from pipefill.traces.schema import Trace, validate
 
@@ -97,7 +97,7 @@ def explain_cmd(
     cross-checked with the analytic bound when the trace names its policy.
     """
     from pipefill.cli.render import print_json
-    from pipefill.sim.bound.facts import explain
+    from pipefill.sim.fit.facts import explain
     from pipefill.traces.io import read_trace
 
     check_out(out, (".json",))

@@ -14,6 +14,7 @@ from pipefill.cli.app import err_console, out_console
 
 if TYPE_CHECKING:  # rendering never needs pandas or the simulator loaded
     from pipefill.sim.bound.analysis import Bound
+    from pipefill.sim.policies.catalog import PolicyDoc
     from pipefill.sim.scenario.model import Scenario
     from pipefill.sim.sweep.grid import BestPick
     from pipefill.sim.sweep.replicas import ReplicaSummary
@@ -290,3 +291,28 @@ def print_sweep_summary(outcome: Any) -> None:
     errors = int(table["error"].notna().sum()) if "error" in table.columns else 0
     err_console.print(f"sweep: {len(table)} points ({outcome.ran} run, {outcome.reused} "
                       f"resumed, {errors} with errors) on {outcome.where}", markup=False)
+
+
+def print_policies(docs: list[PolicyDoc], detailed: bool) -> None:
+    """One table per policy: its fields (with ``detailed``, the contract first); else one
+    line per policy and its field names."""
+    if not detailed:
+        table = Table(title="policies (pipefill policies NAME for one's fields)",
+                      header_style="bold")
+        for col in ("policy", "what it does", "fields"):
+            table.add_column(col)
+        for d in docs:
+            table.add_row(d.name, d.summary, ", ".join(f.name for f in d.fields))
+        out_console.print(table)
+        return
+    for d in docs:
+        out_console.print(f"{d.name}: {d.summary}", markup=False)
+        if d.details:
+            out_console.print(d.details, markup=False)
+        table = Table(header_style="bold")
+        for col in ("field", "type", "default", "allowed", "meaning"):
+            table.add_column(col)
+        for f in d.fields:
+            table.add_row(f.name, f.type, "unset" if f.default is None else str(f.default),
+                          f.range, Text(f.description))
+        out_console.print(table)

@@ -171,53 +171,29 @@ def _run_sweep(raw: dict[str, Any], name: str, sets: list[str], axes: list[Any],
     """Run the grid (streaming finished tasks to ``--out``.parts) and write ``--out``; on
     Ctrl-C write the finished points to ``--out`` too, say how many, exit 130."""
     from pipefill.cli.render import print_sweep_summary
-    from pipefill.sim.sweep.executors import SweepTimeout, scheduler_kind
-    from pipefill.sim.sweep.grid import SweepInterrupted, plan_points, sweep_meta
-    from pipefill.sim.sweep.store import open_store
-    from pipefill.traces.io import write_table
+    from pipefill.sim.sweep.executors import SweepTimeout
+    from pipefill.sim.sweep.grid import SweepInterrupted
+    from pipefill.sim.sweep.run import SweepRequest, run_sweep
 
-    meta = sweep_meta(raw, name, sets, axes)
-    points = plan_points(raw, sets, axes, name, run.engine)
-    scheduler_kind(run.spec.scheduler)  # a bad --scheduler fails before anything starts
-    store = open_store(run.out, run.resume)
+    req = SweepRequest(raw, name, axes, sets, run.spec, run.out, run.resume, run.per_task,
+                       run.engine)
     tty = not run.json_ and sys.stderr.isatty()
     try:
-        outcome = _execute(points, [a.field for a in axes], store, run, tty)
+        with progress_bar("sweep", enabled=tty) as update:
+            outcome = run_sweep(req, update)
     except SweepInterrupted as stop:
         kept = f"{len(stop.table)} of {stop.total} points finished"
-        if run.out is not None and len(stop.table):
-            write_table(stop.table, run.out, {**meta, "interrupted": True})
-            kept += f", kept in {run.out} (--resume runs the rest)"
+        if stop.kept_in is not None:
+            kept += f", kept in {stop.kept_in} (--resume runs the rest)"
         else:
             kept += ", nothing written" + ("" if run.out is not None else " (no --out)")
         err_console.print(f"interrupted: {kept}", markup=False)
         raise typer.Exit(130) from None
     except SweepTimeout as exc:
-        where = f" in {store.parts}" if store.parts else ""
-        done = sum(p.key in store.rows for p in points)
-        fail(f"sweep: {exc}; {done} of {len(points)} points kept{where}", 3)
-    if run.out is not None:
-        write_table(outcome.table, run.out, meta)
-        store.discard_parts()
+        fail(f"sweep: {exc}", 3)
     if not tty and not run.json_:
         print_sweep_summary(outcome)
     return outcome.table
-
-
-def _execute(points: list[Any], axes: list[str], store: Any, run: SweepRun, tty: bool) -> Any:
-    """The sweep on a fresh executor, always closed (pool processes or cluster)."""
-    from pipefill.sim.sweep.executors import make_executor
-    from pipefill.sim.sweep.grid import execute_sweep
-
-    executor = None
-    try:
-        with progress_bar("sweep", enabled=tty) as update:
-            executor = make_executor(run.spec)
-            return execute_sweep(points, axes, executor, store, run.per_task,
-                                 run.spec.workers, update)
-    finally:
-        if executor is not None:
-            executor.close()
 
 
 @app.command("bound", cls=Command)

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 view=.typecheck/pipefill
 rm -rf .typecheck && mkdir -p "$view"
 for pkg in sim exec traces reports cli probe; do cp -as "$PWD/$pkg" "$view/$pkg"; done
+cp -as "$PWD"/api/*.py "$view/"  # the facade: pipefill/__init__.py and its modules
 find "$view" -name __pycache__ -prune -exec rm -rf {} +
-MYPYPATH=.typecheck "${MYPY:-mypy}" -p pipefill.sim -p pipefill.exec -p pipefill.traces \
-    -p pipefill.reports -p pipefill.cli -p pipefill.probe "$@"
+MYPYPATH=.typecheck "${MYPY:-mypy}" -p pipefill "$@"
 MYPYPATH=.typecheck "${MYPY:-mypy}" tests bench "$@"

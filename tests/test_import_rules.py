@@ -15,10 +15,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("sim", "exec", "traces", "reports", "cli", "probe")
+from tests.helpers import ROOT
+
+PACKAGES = ("api", "sim", "exec", "traces", "reports", "cli", "probe")
 #: package -> module prefixes its code must not import
 FORBIDDEN: dict[str, tuple[str, ...]] = {
+    # the facade (installed as pipefill itself) returns data: it neither prints nor draws
+    "api": ("pipefill.cli", "pipefill.reports", "typer", "rich", "matplotlib"),
     "traces": ("pipefill.sim", "pipefill.exec", "pipefill.reports", "pipefill.cli",
                "simpy", "torch", "typer", "rich", "matplotlib"),
     "sim": ("pipefill.exec", "pipefill.reports", "pipefill.cli",
@@ -130,3 +133,66 @@ def test_bound_and_help_load_no_trace_tables():
                              text=True, timeout=120, check=True)
         loaded = json.loads(out.stderr.strip().splitlines()[-1])
         assert [m for m in loaded if any(_matches(m, h) for h in heavy)] == [], args
+
+
+#: sim/'s layers, lowest first: a module imports (at run time) only from its own layer or
+#: a lower one. Only typing may look up (``if TYPE_CHECKING:``): the policies name the
+#: scenario they compile, which itself holds a policy.
+SIM_LAYERS = ("errors", "program", "graph", "policies", "scenario", "schedule", "fast",
+              "engine", "bound", "fit", "sweep")
+
+
+def runtime_imports_of(path: Path) -> list[tuple[int, str]]:
+    """Like :func:`imports_of`, without the imports under ``if TYPE_CHECKING:``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+                   for stmt in node.body for n in ast.walk(stmt)}
+    return [(line, m) for line, m in imports_of(path) if not any(
+        id(n) in typing_only and getattr(n, "lineno", None) == line for n in ast.walk(tree)
+        if isinstance(n, ast.Import | ast.ImportFrom))]
+
+
+def sim_layer(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[:2] != ["pipefill", "sim"] or len(parts) < 3:
+        return None
+    return SIM_LAYERS.index(parts[2])
+
+
+def layer_violations(root: Path) -> list[str]:
+    bad = []
+    for path in sorted((root / "sim").rglob("*.py")):
+        rel = path.relative_to(root / "sim").with_suffix("")
+        if rel.parts[0] == "__init__":
+            continue
+        own = SIM_LAYERS.index(rel.parts[0])
+        for line, module in runtime_imports_of(path):
+            layer = sim_layer(module)
+            if layer is not None and layer > own:
+                bad.append(f"sim/{'/'.join(rel.parts)}.py:{line}: {rel.parts[0]} imports "
+                           f"{module} ({SIM_LAYERS[layer]} is above it)")
+    return bad
+
+
+def test_every_sim_folder_is_a_layer():
+    folders = {p.stem if p.is_file() else p.name for p in (ROOT / "sim").iterdir()
+               if p.name != "__init__.py" and p.name != "__pycache__"
+               and (p.is_dir() or p.suffix == ".py")}
+    assert folders == set(SIM_LAYERS)
+
+
+def test_sim_layers_only_point_down():
+    assert layer_violations(ROOT) == []
+
+
+def test_the_layer_check_catches_an_upward_import_but_not_a_typing_one(tmp_path):
+    pol = tmp_path / "sim" / "policies"
+    pol.mkdir(parents=True)
+    (pol / "x.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from pipefill.sim.scenario.model import Scenario\n"
+        "def f():\n    from pipefill.sim.scenario.model import Scenario\n", encoding="utf-8")
+    assert layer_violations(tmp_path) == [
+        "sim/policies/x.py:5: policies imports pipefill.sim.scenario.model "
+        "(scenario is above it)"]

@@ -16,13 +16,12 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 from typer.testing import CliRunner
 
 from pipefill.cli import app
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 #: how a README line starts for each program the test runs
 PROGRAMS = ("pipefill ", "python examples/")

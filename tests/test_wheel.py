@@ -1,4 +1,4 @@
-"""The built wheel installs one namespace: only ``pipefill/`` (and its dist-info).
+"""The built wheel installs one package: only ``pipefill/`` (and its dist-info).
 
 The wheel is built from a copy of the sources (the checkout is left alone), unpacked,
 and a fresh interpreter with the unpacked folder first on ``sys.path`` imports every
@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("pyproject.toml", "README.md", "sim", "exec", "traces", "reports", "cli", "probe")
+from tests.helpers import ROOT
+
+SOURCES = ("pyproject.toml", "README.md", "api", "sim", "exec", "traces", "reports", "cli", "probe")
 
 _CHECK = """
 import importlib, json, pkgutil, sys
 import pipefill
-files = {}
+files = {"pipefill": pipefill.__file__}
 for info in pkgutil.walk_packages(pipefill.__path__, "pipefill."):
     if not info.name.endswith("__main__"):
         files[info.name] = importlib.import_module(info.name).__file__
@@ -63,13 +64,15 @@ def wheel(tmp_path_factory) -> Path:
     return whl
 
 
-def test_the_wheel_holds_only_the_pipefill_namespace(wheel):
+def test_the_wheel_holds_only_the_pipefill_package(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"pipefill", wheel.name.split("-py")[0]
                                                 + ".dist-info"}
     assert "pipefill/sim/scenario/default_scenario.toml" in names
     assert "pipefill/exec/dist/__main__.py" in names and "pipefill/cli/__main__.py" in names
-    assert not any(n.startswith("pipefill/__init__") for n in names)  # a namespace
+    # the facade (api/) is the package's own __init__ and modules
+    assert {"pipefill/__init__.py", "pipefill/predict.py", "pipefill/measure.py",
+            "pipefill/results.py"} <= set(names)
 
 
 def test_every_module_imports_from_the_unpacked_wheel_and_simulate_runs(wheel, tmp_path):

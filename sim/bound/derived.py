@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from pipefill.sim.errors import ScenarioError
-from pipefill.sim.graph.maxplus import PeriodicGraph
+from pipefill.sim.graph.periodic import PeriodicGraph
 from pipefill.sim.scenario.costs import CostTable
 from pipefill.sim.scenario.model import Scenario
 from pipefill.sim.schedule.derive import COMPUTE, INPUT, SEND, Node, Schedule, derive

@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pipefill.sim.bound import words
-from pipefill.sim.graph.maxplus import Cycle, PeriodicGraph
+from pipefill.sim.graph.periodic import Cycle, PeriodicGraph
 
 if TYPE_CHECKING:
     from pipefill.sim.bound.analysis import Bound
@@ -68,15 +68,6 @@ def _next(idx: str) -> str:
     """The index after ``k+2`` (``k+3``), ``k`` (``k+1``) or ``k-1`` (``k``)."""
     letter, off = idx[0], int(idx[1:] or 0) + 1
     return f"{letter}+{off}" if off > 0 else (f"{letter}{off}" if off else letter)
-
-
-def _stages(g: PeriodicGraph, cycle: Cycle) -> tuple[str, ...]:
-    seen: list[str] = []
-    for s in cycle.steps:
-        fam = g.families[s.family]
-        if s.duration > 0 and fam.phase is not None and fam.stage not in seen:
-            seen.append(fam.stage)
-    return tuple(seen)
 
 
 def explain(b: Bound) -> str:

@@ -9,8 +9,9 @@ from pipefill.sim.bound import words
 from pipefill.sim.bound.explain import format_chain
 from pipefill.sim.bound.form import graph_of
 from pipefill.sim.errors import ScenarioError
-from pipefill.sim.graph.maxplus import Cycle, DeadlockCycle, PeriodicGraph, Solution, solve
+from pipefill.sim.graph.maxplus import Solution, solve
 from pipefill.sim.graph.model import Load, ModelGraph
+from pipefill.sim.graph.periodic import Cycle, DeadlockCycle, PeriodicGraph
 from pipefill.sim.scenario.costs import CostSpec
 from pipefill.sim.scenario.model import Scenario
 

@@ -15,7 +15,8 @@ slot's arcs and reports the loop that still sets the period.
 
 from __future__ import annotations
 
-from pipefill.sim.graph.maxplus import Cycle, DeadlockCycle, Family, PeriodicGraph, solve
+from pipefill.sim.graph.maxplus import solve
+from pipefill.sim.graph.periodic import Cycle, DeadlockCycle, Family, PeriodicGraph
 
 SLOT, INPUT = "slot:", "input"
 BATCH = ("fill:", "drain:")

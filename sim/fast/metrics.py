@@ -5,7 +5,7 @@ one session's schedule: the steady window after the warm-up, period (mean emit g
 its median, fps, per-chunk stage busy time and OverlapScore, overlap_window, bubbles,
 TTFF, latency percentiles, mesh idle gaps, deadline misses, queue depths, bytes and
 memory in flight (queue changes at one instant in recording order, as in the fast
-path's trace). ``tests/test_fast_metrics.py`` checks every key against
+path's trace). ``tests/sim/fast/test_fast_metrics.py`` checks every key against
 ``compute_metrics`` on the same run's trace.
 """
 

@@ -10,7 +10,7 @@ over nodes in topological order. This module prices every node with the same
 and evaluates the recurrence for many configurations at once (a numba loop over nodes,
 configurations side by side): replicas and sweep points that share a structure share
 one compiled plan. Span and emit times equal SimPy's (checked to 1e-9 ms by
-``tests/test_fastpath.py``); metrics come straight from the arrays
+``tests/sim/fast/test_fastpath.py``); metrics come straight from the arrays
 (:mod:`pipefill.sim.fast.metrics`).
 """
 

@@ -85,6 +85,17 @@ class Calibrated:
         text = "\n".join([header, *self.notes()]) if header else "\n".join(self.notes())
         return to_toml(self.raw, header=text)
 
+    def to_json(self) -> dict[str, Any]:
+        """The fitted tables and how each was fitted (``pipefill calibrate --json``)."""
+        return {"costs": self.raw["costs"], "transport": self.transport,
+                "samples": {f.phase: f.samples for f in self.fits},
+                "outliers": {f.phase: f.outliers for f in self.fits},
+                "devices": {d.device: {"rates": d.rates, "fitted": list(d.fitted),
+                                       "overlapped": d.overlapped,
+                                       "solo_calls": d.solo_calls} for d in self.devices},
+                "rates": {d: t.get("rate") for d, t in (self.raw.get("devices") or {}).items()},
+                "notes": self.notes()}
+
 
 def _loglik_normal(x: np.ndarray, mean: float, sd: float) -> float:
     return float(np.sum(-0.5 * ((x - mean) / sd) ** 2 - np.log(sd * np.sqrt(2 * np.pi))))

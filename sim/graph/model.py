@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from pipefill.sim.graph.maxplus import PeriodicGraph
+from pipefill.sim.graph.periodic import PeriodicGraph
 from pipefill.sim.program.actions import Compute
 from pipefill.traces.recorder import Tag
 

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from pipefill.sim.errors import ScenarioError, error_from_validation
 from pipefill.sim.policies.base import Policy
+from pipefill.sim.policies.catalog import PolicyDoc, describe_policy
 from pipefill.sim.policies.layer_pp import LayerPP
 from pipefill.sim.policies.multi_session import MultiSession
 from pipefill.sim.policies.phase_pp import PhasePP
@@ -42,4 +43,13 @@ def make_policy(raw: dict[str, Any]) -> Policy:
         raise error_from_validation(exc, "policy") from None
 
 
-__all__ = ["POLICIES", "Policy", "make_policy"]
+def policy_docs(name: str | None = None) -> list[PolicyDoc]:
+    """Every registered policy's description (or one's: an unknown ``name`` is a
+    ScenarioError on ``policy.name`` listing the allowed names)."""
+    if name is not None and name not in POLICIES:
+        raise ScenarioError("policy.name", f"unknown policy {name!r} "
+                            f"(allowed: {', '.join(POLICIES)})")
+    return [describe_policy(cls) for n, cls in POLICIES.items() if name in (None, n)]
+
+
+__all__ = ["POLICIES", "Policy", "PolicyDoc", "make_policy", "policy_docs"]

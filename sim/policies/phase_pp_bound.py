@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
-from pipefill.sim.graph.maxplus import PeriodicGraph
 from pipefill.sim.graph.model import GraphContext, Load, LowerBound, ModelGraph, add_input
+from pipefill.sim.graph.periodic import PeriodicGraph
 from pipefill.sim.policies.common import Coupling
 from pipefill.traces.recorder import Tag
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import tomllib
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,11 @@ def _which_table(exc: ValidationError, raw: dict[str, Any]) -> str:
         except ValidationError:
             return f"costs.{phase}"
     return "costs"
+
+
+def with_policy(policy: str | None, sets: Sequence[str] | None) -> list[str]:
+    """``sets`` with a policy switch first (``policy.name=NAME``, as ``--policy``)."""
+    return [*([f"policy.name={policy}"] if policy else []), *(sets or [])]
 
 
 def load_raw(path: str | Path | None) -> tuple[dict[str, Any], str]:

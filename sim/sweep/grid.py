@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -244,6 +245,7 @@ class SweepInterrupted(KeyboardInterrupt):
     def __init__(self, table: pd.DataFrame, total: int, parts: str | None = None) -> None:
         super().__init__(f"{len(table)} of {total} points finished")
         self.table, self.total, self.parts = table, total, parts
+        self.kept_in: Path | None = None  # the table file the finished points went to
 
 
 def execute_sweep(points: list[SweepPoint], axes: list[str], executor: SweepExecutor,

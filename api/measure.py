@@ -1,0 +1,79 @@
+"""The measuring half of the API: replay on real kernels, calibrate a scenario to a
+trace, diff predicted against measured. Traces may be given as objects or paths."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipefill.predict import resolve
+from pipefill.results import Diff, Replay, ReplayError
+
+if TYPE_CHECKING:
+    from pipefill.exec.dist.config import DistOptions
+    from pipefill.exec.threads.replay import ReplayOptions
+    from pipefill.sim.fit.calibrate import Calibrated
+    from pipefill.traces.schema import Trace
+
+
+def as_trace(trace: Trace | str | os.PathLike[str]) -> Trace:
+    from pipefill.traces.io import read_trace
+    from pipefill.traces.schema import Trace
+
+    return trace if isinstance(trace, Trace) else read_trace(trace)
+
+
+def replay(scenario: Any = None, *, out: str | os.PathLike[str], sets: Sequence[str] = (),
+           policy: str | None = None, backend: str = "threads",
+           options: ReplayOptions | None = None, dist: DistOptions | None = None,
+           inject: str | None = None,
+           progress: Callable[[int, int], None] | None = None) -> Replay | None:
+    """Run the scenario's policy on torch kernels (``backend`` threads: a thread per
+    stage; dist: a process per rank) and write the measured trace to ``out``.
+
+    ``options``: device, kernels, timeouts (:class:`ReplayOptions`; default CPU and
+    calibrated kernels); ``dist``: ranks and rendezvous for ``backend="dist"``. A failed
+    run raises :class:`ReplayError` after writing the partial trace. Returns None in a
+    mesh rank launched by torchrun (rank 0 reports).
+    """
+    from pipefill.exec.backends import ReplayRequest, replay_to_file
+    from pipefill.exec.dist.config import DistOptions
+    from pipefill.exec.threads.replay import ReplayOptions
+    from pipefill.traces.metrics import compute_metrics
+
+    sc = resolve(scenario, sets, policy)
+    path = Path(out)
+    req = ReplayRequest(sc, options or ReplayOptions(), dist or DistOptions(), inject, path,
+                        progress)
+    outcome = replay_to_file(req, backend)
+    if outcome.error is not None:
+        raise ReplayError(outcome.error, outcome.code, outcome.exit_now)
+    if outcome.trace is None:
+        return None
+    trust = outcome.trace.meta.get("parallelism") or {}
+    return Replay(sc, outcome.trace, compute_metrics(outcome.trace), path,
+                  list(trust.get("warnings", [])))
+
+
+def calibrate(trace: Trace | str | os.PathLike[str], *, dist: str = "auto",
+              warmup: int | None = None, policy: str | None = None,
+              sets: Sequence[str] | None = None,
+              probed: dict[str, tuple[dict[int, float], str]] | None = None) -> Calibrated:
+    """The trace's scenario with per-phase cost distributions, transport, dispatch gaps
+    and shared-device contention fitted to it (``.scenario`` runs it, ``.toml()`` writes
+    it). ``dist``: auto, constant, normal, lognormal or empirical."""
+    from pipefill.sim.fit.calibrate import calibrate_trace
+
+    return calibrate_trace(as_trace(trace), dist=dist, warmup=warmup, policy=policy,
+                           sets=list(sets) if sets is not None else None, probed=probed)
+
+
+def diff(predicted: Trace | str | os.PathLike[str], measured: Trace | str | os.PathLike[str],
+         *, tolerance: float = 0.2) -> Diff:
+    """Predicted vs measured: metric errors, phase durations, the first divergence
+    (order, outcome or timing beyond ``tolerance`` x the predicted period), verdict."""
+    from pipefill.traces.diff import diff_traces
+
+    return Diff(diff_traces(as_trace(predicted), as_trace(measured), tolerance))
