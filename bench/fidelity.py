@@ -112,6 +112,41 @@ def summarize(label: str, table: pd.DataFrame) -> None:
           f"max {scen.max():.2%}")
 
 
+def _cores(text: str) -> tuple[int, ...]:
+    return tuple(int(c) for c in text.split(","))
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def run_oos(ap: argparse.ArgumentParser, args: argparse.Namespace,
+            opts: ReplayOptions) -> None:
+    """``--mode oos``: the out-of-sample bench with the selection the options make."""
+    # bench/ is not a package: sibling scripts
+    from fidelity_oos import RATIOS as OOS_RATIOS
+    from fidelity_oos import Selection, main_oos, points
+    from oos_figures import write_figures
+
+    if args.layout == "separate" and args.device == "cpu" and len(args.cores) == 1:
+        ap.error("--cores: the separate layout pins two stages: give two cores (A,B)")
+    unknown = [r for r in args.ratios if r not in OOS_RATIOS]
+    if unknown:
+        ap.error(f"--ratios: unknown {unknown[0]!r} (known: {', '.join(OOS_RATIOS)})")
+    if not points(args.points):
+        ap.error(f"--points: no point's label starts with {', '.join(args.points)}")
+    print(f"load average {os.getloadavg()[0]:.2f}; cores free for two stages: "
+          f"{cores_free():.2f} of 2")
+    sel = Selection(cores=args.cores, ratios=args.ratios, points=args.points)
+    table = main_oos(args.chunks, args.scale, opts, args.layout,
+                     every=args.calibrate == "every", sel=sel)
+    if args.out is not None:
+        write_table(table, args.out, {"kind": "fidelity-oos", "chunks": args.chunks,
+                                      "scale": args.scale})
+    if args.summary_json is not None:
+        write_figures(table, args.summary_json)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chunks", type=int, default=30, help="chunks per point (warm-up 5)")
@@ -130,21 +165,24 @@ def main() -> None:
                     help="oos: cuda runs both stages on the one GPU (untested here)")
     ap.add_argument("--kernels", choices=("calibrated", "model"), default="calibrated",
                     help="oos: model = the DiT + VAE kernels (their own costs)")
+    ap.add_argument("--cores", type=_cores, default=(),
+                    help="oos: A,B pins the separate layout's stage0 to core A and stage1 to "
+                         "core B; the shared layout runs on core A (default: unpinned / the "
+                         "last available core)")
+    ap.add_argument("--ratios", type=_names, default=(),
+                    help="oos: only these stage imbalances (comma-separated; default all)")
+    ap.add_argument("--points", type=_names, default=(),
+                    help="oos: only the points whose label starts with one of these "
+                         "(comma-separated, e.g. 'phase_pp,stream_batch'; default all)")
+    ap.add_argument("--summary-json", type=Path, default=None,
+                    help="oos: also write the error figures per layout as JSON")
     args = ap.parse_args()
     opts = ReplayOptions(calibration_path=args.calibration, timeout_s=60.0,
                          device=args.device, kernels=args.kernels)
     if args.scale is None:
         args.scale = 0.5 if args.mode == "oos" else 1.0
     if args.mode == "oos":
-        from fidelity_oos import main_oos  # bench/ is not a package: a sibling script
-
-        print(f"load average {os.getloadavg()[0]:.2f}; cores free for two stages: "
-              f"{cores_free():.2f} of 2")
-        table = main_oos(args.chunks, args.scale, opts, args.layout,
-                         every=args.calibrate == "every")
-        if args.out is not None:
-            write_table(table, args.out, {"kind": "fidelity-oos", "chunks": args.chunks,
-                                          "scale": args.scale})
+        run_oos(ap, args, opts)
         return
     rows = []
     t0 = time.perf_counter()

@@ -1,8 +1,9 @@
 """Out-of-sample fidelity (``bench/fidelity.py --mode oos``): calibrate from serial
 replays, predict every other policy.
 
-Per layout (``separate``: each stage a device of its own, threads unpinned as before;
-``shared``: both stages on one device pinned to one core) and per stage imbalance:
+Per layout (``separate``: each stage a device of its own, its thread pinned to a core of
+its own with ``--cores A,B``, unpinned as before without; ``shared``: both stages on one
+device pinned to one core) and per stage imbalance:
 
 1. replay the *serial* policy (nothing overlaps) and calibrate solo costs and dispatch
    gaps from it; on the shared layout probe the core's contention rate (``calibrate
@@ -75,13 +76,32 @@ SERIAL_CHUNKS = 3
 STEADY = 0.02
 
 
-def layouts(device: str = "cpu") -> dict[str, dict[str, Any]]:
-    """CPU: separate (unpinned, as before) and shared (one core). CUDA: both stages on the
-    one GPU, a stream each (separate GPUs per stage are not implemented)."""
+@dataclass(frozen=True)
+class Selection:
+    """What a run of the bench covers (the defaults: everything, unpinned)."""
+
+    #: separate layout: stage0 and stage1 pinned to cores[0] and cores[1]; shared: cores[0]
+    cores: tuple[int, ...] = ()
+    #: only the ratios named (keys of RATIOS); empty = all
+    ratios: tuple[str, ...] = ()
+    #: only the points whose label starts with one of these; empty = all
+    points: tuple[str, ...] = ()
+
+
+def layouts(device: str = "cpu", cores: tuple[int, ...] = ()) -> dict[str, dict[str, Any]]:
+    """CPU: separate and shared (one core). With ``cores``, separate pins stage0 to
+    ``cores[0]`` and stage1 to ``cores[1]`` (each a device of its own, so nothing of one
+    stage runs on the other's core) and shared uses ``cores[0]``; without, separate is
+    unpinned (as before) and shared uses the last available core. CUDA: both stages on
+    the one GPU, a stream each (separate GPUs per stage are not implemented)."""
     if device == "cuda":
         return {"shared": {"placement": {"stage0": "gpu0", "stage1": "gpu0"}}}
-    core = available_cores()[-1]
-    return {"separate": {},
+    core = cores[0] if cores else available_cores()[-1]
+    separate: dict[str, Any] = {}
+    if len(cores) >= 2:
+        separate = {"placement": {"stage0": "cpu0", "stage1": "cpu1"},
+                    "devices": {"cpu0": {"cores": [cores[0]]}, "cpu1": {"cores": [cores[1]]}}}
+    return {"separate": separate,
             "shared": {"placement": {"stage0": "cpu0", "stage1": "cpu0"},
                        "devices": {"cpu0": {"cores": [core]}}}}
 
@@ -97,15 +117,16 @@ def base_raw(ratio: str, chunks: int, scale: float) -> dict[str, Any]:
                           "context_bytes": 1_200_000}}
 
 
-def points() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(label, policy table, run overrides) of every predicted point."""
+def points(only: tuple[str, ...] = ()) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(label, policy table, run overrides) of every predicted point (with ``only``: those
+    whose label starts with one of its prefixes)."""
     out: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         (f"phase_pp {rec} {d_in}x{d_out} lag{lag}",
          {"name": "phase_pp", "d_in": d_in, "d_out": d_out, "recompute": rec,
           "recompute_lag": lag}, {}) for rec, d_in, d_out, lag in PHASE_PP]
     for name, pol in OTHERS.items():
         out.append((name, pol, {"sessions": 2} if name == "multi_session" else {}))
-    return out
+    return [p for p in out if not only or p[0].startswith(only)]
 
 
 def mean_period(trace: Any, warmup: int) -> float:
@@ -164,9 +185,10 @@ class Grid:
     """
 
     def __init__(self, layout: str, ratio: str, chunks: int, scale: float,
-                 opts: ReplayOptions) -> None:
-        self.layout, self.ratio, self.opts = layout, ratio, opts
-        self.devices = layouts(opts.device)[layout]
+                 opts: ReplayOptions, cores: tuple[int, ...] = (),
+                 only: tuple[str, ...] = ()) -> None:
+        self.layout, self.ratio, self.opts, self.only = layout, ratio, opts, only
+        self.devices = layouts(opts.device, cores)[layout]
         self.base = {**base_raw(ratio, chunks, scale), **self.devices}
         self.probe: dict[str, tuple[dict[int, float], str]] | None = None
 
@@ -180,8 +202,10 @@ class Grid:
         trace = replay(serial, self.opts)
         trust = trace.meta.get("parallelism", {})
         ok = bool(trust.get("parallel", False))
-        if self.probe is None and self.devices and self.opts.kernels == "calibrated":
-            dev = self.devices["placement"]["stage0"]
+        placement = self.devices.get("placement", {})
+        shared = placement and len(set(placement.values())) == 1
+        if self.probe is None and shared and self.opts.kernels == "calibrated":
+            dev = placement["stage0"]
             cores = (self.devices.get("devices") or {}).get(dev, {}).get("cores")
             res = probe_contention(self.opts.device, tuple(cores) if cores else None, 2,
                                    self.opts.calibration_path)
@@ -203,7 +227,7 @@ class Grid:
     def run(self, every: bool) -> Iterator[dict[str, Any]]:
         cal = self.calibrate(1 if every else SERIAL_CHUNKS, verbose=True)
         first = serial_ms(cal.fitted)
-        for label, policy, run in points():
+        for label, policy, run in points(self.only):
             measured = replay(self.truth(policy, run), self.opts)
             after = self.calibrate(1) if every else cal
             fitted = blend(cal.fitted, after.fitted)
@@ -312,19 +336,22 @@ def stability(opts: ReplayOptions, cal: Any, checks: int = 10) -> str:
             f"of the calibrated time (median {statistics.median(ratios):.3f})")
 
 
-def main_oos(chunks: int, scale: float, opts: ReplayOptions,
-             only: str | None = None, every: bool = True) -> pd.DataFrame:
+def main_oos(chunks: int, scale: float, opts: ReplayOptions, only: str | None = None,
+             every: bool = True, sel: Selection | None = None) -> pd.DataFrame:
+    """Every layout (``only``: that one) x ratio x point of ``sel``, printed as it runs;
+    the table of all points."""
+    sel = sel or Selection()
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     opts = fixed_kernels(opts)
     print(f"{'layout':8} {'ratio':8} {'point':26} {'meas ms':>8} {'after':>8} {'err':>6} "
           f"{'ovl e':>6} {'before':>8} {'err':>6} {'ovl e':>6} {'share':>5} {'drift':>6} "
           f"{'speed':>6} trust")
-    for layout in layouts(opts.device):
+    for layout in layouts(opts.device, sel.cores):
         if only and layout != only:
             continue
-        for ratio in RATIOS:
-            grid = Grid(layout, ratio, chunks, scale, opts)
+        for ratio in sel.ratios or tuple(RATIOS):
+            grid = Grid(layout, ratio, chunks, scale, opts, sel.cores, sel.points)
             for row in grid.run(every):
                 rows.append(row)
                 print(_line(row), flush=True)

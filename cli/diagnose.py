@@ -55,7 +55,7 @@ def check_cmd(
     from pipefill.traces.io import read_table
     from pipefill.traces.schema import Trace, validate
 
-    check_out(out, (".json",))
+    check_out(out, (".json",), traces)
     with handled():
         loaded = [(p, Trace(validate(df), meta)) for p, (df, meta) in
                   ((p, read_table(p)) for p in traces)]
@@ -100,7 +100,7 @@ def explain_cmd(
     from pipefill.sim.fit.facts import explain
     from pipefill.traces.io import read_trace
 
-    check_out(out, (".json",))
+    check_out(out, (".json",), [trace_path])
     with handled():
         res = explain(read_trace(trace_path), warmup, trace_path.name)
     _write(out, res.to_json())
