@@ -143,11 +143,13 @@ def report_cmd(
     from pipefill.cli.render import print_json
     from pipefill.reports.build import ReportOptions, build_report
     from pipefill.sim.bound.trace import bound_of_simulated
+    from pipefill.sim.fit.facts import facts_of
 
     with handled():
         if bound is None:
             bound = bound_of_simulated(inputs)
-        res = build_report(inputs, out, ReportOptions(bound_ms=bound, window=window))
+        res = build_report(inputs, out, ReportOptions(bound_ms=bound, window=window,
+                                                      facts=facts_of))
     if json_:
         print_json({"out": str(res.out), "kind": res.kind, "index": str(res.index),
                     "figures": res.figures, "notices": res.notices})
