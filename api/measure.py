@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from pipefill.exec.dist.config import DistOptions
     from pipefill.exec.threads.replay import ReplayOptions
     from pipefill.sim.fit.calibrate import Calibrated
+    from pipefill.traces.check import CheckReport
+    from pipefill.traces.explain import Explanation
     from pipefill.traces.schema import Trace
 
 
@@ -77,3 +79,27 @@ def diff(predicted: Trace | str | os.PathLike[str], measured: Trace | str | os.P
     from pipefill.traces.diff import diff_traces
 
     return Diff(diff_traces(as_trace(predicted), as_trace(measured), tolerance))
+
+
+def _label(trace: Trace | str | os.PathLike[str], label: str | None) -> str:
+    return label or (Path(trace).name if isinstance(trace, str | os.PathLike) else "trace")
+
+
+def check(trace: Trace | str | os.PathLike[str], *, label: str | None = None) -> CheckReport:
+    """The protocol invariants of a trace (each chunk emitted once and in order, no stale
+    epoch after a hard cut, call ids increasing, ranks in step, no overlapping spans,
+    queues and bytes within the policy's bounds): each rule ok, broken (with its first
+    row) or not checked (with the reason). ``.ok`` is True when none is broken."""
+    from pipefill.sim.fit.facts import check as check_trace
+
+    return check_trace(as_trace(trace), _label(trace, label))
+
+
+def explain(trace: Trace | str | os.PathLike[str], *, warmup: int | None = None,
+            label: str | None = None) -> Explanation:
+    """Why the trace's pipeline does not fill: every stage's idle time in the steady
+    window by cause (starved, blocked, dependency, source, fill_drain, unattributed),
+    the chains behind them and a one-line verdict with the lever that would move it."""
+    from pipefill.sim.fit.facts import explain as explain_trace
+
+    return explain_trace(as_trace(trace), warmup, _label(trace, label))
