@@ -50,16 +50,15 @@ def check_cmd(
     Exit 0 when every rule holds, 1 when one is broken, 2 when a file is not a trace.
     A rule a trace cannot support is listed as not checked, never as passed.
     """
+    import pipefill
     from pipefill.cli.render import print_json
-    from pipefill.sim.fit.facts import check
-    from pipefill.traces.io import read_table
-    from pipefill.traces.schema import Trace, validate
+    from pipefill.measure import as_trace
 
     check_out(out, (".json",), traces)
     with handled():
-        loaded = [(p, Trace(validate(df), meta)) for p, (df, meta) in
-                  ((p, read_table(p)) for p in traces)]
-        reports = [check(tr, p.name) for p, tr in loaded]
+        loaded = [as_trace(p, strict=False) for p in traces]  # every file read first
+        reports = [pipefill.check(tr, label=p.name) for p, tr in zip(traces, loaded,
+                                                                      strict=True)]
     result = {"ok": all(r.ok for r in reports), "traces": [r.to_json() for r in reports]}
     _write(out, result)
     if json_:
@@ -96,13 +95,12 @@ def explain_cmd(
     upstream did meanwhile, and a one-line verdict with the lever that would move it,
     cross-checked with the analytic bound when the trace names its policy.
     """
+    import pipefill
     from pipefill.cli.render import print_json
-    from pipefill.sim.fit.facts import explain
-    from pipefill.traces.io import read_trace
 
     check_out(out, (".json",), [trace_path])
     with handled():
-        res = explain(read_trace(trace_path), warmup, trace_path.name)
+        res = pipefill.explain(trace_path, warmup=warmup)
     _write(out, res.to_json())
     if json_:
         print_json(res.to_json())
