@@ -37,10 +37,16 @@ _SOURCES: dict[str, str] = {
     "Bound": "pipefill.sim.bound.analysis",
     # measuring
     "replay": "pipefill.measure",
+    "ReplayOptions": "pipefill.exec.threads.replay",
+    "DistOptions": "pipefill.exec.dist.config",
     "Replay": "pipefill.results",
     "calibrate": "pipefill.measure",
     "Calibrated": "pipefill.sim.fit.calibrate",
     "diff": "pipefill.measure",
+    "check": "pipefill.measure",
+    "CheckReport": "pipefill.traces.check",
+    "explain": "pipefill.measure",
+    "Explanation": "pipefill.traces.explain",
     "Diff": "pipefill.results",
     "read_trace": "pipefill.traces.io",
     "write_trace": "pipefill.traces.io",
@@ -54,10 +60,11 @@ _SOURCES: dict[str, str] = {
 
 #: the documented surface (tests keep it equal to _SOURCES and the README)
 __all__ = [
-    "Bound", "Calibrated", "Diff", "PolicyDoc", "Replay", "ReplayError", "Scenario",
-    "ScenarioError", "Simulation", "StallError", "SweepResult", "Trace", "TraceError",
-    "bound", "build_scenario", "calibrate", "diff", "load_scenario", "policies",
-    "read_trace", "replay", "simulate", "sweep", "write_trace",
+    "Bound", "Calibrated", "CheckReport", "Diff", "DistOptions", "Explanation", "PolicyDoc",
+    "Replay", "ReplayError", "ReplayOptions", "Scenario", "ScenarioError", "Simulation",
+    "StallError", "SweepResult", "Trace", "TraceError", "bound", "build_scenario",
+    "calibrate", "check", "diff", "explain", "load_scenario", "policies", "read_trace",
+    "replay", "simulate", "sweep", "write_trace",
 ]
 
 
@@ -75,7 +82,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ loads it
-    from pipefill.measure import calibrate, diff, replay
+    from pipefill.exec.dist.config import DistOptions
+    from pipefill.exec.threads.replay import ReplayOptions
+    from pipefill.measure import calibrate, check, diff, explain, replay
     from pipefill.predict import (
         bound,
         build_scenario,
@@ -90,5 +99,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from pipefill.sim.fit.calibrate import Calibrated
     from pipefill.sim.policies.catalog import PolicyDoc
     from pipefill.sim.scenario.model import Scenario
+    from pipefill.traces.check import CheckReport
+    from pipefill.traces.explain import Explanation
     from pipefill.traces.io import read_trace, write_trace
     from pipefill.traces.schema import Trace, TraceError

@@ -33,12 +33,11 @@ def diff_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """Compare two traces: metric errors, phase durations, first divergence, verdict."""
+    import pipefill
     from pipefill.cli.render import print_diff, print_json
-    from pipefill.traces.diff import diff_traces
-    from pipefill.traces.io import read_trace
 
     with handled():
-        res = diff_traces(read_trace(predicted), read_trace(measured), tolerance)
+        res = pipefill.diff(predicted, measured, tolerance=tolerance).to_json()
     for warning in res["warnings"]:
         err_console.print(f"warning: {warning}", markup=False)
     if json_:
@@ -74,23 +73,34 @@ def calibrate_cmd(
     Stages that share a device: solo costs come from calls that ran alone and the
     device's contention rates from calls that overlapped (or from --probe-contention).
     """
+    import pipefill
     from pipefill.cli.render import print_calibration, print_json
-    from pipefill.sim.fit.calibrate import calibrate_trace
-    from pipefill.traces.io import read_trace, write_text
 
-    check_out(out)
+    check_out(out, (".toml",), [measured])
     with handled():
-        trace = read_trace(measured)
-        cal = calibrate_trace(trace, dist=dist, warmup=warmup, policy=policy, sets=sets)
+        trace = pipefill.read_trace(measured)
+        header = _header(measured, trace.meta)
+        cal = pipefill.calibrate(trace, dist=dist, warmup=warmup, policy=policy, sets=sets,
+                                 out=None if probe_contention else out, header=header)
         if probe_contention:
-            cal = calibrate_trace(trace, dist=dist, warmup=warmup, policy=policy, sets=sets,
-                                  probed=_probe(cal.scenario, device))
-        write_text(out, cal.toml(header=f"pipefill calibrate {measured.name} "
-                                 f"(source {trace.source}, {trace.meta.get('device', '?')})"))
+            cal = pipefill.calibrate(trace, dist=dist, warmup=warmup, policy=policy,
+                                     sets=sets, probed=_probe(cal.scenario, device),
+                                     out=out, header=header)
+    for warning in cal.warnings():
+        err_console.print(f"warning: {warning}", markup=False)
     if json_:
         print_json({"out": str(out), **cal.to_json()})
         return
     print_calibration(measured.name, cal, out)
+
+
+def _header(measured: Path, meta: dict[str, Any]) -> str:
+    """The calibrated scenario's first comment: the command and where the trace came from
+    (what the trace says: a probe trace names no device)."""
+    given = {k: meta.get(k) for k in ("source", "backend", "device")}
+    source = [f"{k} {v}" for k, v in given.items() if isinstance(v, str) and v
+              and v != "none" and (k == "source" or v != given["source"])]
+    return f"pipefill calibrate {measured.name}" + (f" ({', '.join(source)})" if source else "")
 
 
 def _probe(sc: Any, device: str) -> dict[str, tuple[dict[int, float], str]]:
@@ -133,11 +143,13 @@ def report_cmd(
     from pipefill.cli.render import print_json
     from pipefill.reports.build import ReportOptions, build_report
     from pipefill.sim.bound.trace import bound_of_simulated
+    from pipefill.sim.fit.facts import facts_of
 
     with handled():
         if bound is None:
             bound = bound_of_simulated(inputs)
-        res = build_report(inputs, out, ReportOptions(bound_ms=bound, window=window))
+        res = build_report(inputs, out, ReportOptions(bound_ms=bound, window=window,
+                                                      facts=facts_of))
     if json_:
         print_json({"out": str(res.out), "kind": res.kind, "index": str(res.index),
                     "figures": res.figures, "notices": res.notices})
@@ -158,7 +170,7 @@ def export_cmd(
     from pipefill.cli.render import print_json
     from pipefill.traces.chrome import export_chrome, read_exportable
 
-    check_out(out, (".json",))
+    check_out(out, (".json",), [trace_path])
     with handled():
         stats = export_chrome(read_exportable(trace_path), out)
     if json_:

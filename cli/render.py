@@ -206,6 +206,9 @@ def print_diff(res: dict[str, Any]) -> None:
                        _fmt(p["predicted"]), _fmt(p["measured"]),
                        "" if p["abs_error"] is None else f"{p['abs_error']:+.3f}", rel)
     out_console.print(phases)
+    idle = res.get("idle_causes") or {}
+    for line in idle.get("differences", []) or ([idle["reason"]] if "reason" in idle else []):
+        out_console.print(f"idle causes: {line}", markup=False)
     out_console.print(res["verdict"])
 
 
@@ -237,10 +240,12 @@ def print_sweep(name: str, table: Any, axes: list[str]) -> None:
         view.add_column(header, justify="left" if header == "error" else "right",
                         overflow="fold" if header == "error" else "ellipsis")
     for rec in table.to_dict(orient="records"):
-        view.add_row(*(period_cell(rec) or "missing" if c == "period_ms" and
-                       "period_ci_ms" in rec else _fmt(_scaled(rec.get(c), k))
-                       for c, _, k in cols))
+        view.add_row(*(_sweep_cell(rec, c, k, axes) for c, _, k in cols))
     out_console.print(view)
+    ignored = [a for a in axes if table[a].isna().any()]
+    if ignored:
+        out_console.print(f"n/a: {', '.join(ignored)} is not a field of that point's policy "
+                          "(the axis is ignored there)", markup=False)
     if "converged" in table.columns and (table["converged"] == False).any():  # noqa: E712
         n = int((table["converged"] == False).sum())  # noqa: E712
         out_console.print(f"* {n} point{'s' * (n != 1)} did not converge: stopped at the "
@@ -255,6 +260,16 @@ def print_sweep(name: str, table: Any, axes: list[str]) -> None:
     if fixed:
         out_console.print("same in every point: " + ", ".join(
             f"{a}={table[a].iloc[0]}" for a in fixed), markup=False)
+
+
+def _sweep_cell(rec: dict[str, Any], col: str, scale: float, axes: list[str]) -> str:
+    """One sweep table cell: ``n/a`` for an axis the point's policy lacks, the period with
+    its half-width (``*``: not converged), else the value."""
+    if col in axes and rec.get(col) is None:
+        return "n/a"
+    if col == "period_ms" and "period_ci_ms" in rec:
+        return period_cell(rec) or "missing"
+    return _fmt(_scaled(rec.get(col), scale))
 
 
 def _scaled(value: Any, scale: float) -> Any:
@@ -273,9 +288,10 @@ def print_calibration(source: str, cal: Any, out: Any) -> None:
         table.add_row(f.phase, str(f.spec.get("dist", "constant")), _fmt(f.mean_ms if f.samples
                       else None), _fmt(f.cv if f.samples else None), note, str(f.outliers))
     out_console.print(table)
-    tr = cal.transport
-    out_console.print(f"transport: latency {tr.get('latency_ms')} ms, "
-                      f"bandwidth {tr.get('bandwidth_gbps')} GB/s")
+    link = cal.scenario.transport
+    out_console.print(f"transport: latency {link.latency_ms:g} ms, bandwidth "
+                      f"{link.bandwidth_gbps:g} GB/s, envelope {link.envelope_size} B, result "
+                      f"{link.result_size} B")
     for dev in cal.devices:
         out_console.print(dev.describe())
         for note in dev.notes:

@@ -20,9 +20,9 @@ from pipefill.cli.app import (
     err_console,
     fail,
     handled,
+    note_switch,
     out_console,
     progress_bar,
-    with_policy,
 )
 
 
@@ -48,14 +48,14 @@ def replay_cmd(
         help="Seconds any wait or kernel may take before the run fails.")] = 60.0,
     inject: Annotated[str | None, typer.Option(
         help="Make one kernel raise: PHASE:CHUNK or STAGE:PHASE:CHUNK. --backend dist also: "
-             "hang:, kill:, wrong_group:[WHERE:]PHASE:CHUNK (WHERE: stage0, stage1 or "
-             "rankN), bad_version:QUEUE:CHUNK, missing_tensor:QUEUE:CHUNK.")] = None,
+             "hang:, kill:, wrong_group:[WHERE:]PHASE:CHUNK (WHERE: a stage or rankN), "
+             "bad_version:QUEUE:CHUNK, missing_tensor:QUEUE:CHUNK.")] = None,
     backend: Annotated[str, typer.Option(
         help="threads: one process, a thread per stage; dist: one process per rank over "
-             "torch.distributed (rank0 = stage0, ranks 1..N = the mesh), launched here or "
-             "by torchrun.")] = "threads",
+             "torch.distributed (one rank per stage of the policy, a mesh of ranks for a "
+             "tensor-parallel stage), launched here or by torchrun.")] = "threads",
     mesh_size: Annotated[int, typer.Option(
-        help="dist: ranks of the mesh; the world is 1 + mesh size.")] = 1,
+        help="dist: ranks of each tensor-parallel stage (the generator's mesh).")] = 1,
     world_size: Annotated[int | None, typer.Option(
         help="dist: the world size you expect (checked against the policy).")] = None,
     master_addr: Annotated[str, typer.Option(
@@ -72,44 +72,36 @@ def replay_cmd(
 ) -> None:
     """Run the scenario's policy on real torch kernels and measure it (same trace format)."""
     # imported here: torch is slow to load and only the executor needs it
+    import pipefill
     from pipefill.cli.render import describe, print_json, print_summary, print_trust
-    from pipefill.exec.backends import ReplayRequest, replay_to_file
-    from pipefill.exec.dist.config import DistOptions
-    from pipefill.exec.threads.replay import ReplayOptions
-    from pipefill.sim.scenario.load import load_scenario
-    from pipefill.traces.metrics import compute_metrics
 
-    check_out(out, (".parquet", ".pq", ".csv"))
+    check_out(out, (".parquet", ".pq", ".csv"), [scenario, calibration])
     with handled():
         sets = [*(set_ or []), *([f"run.chunks={chunks}"] if chunks else [])]
-        sc = load_scenario(scenario, with_policy(policy, sets))
-        opts = ReplayOptions(device=device, kernels=kernels, threads=threads,
-                             model_size=model_size, calibration_path=calibration,
-                             timeout_s=timeout, recalibrate=recalibrate)
-        dopts = DistOptions(mesh_size=mesh_size, world_size=world_size,
-                            master_addr=master_addr, master_port=master_port,
-                            dist_backend=dist_backend)
+        sc = pipefill.load_scenario(scenario, sets, policy=policy)
+        note_switch(scenario, sc)
+        opts = pipefill.ReplayOptions(device=device, kernels=kernels, threads=threads,
+                                      model_size=model_size, calibration_path=calibration,
+                                      timeout_s=timeout, recalibrate=recalibrate)
+        dopts = pipefill.DistOptions(mesh_size=mesh_size, world_size=world_size,
+                                     master_addr=master_addr, master_port=master_port,
+                                     dist_backend=dist_backend)
         bar = backend == "threads" and not json_ and sys.stderr.isatty()
-        with progress_bar("replay", enabled=bar) as update:
-            outcome = replay_to_file(ReplayRequest(sc, opts, dopts, inject, out, update),
-                                     backend)
-        if outcome.error is not None:
-            (crash_exit if outcome.exit_now else fail)(outcome.error, outcome.code)
-        trace = outcome.trace
-        if trace is None:
+        try:
+            with progress_bar("replay", enabled=bar) as update:
+                rep = pipefill.replay(sc, out=out, backend=backend, options=opts, dist=dopts,
+                                      inject=inject, progress=update)
+        except pipefill.ReplayError as exc:
+            (crash_exit if exc.exit_now else fail)(str(exc), exc.code)
+        if rep is None:
             return  # a mesh rank under torchrun: rank0 reports
-        metrics = compute_metrics(trace)
-    trust = trace.meta.get("parallelism") or {}
-    for warning in trust.get("warnings", []):
+    for warning in rep.warnings:
         err_console.print(f"warning: {warning}", markup=False)
     if json_:
-        print_json({"scenario": sc.name, "policy": sc.policy.params(),
-                    "device": trace.meta["device"], "kernels": trace.meta["kernels"],
-                    "engine": trace.meta.get("backend"),
-                    "parallelism": trust or None, "warnings": trust.get("warnings", []),
-                    **metrics})
+        print_json(rep.to_json())
         return
-    print_summary(f"{describe(sc)} measured on {trace.meta['device']} ({kernels} kernels)",
-                  metrics)
-    print_trust(trace.meta)
+    meta = rep.trace.meta
+    print_summary(f"{describe(sc)} measured on {meta['device']} ({kernels} kernels)",
+                  rep.metrics)
+    print_trust(meta)
     out_console.print(f"trace: {out}")

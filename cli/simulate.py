@@ -20,6 +20,7 @@ from pipefill.cli.app import (
     err_console,
     fail,
     handled,
+    note_switch,
     out_console,
     progress_bar,
     with_policy,
@@ -71,11 +72,12 @@ def simulate_cmd(
     from pipefill.sim.engine.choice import run
     from pipefill.sim.scenario.load import load_scenario
 
-    check_out(out, TABLE_SUFFIXES)
+    check_out(out, TABLE_SUFFIXES, [scenario])
     target = precision_of(precision)
     reps: ReplicaSummary | None = None
     with handled():
         sc = load_scenario(scenario, with_policy(policy, set_))
+        note_switch(scenario, sc)
         # SimPy streams the trace to --out as it is recorded and computes metrics online;
         # a long run says how long it will take, shows progress and stops on Ctrl-C
         with LongRun("simulate", sys.stderr.isatty(), out, cap=target is not None) as long:
@@ -151,7 +153,7 @@ def sweep_cmd(
 
     if not grid:
         fail("--grid: give at least one axis, e.g. --grid policy.d_in=1,2,3,4")
-    check_out(out, TABLE_SUFFIXES)
+    check_out(out, TABLE_SUFFIXES, [scenario])
     precision_of(precision)
     sets = with_policy(policy, set_)
     with handled():
@@ -230,13 +232,13 @@ def _run_sweep(raw: dict[str, Any], name: str, sets: list[str], axes: list[Any],
 def bound_cmd(scenario: ScenarioArg = None, set_: SetOpt = None, policy: PolicyOpt = None,
               json_: JsonOpt = False) -> None:
     """Analytic steady-state period, its critical cycle and what would move it."""
+    import pipefill
     from pipefill.cli.render import describe, print_bound, print_json
-    from pipefill.sim.bound.analysis import compute_bound
-    from pipefill.sim.scenario.load import load_scenario
 
     with handled():
-        sc = load_scenario(scenario, with_policy(policy, set_))
-        res = compute_bound(sc)
+        sc = pipefill.load_scenario(scenario, set_ or (), policy=policy)
+        note_switch(scenario, sc)
+        res = pipefill.bound(sc)
     if json_:
         print_json({"scenario": sc.name, "policy": sc.policy.params(), **res.to_json()})
         return

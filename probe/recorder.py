@@ -2,9 +2,11 @@
 
 ``Recorder`` owns the clock (ms since it was made), the rows and the run metadata;
 ``rec.stage("stage0")`` returns a :class:`Stage`, a view that tags every event with its
-stage and may be shared by any number of threads. Recording appends one tuple to a list
-(no lock on the hot path); :meth:`Recorder.trace` and :meth:`Recorder.save` turn the
-rows into a pipefill trace (pandas is imported only then).
+stage and may be shared by any number of threads; ``with stage.wait("q_in"):`` around
+a blocking call records what the stage waited on (the wait lane ``explain`` reads).
+Recording appends one tuple to a list (no lock on the hot path); :meth:`Recorder.trace`
+and :meth:`Recorder.save` turn the rows into a pipefill trace (pandas is imported only
+then).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pipefill.probe.rows import DEFAULT_LIMIT, RowStore
 from pipefill.traces.clock import SyncPoint, handshake
 
 NAN = float("nan")
+#: the trace's wait lane (``pipefill.traces.schema.WAIT_LANE``; not imported: pandas)
+WAIT_LANE = "wait"
 #: format of the ``probe`` metadata section
 PROBE_FORMAT = 1
 
@@ -69,6 +73,15 @@ class Stage:
         return Span(self._rec, (phase, self.name, lane, session, chunk, call_id, epoch, step,
                                 value), stream)
 
+    def wait(self, on: str, *, chunk: int = -1, epoch: int = 0, session: int = 0) -> Span:
+        """Time what this stage waits on (``with s.wait("q_out"): item = q_out.get()``):
+        a span on the ``wait`` lane, so ``pipefill explain`` attributes the idle time
+        exactly instead of inferring it. ``on``: a queue name (its item or its free slot,
+        by the queue's direction in the policy), or explicitly ``get:Q``, ``slot:Q``,
+        ``input``, ``context:C`` (the decode of chunk C); see ``pipefill.traces.waits``."""
+        return Span(self._rec, (on, self.name, WAIT_LANE, session, chunk, -1, epoch, -1, NAN),
+                    None)
+
     def mark(self, name: str, *, chunk: int = -1, epoch: int = 0, call_id: int = -1,
              session: int = 0) -> None:
         """An instant: ``emit`` (frames out), ``input`` (chunk's input ready), ``drop``..."""
@@ -82,12 +95,23 @@ class Stage:
         self._rec._rows.append(("counter", name, self.name, "queue", 0, -1, -1, 0, -1,
                                 at, at, float(value)))
 
+    def transfer(self, queue: str, *, chunk: int, nbytes: float, call_id: int = -1,
+                 epoch: int = 0, session: int = 0, stream: Any = None) -> Span:
+        """Time a message's transfer: ``with s.transfer("q_in", chunk=k, nbytes=n):
+        conn.send(x)`` records a ``send`` span on the ``comm`` lane over the block, which
+        ``calibrate`` fits latency and bandwidth to. Wrap the transfer itself (a pipe or
+        socket write, a copy, ``dist.send``), not a wait for a free slot."""
+        del queue  # as in send: the trace format has no queue column for sends
+        return self.span("send", chunk=chunk, epoch=epoch, call_id=call_id, session=session,
+                         lane="comm", nbytes=nbytes, stream=stream)
+
     def send(self, queue: str, *, chunk: int, nbytes: float, call_id: int = -1,
              epoch: int = 0, session: int = 0, duration_ms: float = 0.0) -> None:
         """A message of ``nbytes`` put on ``queue`` now (a ``send`` span on the ``comm``
-        lane; give ``duration_ms`` when the transfer's time is known, or time it with
-        ``span("send", lane="comm", nbytes=n)``). ``queue`` labels the call site; the
-        queue's depth is recorded with :meth:`counter`."""
+        lane). Without ``duration_ms`` it has zero length: untimed, so ``calibrate``
+        cannot fit the link to it (it says so); give the transfer's time, or use
+        :meth:`transfer`. ``queue`` labels the call site; the queue's depth is recorded
+        with :meth:`counter`."""
         del queue  # the trace format has no queue column for sends
         at = self._rec.now_ms()
         self._rec._rows.append(("span", "send", self.name, "comm", session, chunk, call_id,

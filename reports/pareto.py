@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -36,8 +37,8 @@ class ParetoData:
 
 def pareto_data(sweep: Sweep) -> ParetoData:
     t = sweep.table[~_stalled(sweep.table)]
-    mem = pd.to_numeric(t.get("peak_bytes_in_flight"), errors="coerce") / MIB
-    period = pd.to_numeric(t.get("period_ms"), errors="coerce")
+    mem = _numeric(t, "peak_bytes_in_flight") / MIB
+    period = _numeric(t, "period_ms")
     labels = ["(" + ", ".join(str(r[a]) for a in sweep.axes) + ")" for _, r in t.iterrows()]
     ci, late = precision_cells("period_ms", t)
     pts = pd.DataFrame({"label": labels, "mem_mib": mem.to_numpy(),
@@ -46,6 +47,14 @@ def pareto_data(sweep: Sweep) -> ParetoData:
     pts = pts.dropna(subset=["mem_mib", "period_ms"]).reset_index(drop=True)
     pts["frontier"] = pareto_mask(pts["mem_mib"], pts["period_ms"])
     return ParetoData(list(sweep.axes), pts)
+
+
+def _numeric(t: pd.DataFrame, column: str) -> pd.Series:
+    """``column`` as numbers; all missing (NaN) when the table has no such column
+    (an older or hand-made table)."""
+    if column not in t.columns:
+        return pd.Series(np.nan, index=t.index, dtype=float)
+    return pd.to_numeric(t[column], errors="coerce")
 
 
 def _group_label(labels: list[str], limit: int = 4) -> str:

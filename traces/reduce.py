@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipefill.traces.schema import COLUMNS
+from pipefill.traces.schema import COLUMNS, WAIT_LANE
 from pipefill.traces.window import Anchor, WindowStats
 
 if TYPE_CHECKING:
@@ -246,6 +246,8 @@ class TraceReducer:
     # -- rows --------------------------------------------------------------------
     def _span(self, row: Row) -> None:
         _, name, stage, lane, session, chunk, _, _, _, start, end, _ = row
+        if lane == WAIT_LANE:  # what a stage waited on: an annotation, never counted
+            return
         sess = self.session(int(session))
         sess.stages.add(stage)
         if lane != "compute":

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +63,8 @@ class SharedState:
         self.doing: dict[str, object] = {}  # a worker's driver (str() describes its action)
         self.aborted = threading.Event()
         self.progress_at = time.monotonic()
+        #: when a worker's current wait began, if it had to sleep (its wait-lane span)
+        self.slept: dict[str, float] = {}
 
     # -- bookkeeping (call with the lock held unless said otherwise) -----------------
     def bump(self) -> None:
@@ -103,6 +105,9 @@ class SharedState:
         ``wake_at`` (monotonic s): the caller's own time limit, which ``ready`` checks;
         the waiter is then pending work, never part of a deadlock.
         """
+        if ready():
+            return
+        self.slept[who] = self.clock()  # the caller's wait-lane span starts here
         deadline = time.monotonic() + self.timeout_s
         self.pending += wake_at is not None
         try:
@@ -217,11 +222,12 @@ class SharedState:
         with self.cond:
             self.wait_until(who, lambda: self.inputs[tag.session] > tag.chunk)
 
-    def feed(self, chunk: int, stage: str) -> None:
-        """Realtime source: chunk's input of every session has arrived."""
+    def feed(self, chunk: int, stages: Mapping[int, str]) -> None:
+        """Realtime source: chunk's input of each session of ``stages`` (session -> the
+        stage it arrives at) has arrived."""
         with self.cond:
             now = self.clock()
-            for s in self.inputs:
+            for s, stage in stages.items():
                 self.inputs[s] = chunk + 1
                 self.rec.mark("input", stage, Tag(s, chunk), now)
             self.bump()

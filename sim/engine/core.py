@@ -15,6 +15,12 @@ without running them. That is the order in which one broadcast "changed" event w
 have resumed them, so traces do not depend on this optimisation (tests/golden).
 Likewise a stage that runs one program needs no SimPy resource, and a comm lane is a
 FIFO of transfers: both keep the instants at which a resource would have granted.
+
+What a program waited on is recorded: every action that blocks (a Get, a Reserve, a
+WaitInput, a WaitChange) leaves a span on its stage's ``wait`` lane from the instant it
+blocked to the instant it resumed, named by what it waited for (``get:q_in``,
+``slot:q_out``, ``input``, or the WaitChange's own ``on``), so ``pipefill explain``
+attributes idle time exactly; metrics never read that lane (the runner records them).
 """
 
 from __future__ import annotations
@@ -68,6 +74,8 @@ class SimEngine:
         self.lanes = CommLanes(self, specs)
         saturated = run.source == "saturated"
         self.inputs = dict.fromkeys(range(run.sessions), run.chunks if saturated else 0)
+        #: session -> the stage its inputs arrive at (the policy's hook)
+        self.source = {s: scenario.policy.source_stage(scenario, s) for s in self.inputs}
         self.version = 0
         self.waiters: list[_Waiter] = []
         #: a resource only for a stage that several programs share
@@ -122,7 +130,7 @@ class SimEngine:
             yield self.env.timeout(max(0.0, run.input_time_ms(k) - float(self.env.now)))
             for s in self.inputs:
                 self.inputs[s] = k + 1
-                self.rec.mark("input", "stage0", Tag(s, k), float(self.env.now))
+                self.rec.mark("input", self.source[s], Tag(s, k), float(self.env.now))
             self.bump()
 
     def deliver(self, q: _Queue, msg: Message, sent_at: float) -> None:

@@ -33,7 +33,8 @@ from pipefill.sim.program.actions import (
 )
 from pipefill.sim.program.driver import ProgramDriver
 from pipefill.sim.program.queues import SlotQueue, travels_on_lane
-from pipefill.traces.recorder import Tag
+from pipefill.traces.recorder import NO_TAG, Tag
+from pipefill.traces.schema import WAIT_LANE
 
 if TYPE_CHECKING:
     from pipefill.sim.engine.core import SimEngine
@@ -154,12 +155,25 @@ class Runner:
         else:
             yield self.engine.env.timeout(self.gap)
 
+    # -- what a blocked program waited on: the wait lane ----------------------------
+    def _waited(self, name: str, tag: Tag, since: float) -> None:
+        """Record a wait span from ``since`` to now (none when no time passed)."""
+        now = float(self.engine.env.now)
+        if now > since:
+            self.engine.rec.span(name, self.stage, WAIT_LANE, tag, since, now)
+
     # -- queues --------------------------------------------------------------------
     def on_reserve(self, a: Reserve) -> Any:
         q = self.engine.queues[a.queue]
         if q.free > 0:
             return self._reserved(q)
-        self.engine.wait(lambda: q.free > 0, lambda: self.resume(self._reserved(q)))
+        since = float(self.engine.env.now)
+
+        def granted() -> None:
+            self._waited(f"slot:{a.queue}", NO_TAG, since)
+            self.resume(self._reserved(q))
+
+        self.engine.wait(lambda: q.free > 0, granted)
         return PENDING
 
     def _reserved(self, q: _Queue) -> Any:
@@ -189,7 +203,14 @@ class Runner:
         q = self.engine.queues[a.queue]
         if q.items:
             return self._take(q)
-        self.engine.wait(lambda: bool(q.items), lambda: self.resume(self._take(q)))
+        since = float(self.engine.env.now)
+
+        def arrived() -> None:
+            msg = self._take(q)
+            self._waited(a.wait or f"get:{a.queue}", msg.tag, since)
+            self.resume(msg)
+
+        self.engine.wait(lambda: bool(q.items), arrived)
         return PENDING
 
     def _take(self, q: _Queue) -> Message:
@@ -222,8 +243,14 @@ class Runner:
         engine = self.engine
         if engine.version != a.version:
             return None
+        since = float(engine.env.now)
+
+        def changed() -> None:
+            self._waited(a.on or "change", a.tag, since)
+            self.resume(None)
+
         if a.timeout_ms is None:
-            engine.wait(None, lambda: self.resume(None))
+            engine.wait(None, changed)
             return PENDING
         # whichever comes first, the change or the timeout, resumes it one grant later
         # (as a SimPy AnyOf condition would)
@@ -231,15 +258,20 @@ class Runner:
         engine.wait(None, lambda: _succeed_once(done))
         timer = engine.env.timeout(max(0.0, a.timeout_ms))
         timer.callbacks.append(lambda _: _succeed_once(done))
-        done.callbacks.append(lambda _: self.resume(None))
+        done.callbacks.append(lambda _: changed())
         return PENDING
 
     def on_wait_input(self, a: WaitInput) -> Any:
         inputs, tag = self.engine.inputs, a.tag
         if inputs[tag.session] > tag.chunk:
             return self._input(tag)
-        self.engine.wait(lambda: inputs[tag.session] > tag.chunk,
-                         lambda: self.resume(self._input(tag)))
+        since = float(self.engine.env.now)
+
+        def came() -> None:
+            self._waited("input", tag, since)
+            self.resume(self._input(tag))
+
+        self.engine.wait(lambda: inputs[tag.session] > tag.chunk, came)
         return PENDING
 
     def _input(self, tag: Tag) -> Any:

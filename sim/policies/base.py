@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from pipefill.sim.scenario.model import Scenario
 
 
+#: what a queue carries (:meth:`Policy.queue_role`): envelopes into a generator, its
+#: results, activations between slices of one model, or a token without payload
+ENVELOPE, RESULT, ACTIVATION, CONTROL = "envelope", "result", "activation", "control"
+
+
 class CallIds:
     """Globally monotonic ``call_id`` source shared by all programs of one run."""
 
@@ -74,7 +79,11 @@ class Policy(BaseModel):
         if sc.run.sessions != 1 and not self.multi_session:
             raise ScenarioError("run.sessions", f"policy {self.name} runs 1 session "
                                 f"(got {sc.run.sessions}); use multi_session")
-        late = [c for c in getattr(self, "hard_cuts", None) or [] if c >= sc.run.chunks]
+        cuts = getattr(self, "hard_cuts", None) or []
+        if any(c < 0 for c in cuts):
+            raise ScenarioError("policy.hard_cuts", f"chunk {min(cuts)} is not a chunk "
+                                "(chunks count from 0)")
+        late = [c for c in cuts if c >= sc.run.chunks]
         if late:
             raise ScenarioError("policy.hard_cuts", f"chunk {late[0]} is beyond the run's last "
                                 f"chunk {sc.run.chunks - 1} (run.chunks = {sc.run.chunks})")
@@ -94,6 +103,13 @@ class Policy(BaseModel):
         replaced by full batches), whose bound is an estimate; None if there is none."""
         return None
 
+    def levers(self, sc: Scenario) -> dict[str, str]:
+        """What would move each cause of idle time, in this policy's own fields, for
+        ``pipefill explain``'s verdict: keys are its categories (``dependency``,
+        ``fill/drain bubbles``, ``stage imbalance``, ``source-bound``) or
+        ``backpressure:<queue>``. Empty (the default): explain's generic words."""
+        return {}
+
     def lower_bound(self) -> LowerBound | None:
         """An explicit lower-bound model for an order that depends on timing (and has no
         :meth:`fixed_form`): the bound is then labelled ``lower_bound``. None: the policy
@@ -102,6 +118,28 @@ class Policy(BaseModel):
 
     def params(self) -> dict[str, Any]:
         return {"name": self.name, **self.model_dump(mode="json")}
+
+    # -- hooks of the distributed executor (null defaults) -------------------------------
+    def source_stage(self, sc: Scenario, session: int) -> str:
+        """The stage where ``session``'s inputs arrive: the realtime source's ``input``
+        marks name it, and a distributed run feeds the inputs on its rank. Default: the
+        first stage."""
+        return self.stages(sc)[0]
+
+    def queue_role(self, sc: Scenario, queue: str) -> str | None:
+        """What ``queue`` carries (ENVELOPE, RESULT, ACTIVATION or CONTROL), so a
+        calibration can size a message whose bytes a trace did not record; None:
+        unknown (sized as a result)."""
+        return None
+
+    def sharded_stages(self, sc: Scenario) -> tuple[str, ...]:
+        """Stages whose work may run tensor-parallel over a mesh of ranks (each runs
+        one program, which the mesh's other ranks replay in lockstep). Default: none."""
+        return ()
+
+    def dist_refusal(self, sc: Scenario) -> str | None:
+        """Why this scenario cannot run one rank group per stage, or None if it can."""
+        return None
 
     def structure_reads_costs(self) -> bool:
         """Whether :meth:`structure` reads cost values (a split balanced on them): a

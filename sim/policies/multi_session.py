@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from pipefill.sim.policies.base import CallIds, Order, Policy
+from pipefill.sim.policies.base import ENVELOPE, RESULT, CallIds, Order, Policy
 from pipefill.sim.program.actions import (
     INFER,
     Compute,
@@ -100,6 +100,16 @@ class MultiSession(Policy):
         fronts = dict.fromkeys(self.front(s) for s in range(sc.run.sessions))
         return (*fronts, "stage1")
 
+    def source_stage(self, sc: Scenario, session: int) -> str:
+        return self.front(session)
+
+    def sharded_stages(self, sc: Scenario) -> tuple[str, ...]:
+        return ("stage1",)
+
+    def queue_role(self, sc: Scenario, queue: str) -> str | None:
+        kind = queue.split(".", 1)[0]
+        return {"q_in": ENVELOPE, "q_out": RESULT}.get(kind)
+
     def queues(self, sc: Scenario) -> list[QueueSpec]:
         out: list[QueueSpec] = []
         for s in range(sc.run.sessions):
@@ -153,12 +163,14 @@ class MultiSession(Policy):
             view = yield Poll()
             ready = _ready(view, left, sc.run.chunks)
             if not ready:
-                yield WaitChange(view.version)
+                yield WaitChange(view.version, on=_needs(view, left))
                 continue
             want = min(self.max_batch, sum(1 for n in left.values() if n))
             deadline = view.now_ms + window
             while len(ready) < want and view.now_ms < deadline:
-                yield WaitChange(view.version, timeout_ms=deadline - view.now_ms)
+                # holding the call open for more sessions: the batch's fill
+                yield WaitChange(view.version, timeout_ms=deadline - view.now_ms,
+                                 on="fill:batch")
                 view = yield Poll()
                 ready = _ready(view, left, sc.run.chunks)
             msgs = []
@@ -175,6 +187,15 @@ def _ready(view: StateView, left: dict[int, int], chunks: int) -> list[int]:
     ready = [s for s, n in left.items()
              if n and view.ready[q_in(s)] > 0 and view.free[q_out(s)] > 0]
     return sorted(ready, key=lambda s: (chunks - left[s], s))
+
+
+def _needs(view: StateView, left: dict[int, int]) -> str:
+    """What the mesh waits for when no session is ready (the wait lane's words)."""
+    need: list[str] = []
+    for s, n in left.items():
+        if n:
+            need.append(f"get:{q_in(s)}" if view.ready[q_in(s)] == 0 else f"slot:{q_out(s)}")
+    return "|".join(dict.fromkeys(need))
 
 
 def _decode(s: int) -> Program:

@@ -210,7 +210,7 @@ def _get(b: _Builder, r: Recorded) -> None:
     assert isinstance(a, Get)
     n = b.gets.get(a.queue, 0)
     b.gets[a.queue] = n + 1
-    b.wait(r.stage, b.arrivals[a.queue][n], f"get:{a.queue}", r.result.tag.chunk)
+    b.wait(r.stage, b.arrivals[a.queue][n], a.wait or f"get:{a.queue}", r.result.tag.chunk)
 
 
 def _flush(b: _Builder, r: Recorded) -> None:
@@ -245,7 +245,8 @@ def _wait_input(b: _Builder, r: Recorded) -> None:
         b.input_nodes[k] = b.add(Node(INPUT, "source", "input", k, (),
                                       at_ms=run.input_time_ms(k)))
         for s in range(run.sessions):
-            b.put(MarkAt("input", "stage0", Tag(s, k), b.input_nodes[k]))
+            stage = b.sc.policy.source_stage(b.sc, s)
+            b.put(MarkAt("input", stage, Tag(s, k), b.input_nodes[k]))
     b.wait(r.stage, b.input_nodes[k], "input", k)
 
 

@@ -25,7 +25,8 @@ import numpy as np
 from pipefill.sim.engine.choice import choose
 from pipefill.sim.errors import ScenarioError
 from pipefill.sim.fast.plan import structure_key
-from pipefill.sim.scenario.load import apply_overrides, build_scenario, parse_value
+from pipefill.sim.policies import policy_fields
+from pipefill.sim.scenario.load import apply_overrides, build_scenario, check_window, parse_value
 from pipefill.sim.scenario.model import Scenario
 from pipefill.sim.sweep.executors import chunked, task_size
 from pipefill.sim.sweep.sections import SECTIONS, dump, resolve, section_of
@@ -135,6 +136,7 @@ class _Planner:
         for sec in sorted(set(by) - set(SECTIONS)):  # an unknown table: its one-line error
             self.build([_set(axes[by[sec][0]].field, axes[by[sec][0]].values[0])])
         self.sections = [_Section(s, by.get(s, [])) for s in SECTIONS]
+        self.applies = _applicability(axes)
         self.groups: dict[tuple[Any, ...], str | None] = {}
         self.shapes: dict[tuple[str, tuple[int, ...]], Any] = {}
 
@@ -143,11 +145,15 @@ class _Planner:
 
     def check_values(self) -> None:
         """Every value of a short axis over the base as a whole scenario (a bad one fails
-        here, before any work); a long axis's values are checked on their own section."""
+        here, before any work); a long axis's values are checked on their own section,
+        and so are policy fields when the grid switches policies (each field is checked
+        with the policies that have it)."""
         for a in self.axes:
-            if len(a.values) <= WHOLE_CHECK_MAX:
+            if len(a.values) <= WHOLE_CHECK_MAX and (self.applies is None
+                                                    or _policy_key(a.field) is None):
                 for v in a.values:
                     self.build([_set(a.field, v)])
+        check_window(self.base_sc.run)
 
     def variant(self, sec: _Section, idx: tuple[int, ...]) -> tuple[str, Any]:
         if idx not in sec.hash:
@@ -155,10 +161,20 @@ class _Planner:
                 value = getattr(self.base_sc, sec.name)
             else:
                 sets = [_set(self.axes[i].field, self.axes[i].values[j])
-                        for i, j in zip(sec.axes, idx, strict=True)]
+                        for i, j in zip(sec.axes, idx, strict=True)
+                        if self._applies(sec, idx, i)]
                 value = resolve(sec.name, self.raw, [*self.base, *sets])
+                if sec.name == "run":
+                    check_window(value)
             sec.hash[idx], sec.value[idx] = section_hash(dump(sec.name, value)), value
         return sec.hash[idx], sec.value[idx]
+
+    def _applies(self, sec: _Section, idx: tuple[int, ...], axis: int) -> bool:
+        """Whether axis ``axis`` applies to the policy this policy variant switches to."""
+        if self.applies is None or sec.name != "policy":
+            return True
+        name_axis, table = self.applies
+        return bool(table[idx[sec.axes.index(name_axis)], axis])
 
     def group(self, parts: dict[str, Any], ids: Any) -> str | None:
         """The point's fast-path structure (None: SimPy), cached by section shapes."""
@@ -185,6 +201,7 @@ class _Planner:
         the points), then per point only its key, its cells and its overrides."""
         sizes = [len(a.values) for a in self.axes]
         combos = np.indices(sizes).reshape(len(sizes), -1).T if sizes else np.zeros((1, 0), int)
+        combos, na = self._not_applicable(combos)
         hashes, shape_ids = [], []
         values: dict[str, list[Any]] = {}
         for sec in self.sections:
@@ -204,13 +221,28 @@ class _Planner:
         prefix = combine_prefix(self.precision)
         keys = ["|".join(row) for row in zip(*hashes, strict=True)]
         out = []
-        for n, combo in enumerate(combos.tolist()):
+        for n, (combo, skip) in enumerate(zip(combos.tolist(), na.tolist(), strict=True)):
             out.append(SweepPoint(
-                {f: cells[i][j] for i, (f, j) in enumerate(zip(fields, combo, strict=True))},
-                self.raw, (*self.base, *(sets[i][j] for i, j in enumerate(combo))),
+                {f: None if skip[i] else cells[i][j]
+                 for i, (f, j) in enumerate(zip(fields, combo, strict=True))},
+                self.raw, (*self.base, *(sets[i][j] for i, j in enumerate(combo)
+                                         if not skip[i])),
                 self.name, combine_hashed(prefix, keys[n]), self.engine, groups[n],
                 weights[n], self.precision))
         return out
+
+    def _not_applicable(self, combos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Points with the values of policy axes their policy lacks left out (each such
+        point once: the grid keeps the first of those that become the same)."""
+        na = np.zeros(combos.shape, dtype=bool)
+        if self.applies is None:
+            return combos, na
+        name_axis, table = self.applies
+        na = ~table[combos[:, name_axis]]
+        combos = np.where(na, 0, combos)
+        _, first = np.unique(combos, axis=0, return_index=True)
+        keep = np.sort(first)
+        return combos[keep], na[keep]
 
     def _groups(self, shape_ids: list[tuple[np.ndarray, int, np.ndarray]],
                 values: dict[str, list[Any]], hashes: list[np.ndarray]
@@ -235,6 +267,29 @@ class _Planner:
         run = values["run"]
         weights = [r.chunks * r.sessions for r in run]
         return out, [weights[j] for j in lins["run"]]
+
+
+def _policy_key(field: str) -> str | None:
+    table, _, key = field.partition(".")
+    return key if table == "policy" and "." not in key and key != "name" else None
+
+
+def _applicability(axes: list[Axis]) -> tuple[int, np.ndarray] | None:
+    """With a ``policy.name`` axis: its index and, per policy of it and per axis, whether
+    the axis applies (a ``policy.*`` field that policy lacks but another of the axis has
+    does not: the grid can compare policies whose fields differ; a field no policy of
+    the axis has stays, and fails naming it). None without such an axis."""
+    at = next((i for i, a in enumerate(axes) if a.field == "policy.name"), None)
+    if at is None:
+        return None
+    fields = [policy_fields(n) or set() for n in axes[at].values]
+    anyone = set().union(*fields)
+    table = np.ones((len(fields), len(axes)), dtype=bool)
+    for i, a in enumerate(axes):
+        key = _policy_key(a.field)
+        if key is not None and key in anyone:
+            table[:, i] = [key in f for f in fields]
+    return at, table
 
 
 def _variants(combos: np.ndarray, axes: list[int], sizes: list[int]
