@@ -203,6 +203,10 @@ def execute_sweep(points: list[SweepPoint], axes: list[str], executor: SweepExec
 def _table(points: list[SweepPoint], store: ResultStore) -> pd.DataFrame:
     """One row per point (grid order): axis cells, results, ``point_key``, ``error``."""
     table = pd.DataFrame([{**p.axes, **store.rows[p.key], KEY: p.key} for p in points])
+    for axis in points[0].axes if points else ():
+        cells = [p.axes[axis] for p in points]
+        if any(c is None for c in cells):  # ints stay ints beside an empty (n/a) cell
+            table[axis] = pd.Series(cells, index=table.index, dtype=object)
     errors = table["error"] if "error" in table.columns else pd.Series(None, index=table.index)
     table["error"] = errors.astype(object).where(errors.notna(), None)  # None, never NaN
     return table
