@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from pipefill.exec.dist.config import DistOptions
     from pipefill.exec.threads.replay import ReplayOptions
     from pipefill.sim.fit.calibrate import Calibrated
+    from pipefill.sim.study.result import StudyResult
     from pipefill.traces.schema import Trace
 
 
@@ -77,3 +78,29 @@ def diff(predicted: Trace | str | os.PathLike[str], measured: Trace | str | os.P
     from pipefill.traces.diff import diff_traces
 
     return Diff(diff_traces(as_trace(predicted), as_trace(measured), tolerance))
+
+
+def measure_study(result: StudyResult, options: ReplayOptions | None = None) -> StudyResult:
+    """``result`` with its key points (:meth:`StudyResult.key_points`) each run short
+    (the study's ``replay.chunks``) on the model and on the threads executor, their
+    metrics side by side in ``.measured``. A failed replay raises :class:`ReplayError`."""
+    import dataclasses
+    import tempfile
+
+    from pipefill.predict import simulate
+    from pipefill.sim.study.result import COMPARED, Measured
+
+    short = result.spec.replay
+    sets = (f"run.chunks={short.chunks}", f"run.warmup={short.warmup}")
+    done = []
+    with tempfile.TemporaryDirectory(prefix="pipefill-study-") as tmp:
+        for i in result.key_points():
+            sc = result.scenario_of(i, sets)
+            pred = simulate(sc, keep_trace=False).metrics
+            meas = replay(sc, out=Path(tmp) / f"point{i}.parquet", options=options)
+            assert meas is not None  # threads: this process reports
+            done.append(Measured(i, result.points.label(i), short.chunks,
+                                 {k: pred.get(k) for k in COMPARED},
+                                 {k: meas.metrics.get(k) for k in COMPARED},
+                                 tuple(meas.warnings)))
+    return dataclasses.replace(result, measured=tuple(done))
