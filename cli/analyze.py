@@ -78,19 +78,29 @@ def calibrate_cmd(
     from pipefill.sim.fit.calibrate import calibrate_trace
     from pipefill.traces.io import read_trace, write_text
 
-    check_out(out)
+    check_out(out, (".toml",), [measured])
     with handled():
         trace = read_trace(measured)
         cal = calibrate_trace(trace, dist=dist, warmup=warmup, policy=policy, sets=sets)
         if probe_contention:
             cal = calibrate_trace(trace, dist=dist, warmup=warmup, policy=policy, sets=sets,
                                   probed=_probe(cal.scenario, device))
-        write_text(out, cal.toml(header=f"pipefill calibrate {measured.name} "
-                                 f"(source {trace.source}, {trace.meta.get('device', '?')})"))
+        write_text(out, cal.toml(header=_header(measured, trace.meta)))
+    for warning in cal.warnings():
+        err_console.print(f"warning: {warning}", markup=False)
     if json_:
         print_json({"out": str(out), **cal.to_json()})
         return
     print_calibration(measured.name, cal, out)
+
+
+def _header(measured: Path, meta: dict[str, Any]) -> str:
+    """The calibrated scenario's first comment: the command and where the trace came from
+    (what the trace says: a probe trace names no device)."""
+    given = {k: meta.get(k) for k in ("source", "backend", "device")}
+    source = [f"{k} {v}" for k, v in given.items() if isinstance(v, str) and v
+              and v != "none" and (k == "source" or v != given["source"])]
+    return f"pipefill calibrate {measured.name}" + (f" ({', '.join(source)})" if source else "")
 
 
 def _probe(sc: Any, device: str) -> dict[str, tuple[dict[int, float], str]]:
@@ -158,7 +168,7 @@ def export_cmd(
     from pipefill.cli.render import print_json
     from pipefill.traces.chrome import export_chrome, read_exportable
 
-    check_out(out, (".json",))
+    check_out(out, (".json",), [trace_path])
     with handled():
         stats = export_chrome(read_exportable(trace_path), out)
     if json_:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -32,11 +32,23 @@ class Command(TyperCommand):
         return _bare_help(super().get_help_option(ctx))
 
 
+#: the order ``pipefill --help`` lists commands in: predict, measure, compare, then the
+#: tools for one's own traces; a command not named here comes after these
+COMMAND_ORDER = ("simulate", "sweep", "bound", "replay", "diff", "calibrate", "report",
+                 "export", "merge", "import", "policies")
+
+
 class Group(TyperGroup):
-    """The pipefill app: ``--help`` shows no value placeholder."""
+    """The pipefill app: ``--help`` shows no value placeholder and lists the commands in
+    :data:`COMMAND_ORDER`."""
 
     def get_help_option(self, ctx: Any) -> Any:  # typer's vendored click types
         return _bare_help(super().get_help_option(ctx))
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        rank = {n: i for i, n in enumerate(COMMAND_ORDER)}
+        return sorted(names, key=lambda n: rank.get(n, len(rank)))
 
 
 def _print_version(value: bool) -> None:
@@ -129,14 +141,17 @@ def handled(interrupted: Callable[[], str] | None = None) -> Iterator[None]:
         fail(str(exc), code)
 
 
-def check_out(out: Path | None, suffixes: tuple[str, ...] = ()) -> None:
-    """Fail (exit 2, naming --out) before any work when ``out`` cannot be written."""
+def check_out(out: Path | None, suffixes: tuple[str, ...] = (),
+              inputs: Sequence[Path | None] = ()) -> None:
+    """Fail (exit 2, naming --out) before any work when ``out`` cannot be written: a
+    wrong extension, an unwritable place, or one of the command's ``inputs``."""
     if out is None:
         return
-    from pipefill.traces.io import check_writable
+    from pipefill.traces.io import check_not_input, check_writable
 
     with handled():
         check_writable(out, "--out", suffixes)
+        check_not_input(out, [p for p in inputs if p is not None])
 
 
 def with_policy(policy: str | None, sets: list[str] | None) -> list[str]:
@@ -144,6 +159,17 @@ def with_policy(policy: str | None, sets: list[str] | None) -> list[str]:
     from pipefill.sim.scenario.load import with_policy as apply
 
     return apply(policy, sets)
+
+
+def note_switch(scenario: Path | None, sc: Any) -> None:
+    """Say on stderr what switching the policy (``--policy``, ``--set policy.name``) kept
+    and left out, so a comparison of two policies is known to be like for like."""
+    from pipefill.sim.policies import switch_note
+    from pipefill.sim.scenario.load import load_raw
+
+    note = switch_note(load_raw(scenario)[0].get("policy"), sc.policy)
+    if note:
+        err_console.print(f"note: {note}", markup=False)
 
 
 @contextmanager

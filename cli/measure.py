@@ -22,7 +22,7 @@ def merge_cmd(
     from pipefill.traces.io import read_trace, write_trace
     from pipefill.traces.merge import merge_ranks
 
-    check_out(out, (".parquet", ".pq", ".csv"))
+    check_out(out, (".parquet", ".pq", ".csv"), rank_files)
     with handled():
         traces = [read_trace(p) for p in rank_files]
         merged = merge_ranks(traces, [p.name for p in rank_files])
@@ -53,7 +53,7 @@ def import_cmd(
     from pipefill.traces.io import write_trace
     from pipefill.traces.profile_import import import_profile, read_profile
 
-    check_out(out, (".parquet", ".pq", ".csv"))
+    check_out(out, (".parquet", ".pq", ".csv"), [profile, map_file])
     with handled():
         mapping = load_map(map_file)
         trace = import_profile(read_profile(profile), mapping, profile.name)

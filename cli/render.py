@@ -236,8 +236,13 @@ def print_sweep(name: str, table: Any, axes: list[str]) -> None:
         view.add_column(header, justify="left" if header == "error" else "right",
                         overflow="fold" if header == "error" else "ellipsis")
     for rec in table.to_dict(orient="records"):
-        view.add_row(*(_fmt(_scaled(rec.get(c), k)) for c, _, k in cols))
+        view.add_row(*("n/a" if c in axes and rec.get(c) is None else _fmt(_scaled(rec.get(c), k))
+                       for c, _, k in cols))
     out_console.print(view)
+    ignored = [a for a in axes if table[a].isna().any()]
+    if ignored:
+        out_console.print(f"n/a: {', '.join(ignored)} is not a field of that point's policy "
+                          "(the axis is ignored there)", markup=False)
     if "engine" in table.columns:  # which engine ran the points (the column has each's)
         counts = table["engine"].value_counts()
         out_console.print("engine: " + ", ".join(f"{e} for {n} point{'s' * (n != 1)}"
@@ -266,9 +271,10 @@ def print_calibration(source: str, cal: Any, out: Any) -> None:
         table.add_row(f.phase, str(f.spec.get("dist", "constant")), _fmt(f.mean_ms if f.samples
                       else None), _fmt(f.cv if f.samples else None), note, str(f.outliers))
     out_console.print(table)
-    tr = cal.transport
-    out_console.print(f"transport: latency {tr.get('latency_ms')} ms, "
-                      f"bandwidth {tr.get('bandwidth_gbps')} GB/s")
+    link = cal.scenario.transport
+    out_console.print(f"transport: latency {link.latency_ms:g} ms, bandwidth "
+                      f"{link.bandwidth_gbps:g} GB/s, envelope {link.envelope_size} B, result "
+                      f"{link.result_size} B")
     for dev in cal.devices:
         out_console.print(dev.describe())
         for note in dev.notes:

@@ -20,6 +20,7 @@ from pipefill.cli.app import (
     err_console,
     fail,
     handled,
+    note_switch,
     out_console,
     progress_bar,
     with_policy,
@@ -79,10 +80,11 @@ def replay_cmd(
     from pipefill.sim.scenario.load import load_scenario
     from pipefill.traces.metrics import compute_metrics
 
-    check_out(out, (".parquet", ".pq", ".csv"))
+    check_out(out, (".parquet", ".pq", ".csv"), [scenario, calibration])
     with handled():
         sets = [*(set_ or []), *([f"run.chunks={chunks}"] if chunks else [])]
         sc = load_scenario(scenario, with_policy(policy, sets))
+        note_switch(scenario, sc)
         opts = ReplayOptions(device=device, kernels=kernels, threads=threads,
                              model_size=model_size, calibration_path=calibration,
                              timeout_s=timeout, recalibrate=recalibrate)

@@ -20,6 +20,7 @@ from pipefill.cli.app import (
     err_console,
     fail,
     handled,
+    note_switch,
     out_console,
     progress_bar,
     with_policy,
@@ -54,10 +55,11 @@ def simulate_cmd(
     from pipefill.sim.engine.choice import run
     from pipefill.sim.scenario.load import load_scenario
 
-    check_out(out, TABLE_SUFFIXES)
+    check_out(out, TABLE_SUFFIXES, [scenario])
     reps: ReplicaSummary | None = None
     with handled():
         sc = load_scenario(scenario, with_policy(policy, set_))
+        note_switch(scenario, sc)
         # SimPy streams the trace to --out as it is recorded and computes metrics online
         metrics = run(sc, engine, out)
         if replicas > 1:
@@ -125,7 +127,7 @@ def sweep_cmd(
 
     if not grid:
         fail("--grid: give at least one axis, e.g. --grid policy.d_in=1,2,3,4")
-    check_out(out, TABLE_SUFFIXES)
+    check_out(out, TABLE_SUFFIXES, [scenario])
     sets = with_policy(policy, set_)
     with handled():
         raw, name = load_raw(scenario)
@@ -206,6 +208,7 @@ def bound_cmd(scenario: ScenarioArg = None, set_: SetOpt = None, policy: PolicyO
 
     with handled():
         sc = load_scenario(scenario, with_policy(policy, set_))
+        note_switch(scenario, sc)
         res = compute_bound(sc)
     if json_:
         print_json({"scenario": sc.name, "policy": sc.policy.params(), **res.to_json()})

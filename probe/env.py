@@ -60,6 +60,9 @@ class NullStage:
     def send(self, queue: str, **tags: Any) -> None:
         return None
 
+    def transfer(self, queue: str, **tags: Any) -> _NullSpan:
+        return _NULL_SPAN
+
 
 class NullRecorder:
     """The probe switched off: the same calls as :class:`Recorder`, recording nothing."""
@@ -120,15 +123,27 @@ def from_env(env: Mapping[str, str] | None = None, save_at_exit: bool = True,
     policy = _policy(env)
     if policy is not None:
         kwargs["policy"] = policy
+    target = path.replace("{rank}", str(rank))
+    _check_path(target)
     rec = Recorder(**kwargs)
-    rec.path = path.replace("{rank}", str(rank))
+    rec.path = target
     if save_at_exit:
-        # the writers register exit hooks of their own when first imported, which is
-        # refused during interpreter shutdown: load them now, while the probe is set up
-        import pipefill.traces.io  # noqa: F401
-
         atexit.register(_save_quietly, rec)
     return rec
+
+
+def _check_path(path: str) -> None:
+    """Fail now, not at exit after the whole run, when ``path`` could not be written (an
+    unknown extension, a missing or read-only directory). Loads the trace writers too:
+    they register exit hooks of their own when first imported, which is refused during
+    interpreter shutdown."""
+    from pipefill.traces.io import TABLE_SUFFIXES, check_writable
+    from pipefill.traces.schema import TraceError
+
+    try:
+        check_writable(path, ENV_PATH, TABLE_SUFFIXES)
+    except TraceError as exc:
+        raise ProbeEnvError(str(exc)) from None
 
 
 def _save_quietly(rec: Recorder) -> None:

@@ -82,12 +82,23 @@ class Stage:
         self._rec._rows.append(("counter", name, self.name, "queue", 0, -1, -1, 0, -1,
                                 at, at, float(value)))
 
+    def transfer(self, queue: str, *, chunk: int, nbytes: float, call_id: int = -1,
+                 epoch: int = 0, session: int = 0, stream: Any = None) -> Span:
+        """Time a message's transfer: ``with s.transfer("q_in", chunk=k, nbytes=n):
+        conn.send(x)`` records a ``send`` span on the ``comm`` lane over the block, which
+        ``calibrate`` fits latency and bandwidth to. Wrap the transfer itself (a pipe or
+        socket write, a copy, ``dist.send``), not a wait for a free slot."""
+        del queue  # as in send: the trace format has no queue column for sends
+        return self.span("send", chunk=chunk, epoch=epoch, call_id=call_id, session=session,
+                         lane="comm", nbytes=nbytes, stream=stream)
+
     def send(self, queue: str, *, chunk: int, nbytes: float, call_id: int = -1,
              epoch: int = 0, session: int = 0, duration_ms: float = 0.0) -> None:
         """A message of ``nbytes`` put on ``queue`` now (a ``send`` span on the ``comm``
-        lane; give ``duration_ms`` when the transfer's time is known, or time it with
-        ``span("send", lane="comm", nbytes=n)``). ``queue`` labels the call site; the
-        queue's depth is recorded with :meth:`counter`."""
+        lane). Without ``duration_ms`` it has zero length: untimed, so ``calibrate``
+        cannot fit the link to it (it says so); give the transfer's time, or use
+        :meth:`transfer`. ``queue`` labels the call site; the queue's depth is recorded
+        with :meth:`counter`."""
         del queue  # the trace format has no queue column for sends
         at = self._rec.now_ms()
         self._rec._rows.append(("span", "send", self.name, "comm", session, chunk, call_id,

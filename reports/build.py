@@ -44,6 +44,7 @@ from pipefill.reports.sweep import (
     heatmap_data,
     pareto_data,
 )
+from pipefill.traces.io import check_not_input
 
 MARKER = ".pipefill-report"
 
@@ -216,6 +217,7 @@ def build_report(paths: list[Path], out: Path, opts: ReportOptions | None = None
     ri = load_inputs([Path(p) for p in paths])
     out = Path(out)
     check_out_dir(out)
+    check_not_input(out, paths, directory=True)
     figures = render_figures(ri, opts)
     command = report_command(ri.paths, out, opts.bound_ms, opts.window)
     page = render_page(ri, figures, command)

@@ -80,11 +80,29 @@ def _sweep_axes(df: pd.DataFrame, meta: dict[str, Any], path: Path) -> list[str]
     return axes
 
 
+#: an empty axis cell: the axis is not a field of that point's policy (ignored there)
+NOT_APPLICABLE = "n/a"
+
+
+def _axis_cells(df: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """Axis columns as the grid gave them: an empty cell becomes NOT_APPLICABLE and the
+    integers a null turned into floats (Parquet, CSV) are integers again."""
+    df = df.copy()
+    for axis in axes:
+        col = df[axis]
+        if not col.isna().any():
+            continue
+        df[axis] = [NOT_APPLICABLE if pd.isna(v) else
+                    int(v) if isinstance(v, float) and v.is_integer() else v for v in col]
+    return df
+
+
 def load_one(path: Path) -> Run | Sweep:
     """Read and classify one input file."""
     df, meta = read_table(path)
     if meta.get("kind") == "sweep":
-        return Sweep(path, df, meta, _sweep_axes(df, meta, path))
+        axes = _sweep_axes(df, meta, path)
+        return Sweep(path, _axis_cells(df, axes), meta, axes)
     if not set(COLUMNS) <= set(df.columns):
         raise ReportError(str(path), "neither a trace (columns " + ", ".join(COLUMNS)
                           + ") nor a sweep table (metadata kind = 'sweep')")

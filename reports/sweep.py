@@ -332,10 +332,18 @@ class ParetoData:
     points: pd.DataFrame
 
 
+def _numeric(t: pd.DataFrame, column: str) -> pd.Series:
+    """``column`` as numbers; all missing (NaN) when the table has no such column
+    (an older or hand-made table)."""
+    if column not in t.columns:
+        return pd.Series(np.nan, index=t.index, dtype=float)
+    return pd.to_numeric(t[column], errors="coerce")
+
+
 def pareto_data(sweep: Sweep) -> ParetoData:
     t = sweep.table[~_stalled(sweep.table)]
-    mem = pd.to_numeric(t.get("peak_bytes_in_flight"), errors="coerce") / MIB
-    period = pd.to_numeric(t.get("period_ms"), errors="coerce")
+    mem = _numeric(t, "peak_bytes_in_flight") / MIB
+    period = _numeric(t, "period_ms")
     labels = ["(" + ", ".join(str(r[a]) for a in sweep.axes) + ")" for _, r in t.iterrows()]
     pts = pd.DataFrame({"label": labels, "mem_mib": mem.to_numpy(),
                         "period_ms": period.to_numpy()}).dropna().reset_index(drop=True)

@@ -5,8 +5,10 @@ A line is run when, after an optional ``$ ``, it starts with ``pipefill`` (run i
 with CliRunner) or ``python examples/...`` (a README example making the input of the
 next lines; run as a subprocess with the script taken from the repository); ``&&``
 chains each part, a ``| jq ...`` tail is dropped (and the command's stdout must then
-be JSON). A line whose comment contains ``not run`` is skipped (e.g. one that needs
-CUDA). Commands that take ``--set`` get ``run.chunks``/``run.warmup`` appended.
+be JSON), a line ending in ``\\`` goes on on the next. A line whose comment contains
+``not run`` is skipped (e.g. one that needs CUDA or a cluster). Commands that take
+``--set`` get ``run.chunks``/``run.warmup`` appended. Every shell command of the README
+is in a fenced block (issue 22: an indented block escaped this test).
 """
 
 from __future__ import annotations
@@ -33,16 +35,34 @@ SMALL = {cmd: ["--set", "run.chunks=12", "--set", "run.warmup=2"]
 
 
 def shell_lines(text: str) -> list[str]:
-    """The lines of fenced blocks whose info string is a shell (or empty)."""
-    lines, lang = [], None
+    """The lines of fenced blocks whose info string is a shell (or empty); a line ending
+    in a backslash is joined with the next."""
+    lines, lang, cont = [], None, ""
     for line in text.splitlines():
         m = FENCE.match(line.strip())
         if m:
             lang = None if lang is not None else m.group(1)
             continue
         if lang in SHELL_BLOCKS:
-            lines.append(line.strip())
+            joined = f"{cont} {line.strip()}".strip()
+            if joined.endswith("\\"):
+                cont = joined[:-1].strip()
+                continue
+            lines.append(joined)
+            cont = ""
     return lines
+
+
+def indented_commands(text: str) -> list[str]:
+    """Command lines in indented (unfenced) code blocks: none should be there."""
+    out, fenced = [], False
+    for line in text.splitlines():
+        if FENCE.match(line.strip()):
+            fenced = not fenced
+        elif not fenced and line.startswith("    ") and line.strip().startswith(
+                (*PROGRAMS, "torchrun ", "dask ")):
+            out.append(line.strip())
+    return out
 
 
 def commands(text: str) -> list[tuple[list[str], bool]]:
@@ -85,6 +105,15 @@ def test_the_extractor_reads_chains_pipes_comments_and_skips():
         (["pipefill", "diff", "a", "b"], False)]
     assert commands("```bash\npython examples/x.py --out r.parquet   # makes r\n```") == [
         (["python", "examples/x.py", "--out", "r.parquet"], False)]
+    assert commands("```bash\npipefill sweep --grid a=1 \\\n    --out s.parquet\n"
+                    "pipefill sweep \\\n --scheduler tcp://x   # not run: a cluster\n```") == [
+        (["pipefill", "sweep", "--grid", "a=1", "--out", "s.parquet"], False)]
+    assert indented_commands("text\n\n    pipefill simulate\n```\n    pipefill bound\n```") \
+        == ["pipefill simulate"]
+
+
+def test_every_shell_command_of_the_readme_is_fenced():
+    assert indented_commands(README.read_text(encoding="utf-8")) == []
 
 
 def test_every_readme_command_runs_as_written(tmp_path, monkeypatch):
@@ -107,4 +136,4 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch):
         ran.append(cmd[0])
     # the README shows every command a new user needs
     assert {"simulate", "sweep", "bound", "replay", "diff", "calibrate", "report",
-            "export"} <= set(ran)
+            "export", "merge"} <= set(ran)

@@ -12,7 +12,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -60,6 +60,28 @@ def check_writable(path: str | os.PathLike[str], field: str = "--out",
     except OSError as exc:
         raise OutputError(field, f"{target}: cannot write in {base} "
                           f"({exc.strerror or exc})") from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is missing: compare where they would be
+        return a.resolve() == b.resolve()
+
+
+def check_not_input(path: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]],
+                    field: str = "--out", directory: bool = False) -> None:
+    """Raise :class:`OutputError` when writing ``path`` would overwrite one of ``inputs``
+    (the same file, through any link), or, for a ``directory`` output that replaces what
+    is there, when an input lies inside it."""
+    target = Path(path)
+    for src in map(Path, inputs):
+        if _same_file(target, src):
+            raise OutputError(field, f"{target} is also an input ({src}); writing it would "
+                              "overwrite it: choose another path")
+        if directory and target.resolve() in src.resolve().parents:
+            raise OutputError(field, f"{target} holds an input ({src}) and would be "
+                              "replaced: choose another directory")
 
 
 @contextlib.contextmanager

@@ -33,13 +33,13 @@ def _rank_of(trace: Trace, label: str) -> int:
     return rank
 
 
-def _clock_of(trace: Trace, rank: int, label: str, single: bool) -> ClockMap:
+def _clock_of(trace: Trace, rank: int, label: str) -> ClockMap:
     raw = trace.meta["probe"].get("sync", [])
     try:
         points = parse_points(raw, f"meta.probe.sync ({label})")
         if rank == REFERENCE_RANK:
             return IDENTITY
-        if not points and not single:
+        if not points:
             raise ClockError(f"meta.probe.sync ({label})", f"rank {rank} has no clock "
                              "handshake with rank 0 (call rec.sync(...) at start and end)")
         return fit_clock(points, f"meta.probe.sync ({label})")
@@ -76,9 +76,14 @@ def merge_ranks(traces: list[Trace], labels: list[str] | None = None) -> Trace:
     if dup is not None:
         names = [lb for r, lb, _ in ranked if r == dup]
         raise TraceError("meta.probe.rank", f"rank {dup} appears twice ({', '.join(names)})")
+    if ranks[0] != REFERENCE_RANK:
+        got = ", ".join(f"rank {r} ({lb})" for r, lb, _ in ranked)
+        raise TraceError("ranks", f"no rank {REFERENCE_RANK} file among {got}: rank "
+                         f"{REFERENCE_RANK}'s clock is the one every rank is aligned to, "
+                         "and its events are part of the run; pass its file too")
     frames, info = [], []
     for rank, label, tr in ranked:
-        clock = _clock_of(tr, rank, label, single=len(ranked) == 1)
+        clock = _clock_of(tr, rank, label)
         frames.append(_aligned(tr, clock))
         info.append({"rank": rank, "file": label, "offset_ms": clock.offset_ms,
                      "rate": clock.rate, "events": len(tr.events)})

@@ -30,6 +30,12 @@ SUMMARY_KEYS = (
 )
 #: relative gap between the median and the mean emit gap above which emits are bursty
 BURSTY_TOLERANCE = 0.05
+#: how far above 1 a share (OverlapScore, overlap_window) may come out of float
+#: rounding (sums and differences of span times) and still be shown as exactly 1
+UNIT_TOLERANCE = 1e-9
+#: OverlapScore above 1 with a period at least this share of the busier stage's work per
+#: chunk is cost noise around a full overlap, not several chunks worked on at a time
+NOISE_PERIOD_SHARE = 0.95
 #: keys that need a steady-state window (at least two emits after the warm-up)
 WINDOW_KEYS = ("period_ms", "fps", "period_p50_ms", "stage0_ms", "stage1_ms",
                "overlap_score", "overlap_window", "latency_p50_ms", "latency_p95_ms",
@@ -114,10 +120,28 @@ def _overlap(res: dict[str, Any], missing: dict[str, str], notes: dict[str, str]
         missing["overlap_score"] = "a stage does no work per chunk in the window"
         return
     hidden = np.maximum(0.0, s0 + s1 - win.periods)
-    res["overlap_score"] = score = _median(hidden[ok] / low[ok])
-    if score > 1.0 + 1e-9:
-        notes["overlap_score"] = (
-            f"{score:.2f} > 1: per-chunk gaps are shorter than a chunk's own work on the "
+    res["overlap_score"] = score = clamp_unit(_median(hidden[ok] / low[ok]))
+    if score > 1.0:
+        notes["overlap_score"] = _above_one(score, res)
+
+
+def clamp_unit(value: float) -> float:
+    """``value``, or exactly 1 when it exceeds 1 by no more than UNIT_TOLERANCE (float
+    rounding: 1.0000000000000002 is a full overlap, not more than one)."""
+    return 1.0 if 1.0 < value <= 1.0 + UNIT_TOLERANCE else value
+
+
+def _above_one(score: float, res: dict[str, Any]) -> str:
+    """Why the per-chunk OverlapScore came out above 1: noise around a full overlap when
+    the period is the busier stage's work per chunk, else chunks worked on together."""
+    period, busier = res.get("period_ms"), max(res["stage0_ms"], res["stage1_ms"])
+    if period is not None and not res.get("bursty") and period >= NOISE_PERIOD_SHARE * busier:
+        return (f"{score:.2f} > 1 from cost noise: the stages overlap fully (period "
+                f"{period:.1f} ms vs {busier:.1f} ms of work per chunk on the busier stage), "
+                "and a gap after a late emit is shorter than the next chunk's work, which "
+                "puts the per-chunk median a little above 1; overlap_window is the share "
+                "over the window")
+    return (f"{score:.2f} > 1: per-chunk gaps are shorter than a chunk's own work on the "
             "lesser stage, so the stages do not work one chunk at a time in order "
             "(batched, stream-batched or bursty emits); overlap_window is the share for "
             "this policy")
@@ -129,7 +153,7 @@ def overlap_window(busy: dict[str, float], span: float) -> tuple[float | None, s
     hideable = total - max(busy.values(), default=0.0)
     if len(busy) < 2 or hideable <= 0:
         return None, "needs two stages that both work in the window"
-    value = (total - span) / hideable
+    value = clamp_unit((total - span) / hideable)
     if value < 0:
         return 0.0, (f"stages idle together for {span - total:.1f} ms of the "
                      f"{span:.1f} ms window (source- or transport-limited): no work hidden")

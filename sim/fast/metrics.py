@@ -19,7 +19,13 @@ from numba import njit
 
 from pipefill.sim.fast.path import Timed
 from pipefill.sim.scenario.model import Scenario
-from pipefill.traces.metrics import BURSTY_TOLERANCE, SUMMARY_KEYS, overlap_window, steady_window
+from pipefill.traces.metrics import (
+    BURSTY_TOLERANCE,
+    SUMMARY_KEYS,
+    clamp_unit,
+    overlap_window,
+    steady_window,
+)
 
 
 @dataclass(frozen=True)
@@ -234,7 +240,7 @@ def _overlap(res: dict[str, Any], ix: MetricIndex, start: np.ndarray, end: np.nd
     ok = low > 0
     if ok.any():
         hidden = np.maximum(0.0, s0 + s1 - periods)
-        res["overlap_score"] = float(np.median(hidden[ok] / low[ok]))
+        res["overlap_score"] = clamp_unit(float(np.median(hidden[ok] / low[ok])))
 
 
 def _window_fill(res: dict[str, Any], ix: MetricIndex, start: np.ndarray, end: np.ndarray,

@@ -19,15 +19,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 
-from pipefill.sim.errors import ScenarioError, error_from_validation
+from pipefill.sim.errors import ScenarioError
 from pipefill.sim.fit.contention import DeviceFit, solo_durations
 from pipefill.sim.fit.dispatch import DispatchFit, fit_dispatch
 from pipefill.sim.fit.robust import within_mads
+from pipefill.sim.fit.transport import LinkFit, fit_link
 from pipefill.sim.scenario.costs import PHASES, CostSpec
-from pipefill.sim.scenario.load import apply_overrides, build_placement, build_scenario
-from pipefill.sim.scenario.model import RunConfig, Scenario, Transport
+from pipefill.sim.scenario.load import (
+    apply_overrides,
+    build_placement,
+    build_scenario,
+    check_window,
+)
+from pipefill.sim.scenario.model import RunConfig, Scenario
 from pipefill.traces.schema import Trace, TraceError
 from pipefill.traces.toml_writer import to_toml
 
@@ -42,8 +47,6 @@ OUTLIER_MADS = 5.0
 OUTLIER_FLOOR = 0.05
 #: warm-up chunks of a run table calibrate makes up (RunConfig's default)
 DEFAULT_WARMUP = int(RunConfig.model_fields["warmup"].default)
-#: bandwidth standing for "free" (a message of any size arrives in about no time)
-FREE_LINK_GBPS = 1e6
 
 
 @dataclass(frozen=True)
@@ -69,12 +72,25 @@ class Calibrated:
     transport: dict[str, Any]
     devices: list[DeviceFit] = field(default_factory=list)
     dispatch: list[DispatchFit] = field(default_factory=list)
+    link: LinkFit | None = None
+
+    def warnings(self) -> list[str]:
+        """What the fit could not do well: untimed sends, phases seen too few times."""
+        few = [f"costs.{f.phase}: fitted from only {f.samples} span"
+               f"{'s' * (f.samples != 1)} (fewer than {MIN_SAMPLES}): its spread and shape "
+               "are guesses; record more chunks" for f in self.fits if 0 < f.samples < MIN_SAMPLES]
+        return [*(self.link.warnings if self.link else []), *few]
 
     def notes(self) -> list[str]:
-        """Comment lines: what was fitted from how many samples."""
-        lines = [f"costs.{f.phase}: {f.spec.get('dist')} mean {f.mean_ms:.4g} ms, cv "
-                 f"{f.cv:.3g} from {f.samples} spans ({f.outliers} outliers left out)"
-                 for f in self.fits if f.samples]
+        """Comment lines: the warnings, then what was fitted from how many samples."""
+        lines = [f"WARNING {w}" for w in self.warnings()]
+        lines += [f"costs.{f.phase}: {f.spec.get('dist')} mean {f.mean_ms:.4g} ms, cv "
+                  f"{f.cv:.3g} from {f.samples} spans ({f.outliers} outliers left out)"
+                  for f in self.fits if f.samples]
+        if self.link is not None and self.link.sends:
+            lines.append(f"transport: from {self.link.timed} timed of {self.link.sends} sends"
+                         + "".join(f"; {k} = {v} from the sends' bytes"
+                                   for k, v in self.link.sizes.items()))
         lines.extend(d.describe() for d in self.dispatch)
         for dev in self.devices:
             lines.append(dev.describe())
@@ -94,7 +110,7 @@ class Calibrated:
                                        "overlapped": d.overlapped,
                                        "solo_calls": d.solo_calls} for d in self.devices},
                 "rates": {d: t.get("rate") for d, t in (self.raw.get("devices") or {}).items()},
-                "notes": self.notes()}
+                "notes": self.notes(), "warnings": self.warnings()}
 
 
 def _loglik_normal(x: np.ndarray, mean: float, sd: float) -> float:
@@ -196,50 +212,6 @@ def fit_phases(trace: Trace, costs: dict[str, Any], warmup: int, dist: str,
     return fits
 
 
-def fit_transport(trace: Trace, given: dict[str, Any]) -> dict[str, Any]:
-    """Latency and bandwidth from ``send`` spans: a least-squares line of time vs bytes.
-
-    Bytes come from each span's ``value`` (the executor records them) or else from the
-    given envelope/result sizes. A line through negative latency is refitted through
-    the origin; time that does not grow with size (an in-process handoff) is a free
-    link. With one message size the split is not identifiable: the given bandwidth is
-    kept when it explains the times, else all the time is put on the bandwidth.
-    """
-    out = {k: v for k, v in given.items() if v is not None}
-    sp = trace.spans
-    sends = sp[(sp["name"] == "send") & (sp["lane"] == "comm")]
-    if sends.empty:
-        return out
-    try:
-        link = Transport.model_validate(out)
-    except ValidationError as exc:
-        raise error_from_validation(exc, "meta.transport") from None
-    guess = np.where(sends["stage"] == "stage0", link.envelope_size, link.result_size)
-    nbytes = sends["value"].to_numpy(dtype=float)
-    nbytes = np.where(np.isnan(nbytes), guess, nbytes)
-    dur = (sends["end_ms"] - sends["start_ms"]).to_numpy(dtype=float)
-    latency, ms_per_byte = _line(nbytes, dur, 1.0 / (link.bandwidth_gbps * 1e6))
-    out["latency_ms"] = round(latency, 6)
-    out["bandwidth_gbps"] = round(1.0 / (ms_per_byte * 1e6), 6) if ms_per_byte > 0 \
-        else FREE_LINK_GBPS
-    return out
-
-
-def _line(x: np.ndarray, y: np.ndarray, given_slope: float) -> tuple[float, float]:
-    """(intercept >= 0, slope >= 0) of y ~ x; slope 0 means "no cost per byte"."""
-    if len(np.unique(x)) >= 2:
-        slope, intercept = (float(v) for v in np.polyfit(x, y, 1))
-        if slope <= 0:
-            return max(0.0, float(np.median(y))), 0.0
-        if intercept < 0:
-            return 0.0, float((x * y).sum() / (x * x).sum())
-        return intercept, slope
-    size, median = float(x[0]), float(np.median(y))
-    if median >= size * given_slope:
-        return median - size * given_slope, given_slope
-    return 0.0, (median / size if size > 0 else 0.0)
-
-
 def _clean(table: Any) -> dict[str, Any]:
     return {k: v for k, v in dict(table or {}).items() if v is not None}
 
@@ -289,7 +261,8 @@ def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
     stages = tuple(sorted(compute["stage"].unique()))
     solo, devices = solo_durations(compute, placement, stages, wu, probed)
     fits = fit_phases(trace, meta.get("costs") or {}, wu, dist, solo)
-    transport = fit_transport(trace, meta.get("transport") or {})
+    link = fit_link(trace, meta.get("transport") or {})
+    transport = link.table
     given_run = meta.get("run")
     saturated = isinstance(given_run, dict) and given_run.get("source") == "saturated"
     gaps = fit_dispatch(trace.spans, wu, saturated)
@@ -307,13 +280,21 @@ def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
     if isinstance(pol, dict) and not pol.get("name"):
         raise TraceError("meta.policy", "missing: the trace names no policy; pass "
                          "--policy NAME (e.g. phase_pp) or --set policy.name=NAME")
-    scenario = build_scenario(raw, name=name)
+    try:
+        scenario = build_scenario(raw, name=name)
+    except ScenarioError as exc:
+        if isinstance(meta.get("probe"), dict) and str(exc.field).startswith("costs."):
+            raise ScenarioError(exc.field, f"{str(exc).split(': ', 1)[1]} (one rank's probe "
+                                "file? merge the ranks first: pipefill merge rank0.parquet "
+                                "rank1.parquet --out run.parquet)") from None
+        raise
+    check_window(scenario.run)
     # the gaps of the stages the policy runs (a probe trace may name its own stages)
     gaps = [g for g in gaps if g.stage in scenario.stage_names]
     if any(g.ms > 0 for g in gaps) and "dispatch" not in raw:
         raw["dispatch"] = {g.stage: round(g.ms, 6) for g in gaps if g.ms > 0}
         scenario = build_scenario(raw, name=name)
-    return Calibrated(raw, scenario, fits, transport, devices, gaps)
+    return Calibrated(raw, scenario, fits, transport, devices, gaps, link)
 
 
 def _placement_tables(meta: dict[str, Any], fits: list[DeviceFit] | None = None

@@ -74,7 +74,11 @@ class Policy(BaseModel):
         if sc.run.sessions != 1 and not self.multi_session:
             raise ScenarioError("run.sessions", f"policy {self.name} runs 1 session "
                                 f"(got {sc.run.sessions}); use multi_session")
-        late = [c for c in getattr(self, "hard_cuts", None) or [] if c >= sc.run.chunks]
+        cuts = getattr(self, "hard_cuts", None) or []
+        if any(c < 0 for c in cuts):
+            raise ScenarioError("policy.hard_cuts", f"chunk {min(cuts)} is not a chunk "
+                                "(chunks count from 0)")
+        late = [c for c in cuts if c >= sc.run.chunks]
         if late:
             raise ScenarioError("policy.hard_cuts", f"chunk {late[0]} is beyond the run's last "
                                 f"chunk {sc.run.chunks - 1} (run.chunks = {sc.run.chunks})")

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipefill.sim.errors import ScenarioError, error_from_validation
-from pipefill.sim.policies import make_policy
+from pipefill.sim.policies import make_policy, shared_fields
 from pipefill.sim.scenario.costs import PHASES, CostSpec
 from pipefill.sim.scenario.devices import DeviceSpec, Placement
 from pipefill.sim.scenario.model import RunConfig, Scenario, Transport
@@ -77,8 +77,10 @@ def apply_overrides(raw: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     """Return a copy of ``raw`` with each ``a.b.c=value`` applied, in order.
 
     ``policy.name=OTHER`` (another policy than the current one) replaces the policy
-    table by ``{name: OTHER}`` plus the ``policy.*`` fields given in ``sets`` (before or
-    after it): the old policy's fields do not carry over, the new one's defaults apply.
+    table by ``{name: OTHER}``, the fields both policies have at the old policy's values
+    (:func:`pipefill.sim.policies.shared_fields`: "serial vs phase_pp" keeps
+    ``recompute``), and the ``policy.*`` fields given in ``sets`` (before or after it);
+    the old policy's other fields do not carry over, the new one's defaults apply.
     """
     out = _normalize(copy.deepcopy(raw))
     explicit: dict[str, Any] = {}
@@ -88,7 +90,8 @@ def apply_overrides(raw: dict[str, Any], sets: list[str]) -> dict[str, Any]:
             current = out.get("policy")
             named = current.get("name") if isinstance(current, dict) else None
             if named is not None and named != value:  # a table without a name just gets one
-                out["policy"] = {"name": value, **copy.deepcopy(explicit)}
+                out["policy"] = {"name": value, **shared_fields(current, value),
+                                 **copy.deepcopy(explicit)}
                 continue
         if path[0] == "policy" and len(path) == 2 and path[1] != "name":
             explicit[path[1]] = value
@@ -218,6 +221,22 @@ def load_raw(path: str | Path | None) -> tuple[dict[str, Any], str]:
     return merge_over_default(read_toml(path, "scenario", ScenarioError)), Path(path).stem
 
 
+def check_window(run: RunConfig) -> None:
+    """Refuse a warm-up that leaves no steady-state window (every metric would be
+    missing). Checked where a user's scenario comes in (files, ``--set``, sweep points),
+    not by :func:`build_scenario`, so tests may still build runs of a chunk or two."""
+    if run.warmup >= run.chunks:
+        raise ScenarioError("run.warmup", f"{run.warmup} leaves no steady-state window in a "
+                            f"run of {run.chunks} chunks (it must be below run.chunks: "
+                            "--set run.warmup=N)")
+    if run.chunks < 2:
+        raise ScenarioError("run.chunks", f"{run.chunks} chunk has no steady-state window "
+                            "(a period is the gap between two emits: give at least 2)")
+
+
 def load_scenario(path: str | Path | None = None, sets: list[str] | None = None) -> Scenario:
+    """A user's scenario: the file (or the default) with ``sets`` applied, validated."""
     raw, name = load_raw(path)
-    return build_scenario(apply_overrides(raw, list(sets or [])), name=name)
+    sc = build_scenario(apply_overrides(raw, list(sets or [])), name=name)
+    check_window(sc.run)
+    return sc

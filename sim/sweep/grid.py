@@ -19,7 +19,13 @@ import pandas as pd
 from pipefill.sim.engine.choice import choose, metrics_batch
 from pipefill.sim.errors import ScenarioError, StallError
 from pipefill.sim.fast.path import structure_key
-from pipefill.sim.scenario.load import apply_overrides, build_scenario, parse_value
+from pipefill.sim.policies import policy_fields
+from pipefill.sim.scenario.load import (
+    apply_overrides,
+    build_scenario,
+    check_window,
+    parse_value,
+)
 from pipefill.sim.sweep.executors import ExecSpec, SweepExecutor, chunked, make_executor, task_size
 from pipefill.sim.sweep.store import KEY, ResultStore, engine_version, point_key
 from pipefill.traces.metrics import SUMMARY_KEYS
@@ -155,15 +161,45 @@ def plan_points(raw: dict[str, Any], base_sets: list[str], axes: list[Axis],
     """Every grid point in grid order, each validated (bad input, or ``engine = "fast"``
     on a choice-dependent point, fails before any work)."""
     check_axes(axes)
-    points = []
+    points, seen = [], set()
     for values in grid_points(axes):
-        sets = [*base_sets, *(f"{k}={toml_value(v)}" for k, v in values.items())]
+        values = applicable(values, axes)
+        cells = {k: None if v is NOT_APPLICABLE else _cell(v) for k, v in values.items()}
+        if repr(cells) in seen:  # the same point once an axis is ignored for its policy
+            continue
+        seen.add(repr(cells))
+        sets = [*base_sets, *(f"{k}={toml_value(v)}" for k, v in values.items()
+                              if v is not NOT_APPLICABLE)]
         point_raw = apply_overrides(raw, sets)
         sc = build_scenario(point_raw, name=name)
+        check_window(sc.run)
         group = structure_key(sc) if choose(sc, engine) == "fast" else None
-        points.append(SweepPoint({k: _cell(v) for k, v in values.items()}, point_raw, name,
-                                 point_key(sc), engine, group, sc.run.chunks * sc.run.sessions))
+        points.append(SweepPoint(cells, point_raw, name, point_key(sc), engine, group,
+                                 sc.run.chunks * sc.run.sessions))
     return points
+
+
+#: an axis value left out of a point: its policy has no such field (the cell is empty)
+NOT_APPLICABLE = object()
+
+
+def applicable(values: dict[str, Any], axes: list[Axis]) -> dict[str, Any]:
+    """``values`` with NOT_APPLICABLE for each ``policy.*`` axis that the point's policy
+    (from a ``policy.name`` axis) lacks but another policy of that axis has, so a grid
+    can compare policies whose fields differ. A field no policy of the axis has stays
+    (and fails, naming it)."""
+    names = next((a.values for a in axes if a.field == "policy.name"), None)
+    if names is None:
+        return values
+    mine = policy_fields(values["policy.name"]) or set()
+    anyone = set().union(*(policy_fields(n) or set() for n in names))
+    return {k: NOT_APPLICABLE if _policy_key(k) in anyone - mine else v
+            for k, v in values.items()}
+
+
+def _policy_key(field: str) -> str | None:
+    table, _, key = field.partition(".")
+    return key if table == "policy" and "." not in key and key != "name" else None
 
 
 #: most points in one fast-path task (they are re-timed side by side)
@@ -284,6 +320,10 @@ def execute_sweep(points: list[SweepPoint], axes: list[str], executor: SweepExec
 def _table(points: list[SweepPoint], store: ResultStore) -> pd.DataFrame:
     """One row per point (grid order): axis cells, results, ``point_key``, ``error``."""
     table = pd.DataFrame([{**p.axes, **store.rows[p.key], KEY: p.key} for p in points])
+    for axis in points[0].axes if points else ():
+        cells = [p.axes[axis] for p in points]
+        if any(c is None for c in cells):  # ints stay ints beside an empty (n/a) cell
+            table[axis] = pd.Series(cells, index=table.index, dtype=object)
     errors = table["error"] if "error" in table.columns else pd.Series(None, index=table.index)
     table["error"] = errors.astype(object).where(errors.notna(), None)  # None, never NaN
     return table

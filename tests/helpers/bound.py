@@ -108,11 +108,28 @@ def rolling_window(draw):
              "d_in": draw(st.integers(1, 3)), "d_out": draw(st.integers(1, 3))}, 1)
 
 
+def long_run_period(trace, first: int = 40, session: int = 0) -> tuple[float, int]:
+    """The mean emit gap from chunk ``first`` to ``DRAIN`` chunks before the end, and
+    how many gaps that is."""
+    emits = trace.marks("emit")
+    t = emits[emits["session"] == session].sort_values("start_ms", kind="stable")
+    t = t["start_ms"].to_numpy()
+    end = len(t) - 1 - DRAIN
+    return float((t[end] - t[first]) / (end - first)), end - first
+
+
 def check(sc) -> None:
+    """Exact: the steady state over whole regime cycles equals the bound to 1e-9. Lower
+    bound: a greedy order has no regime of the model's, and a realtime source lets a
+    stage that fell behind catch up in a burst of short gaps, so a short window can dip
+    below the long-run rate; over the longest steady window the mean period is at least
+    the bound less one period of such a burst spread over the window."""
     b = period_bound(sc)
-    sim = steady_period(simulate(sc), b.cyclicity)
+    trace = simulate(sc)
     if b.kind == "exact":
+        sim = steady_period(trace, b.cyclicity)
         assert sim == pytest.approx(b.period_ms, rel=1e-9), b.chain
     else:
         assert b.kind == "lower_bound"
-        assert sim >= b.period_ms * (1 - 1e-9), b.chain
+        sim, gaps = long_run_period(trace)
+        assert sim >= b.period_ms * (1 - 1 / gaps) - 1e-9, b.chain

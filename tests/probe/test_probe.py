@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import threading
 from itertools import count
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +20,8 @@ from pipefill.probe.rows import ROW_COLUMNS, RowStore
 from pipefill.traces.io import read_trace
 from pipefill.traces.metrics import compute_metrics
 from pipefill.traces.schema import COLUMNS
+
+NAN = float("nan")
 
 
 def ms_clock(step_ms: float = 1.0):
@@ -104,6 +108,33 @@ def test_row_store_spills_past_its_limit_and_keeps_order(limit, n, tmp_path_fact
     spilled = list(store._spills)
     store.close()
     assert all(not __import__("os").path.exists(p) for p in spilled)
+
+
+def test_a_spill_is_arrow_and_a_planted_pickle_never_runs(tmp_path):
+    # issue 22: the spill used pickle, so a spill file someone else could write would run
+    # their code in this process when read back
+    store = RowStore(2, spill_dir=str(tmp_path))
+    rows = [("span", "build", "stage0", "compute", 0, i, i, 0, -1, 1.5 * i, 2.0 * i, NAN)
+            for i in range(3)]
+    for row in rows:
+        store.append(row)
+    (spill,) = store._spills
+    with open(spill, "rb") as fh:
+        assert fh.read(6) == b"ARROW1"  # an Arrow IPC file
+    back = store.rows()
+    assert [r[:10] for r in back] == [r[:10] for r in rows] and all(r[11] != r[11] for r in back)
+    ran = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(ran), "w"))
+
+    with open(spill, "wb") as planted:
+        pickle.dump([Payload()], planted)
+    with pytest.raises(pa.ArrowInvalid):  # not an Arrow file: nothing is run
+        store.rows()
+    assert not ran.exists()
+    store.close()
 
 
 def test_recorder_spills_and_saves_everything(tmp_path):

@@ -187,7 +187,7 @@ def test_a_world_size_from_torchrun_that_does_not_fit_is_bad_input(tmp_path, run
 
 def test_a_policy_whose_stages_are_not_rank0_and_mesh_is_refused(tmp_path, run_token):
     scenario = tmp_path / "sb.toml"
-    scenario.write_text('[run]\nchunks = 4\n[policy]\nname = "stream_batch"\n'
+    scenario.write_text('[run]\nchunks = 4\nwarmup = 1\n[policy]\nname = "stream_batch"\n'
                         "[costs.denoise]\nmean = 2.0\n[costs.decode]\nmean = 1.0\n")
     res = runner.invoke(app, ["replay", str(scenario), "--backend", "dist", "--out",
                               str(tmp_path / "m.parquet")])

@@ -18,9 +18,9 @@ from pipefill.sim.fit.calibrate import (
     calibrate_trace,
     choose_dist,
     fit_samples,
-    fit_transport,
     trim_outliers,
 )
+from pipefill.sim.fit.transport import fit_transport
 from pipefill.sim.scenario.load import build_scenario
 from pipefill.traces.io import write_trace
 from pipefill.traces.metrics import compute_metrics

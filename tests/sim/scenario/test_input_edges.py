@@ -12,25 +12,31 @@ from pipefill.sim.engine.core import simulate
 from pipefill.sim.policies.rolling_window import RollingWindow
 from pipefill.sim.scenario.load import ScenarioError, load_scenario
 from pipefill.traces.io import write_trace
+from pipefill.traces.metrics import compute_metrics
 from pipefill.traces.schema import TraceError, validate
 
 runner = CliRunner()
 
 
-def test_fewer_chunks_than_the_warm_up_says_there_is_no_window():
+def test_fewer_chunks_than_the_warm_up_is_refused():
+    # issue 22: every metric would be missing, which the exit-code rules make a 2
     res = runner.invoke(app, ["simulate", "--set", "run.chunks=5"])
-    assert res.exit_code == 0, res.output
-    text = " ".join(res.stdout.split())  # the note may wrap inside its cell
-    assert "None" not in text
-    window = next(ln for ln in res.stdout.splitlines() if ln.startswith("│ window "))
-    assert window.split("│")[2].strip() == "5"
-    note = text.split("│ window ", 1)[1]
-    assert "no steady-state window" in note and "5 chunks" in note and "warm-up 10" in note
+    assert res.exit_code == 2 and res.stdout == ""
+    assert res.stderr == ("error: run.warmup: 10 leaves no steady-state window in a run of 5 "
+                          "chunks (it must be below run.chunks: --set run.warmup=N)\n")
+
+
+def test_a_trace_too_short_for_the_warm_up_says_there_is_no_window():
+    m = compute_metrics(simulate(load_scenario(None, ["run.chunks=5", "run.warmup=1"])),
+                        warmup=10)
+    assert m["period_ms"] is None
+    assert m["missing"]["period_ms"] == ("no steady-state window: 5 chunks emitted, need more "
+                                         "than 10 (warm-up 10)")
 
 
 @pytest.mark.parametrize("col", ["start_ms", "end_ms"])
 def test_a_nan_time_names_its_column_and_row(col):
-    events = simulate(load_scenario(None, ["run.chunks=3"])).events.copy()
+    events = simulate(load_scenario(None, ["run.chunks=3", "run.warmup=1"])).events.copy()
     events.loc[4, col] = np.nan
     events.loc[7, col] = np.nan
     row = events.iloc[4]
@@ -42,7 +48,7 @@ def test_a_nan_time_names_its_column_and_row(col):
 
 
 def test_a_nan_start_in_a_csv_is_exit_2_naming_the_column(tmp_path):
-    trace = simulate(load_scenario(None, ["run.chunks=3"]))
+    trace = simulate(load_scenario(None, ["run.chunks=3", "run.warmup=1"]))
     trace.events.loc[0, "start_ms"] = np.nan
     path = tmp_path / "t.csv"
     write_trace(trace, path)
@@ -54,11 +60,13 @@ def test_a_nan_start_in_a_csv_is_exit_2_naming_the_column(tmp_path):
 @pytest.mark.parametrize("policy", ["phase_pp", "serial", "rolling_window"])
 def test_a_hard_cut_beyond_the_last_chunk_is_refused(policy):
     with pytest.raises(ScenarioError) as err:
-        load_scenario(None, [f"policy.name={policy}", "run.chunks=10", "policy.hard_cuts=[4, 10]"])
+        load_scenario(None, [f"policy.name={policy}", "run.chunks=10", "run.warmup=2",
+                            "policy.hard_cuts=[4, 10]"])
     assert str(err.value) == ("policy.hard_cuts: chunk 10 is beyond the run's last chunk 9 "
                               "(run.chunks = 10)")
     # the last chunk itself is a valid cut
-    load_scenario(None, [f"policy.name={policy}", "run.chunks=10", "policy.hard_cuts=[9]"])
+    load_scenario(None, [f"policy.name={policy}", "run.chunks=10", "run.warmup=2",
+                         "policy.hard_cuts=[9]"])
 
 
 def test_a_window_too_small_for_one_chunk_is_refused():

@@ -21,8 +21,8 @@ def test_default_scenario_is_valid_and_documented():
 
 def test_overrides_reach_every_table():
     sc = load_scenario(None, ["policy.d_in=3", "costs.decode.mean=120", "run.chunks=7",
-                              "transport.latency_ms=0.5", 'policy.stage0_order="consumer_first"',
-                              "policy.hard_cuts=[3, 5]"])
+                              "run.warmup=2", "transport.latency_ms=0.5",
+                              'policy.stage0_order="consumer_first"', "policy.hard_cuts=[3, 5]"])
     assert isinstance(sc.policy, PhasePP)
     assert sc.policy.d_in == 3 and sc.policy.hard_cuts == [3, 5]
     assert sc.costs["decode"].mean == 120.0
