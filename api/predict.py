@@ -167,7 +167,8 @@ def study(name_or_path: str | os.PathLike[str] | StudySpec, scenario: Any = None
     from pipefill.sim.study.run import StudyRun, run_study
     from pipefill.sim.study.spec import StudySpec
 
-    spec = name_or_path if isinstance(name_or_path, StudySpec) else load_study(name_or_path)
+    spec = (name_or_path if isinstance(name_or_path, StudySpec)
+            else load_study(os.fspath(name_or_path)))
     raw, name = _raw(scenario, (), None)
     result = run_study(spec, StudyRun(raw, name, list(sets), engine, workers), progress)
     if not replay:

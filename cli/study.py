@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +23,9 @@ from pipefill.cli.app import (
     out_console,
     progress_bar,
 )
+
+if TYPE_CHECKING:
+    from pipefill.exec.threads.replay import ReplayOptions
 
 NAMES = "fill, coupling, sessions, stream-batch"
 
@@ -95,7 +98,7 @@ def _check_dir(out: Path) -> None:
         check_out_dir(out)
 
 
-def _replay_options(device: str, kernels: str) -> object:
+def _replay_options(device: str, kernels: str) -> ReplayOptions:
     from pipefill.exec.threads.replay import ReplayOptions
 
     return ReplayOptions(device=device, kernels=kernels)

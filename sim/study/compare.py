@@ -54,7 +54,9 @@ class Reach(RuleBase):
         """One clause per group of points that miss (``D_out = 1 serialises ...``)."""
         if not miss:
             return [], []
-        parts, keys, told = [], [], set()
+        parts: list[str] = []
+        keys: list[int] = []
+        told: set[int] = set()
         terms = pts.terms(miss) or [(pts.name(miss), frozenset(miss))]
         # worst group first; a later group speaks only for the points not yet told
         for text, members in sorted(terms, key=lambda t: self._worst_value(pts, t[1]),
@@ -164,8 +166,8 @@ class Versus(RuleBase):
         for n, m in enumerate(self.metrics):
             a, b = pts.value(i, m), pts.value(r, m)
             if a is not None and b is not None:
-                out.append(f"{show(m).label} {fmt_delta(m, a - b)}" + (f" ({rel:+.0%})"
-                                                                      if n == 0 else ""))
+                pct = f", {rel:+.0%}" if n == 0 else ""
+                out.append(f"{show(m).label} {fmt(m, a)} ({fmt_delta(m, a - b)}{pct})")
         return f"{pts.label(i)}: {', '.join(out)}"
 
     def _head(self, pts: Points, refs: list[int]) -> str:

@@ -3,8 +3,9 @@
 ``max(stage0_ms, stage1_ms)``, ``period_ms / bottleneck_ms``, ``(policy.stages - 1) /
 (policy.items + policy.stages - 1)``: numbers, names (a column of the point, or a dotted
 scenario field such as ``policy.items``), ``+ - * / **``, unary minus, the functions
-of :data:`FUNCTIONS` and ``first(a, b)`` (the first that is not missing). Nothing else parses (no attribute access beyond dotted names, no
-calls of anything else), so a study file cannot run code. A missing operand (a metric
+of :data:`FUNCTIONS` and ``first(a, b)`` (the first that is not missing). Nothing
+else parses (no attribute access beyond dotted names, no calls of anything else), so a
+study file cannot run code. A missing operand (a metric
 the point could not compute, a field its policy lacks) or a division by zero makes the
 value missing (None), never 0.
 """
@@ -95,6 +96,7 @@ def _eval(node: ast.expr, lookup: Callable[[str], Any]) -> float | None:
     if name is not None:
         return _number(lookup(name))
     if isinstance(node, ast.Constant):
+        assert isinstance(node.value, int | float)  # _check allows only numbers
         return float(node.value)
     if isinstance(node, ast.BinOp):
         left, right = _eval(node.left, lookup), _eval(node.right, lookup)

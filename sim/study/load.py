@@ -62,7 +62,8 @@ def load_study(name_or_path: str | Path) -> StudySpec:
     try:
         raw = read_toml(path, "study", ScenarioError)
     except ScenarioError as exc:
-        raise StudyError(path.name, "file", str(exc).removeprefix("study: ")) from None
+        message = str(exc).removeprefix("study: ").removeprefix(f"{path.name}: ")
+        raise StudyError(path.name, "file", message) from None
     return study_from(raw, path.name)
 
 

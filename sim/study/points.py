@@ -9,7 +9,7 @@ or a list of point labels when no short description fits.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,17 +78,8 @@ class Points:
         for dim in self.dims:
             cells = [(i, r.get(dim.key)) for i, r in enumerate(self.rows)
                      if r.get(dim.key) is not None and (within is None or i in within)]
-            values = list(dict.fromkeys(v for _, v in cells))
-            for v in values:
-                members = frozenset(i for i, c in cells if c == v)
-                text = str(v) if dim.key == VARIANT else f"{dim.label} = {v}"
+            for text, members in _dim_atoms(dim, cells):
                 out.setdefault(members, Atom(dim.key, text, members))
-            numeric = [v for v in values if number(v) is not None]
-            if len(numeric) == len(values) and len(values) > 2:
-                for v in sorted(values)[1:-1]:
-                    for op, keep in ((">=", lambda c, v=v: c >= v), ("<=", lambda c, v=v: c <= v)):
-                        members = frozenset(i for i, c in cells if keep(c))
-                        out.setdefault(members, Atom(dim.key, f"{dim.label} {op} {v}", members))
         return list(out.values())
 
     def name(self, indices: list[int], within: list[int] | None = None) -> str:
@@ -127,6 +118,19 @@ class Points:
                 first, second = (a, b) if a.dim == VARIANT or b.dim != VARIANT else (b, a)
                 terms.append((f"{first.text}, {second.text}", both, 2))
         return terms
+
+
+def _dim_atoms(dim: Dim, cells: list[tuple[int, Any]]) -> Iterator[tuple[str, frozenset[int]]]:
+    """``D_out = 1`` for each value; for numbers, also ``>=``/``<=`` each inner value."""
+    values = list(dict.fromkeys(v for _, v in cells))
+    for v in values:
+        yield (str(v) if dim.key == VARIANT else f"{dim.label} = {v}",
+               frozenset(i for i, c in cells if c == v))
+    ordered = sorted((n, v) for v in values if (n := number(v)) is not None)
+    if len(ordered) == len(values) > 2:
+        for n, v in ordered[1:-1]:
+            yield f"{dim.label} >= {v}", frozenset(i for i, c in cells if (number(c) or 0) >= n)
+            yield f"{dim.label} <= {v}", frozenset(i for i, c in cells if (number(c) or 0) <= n)
 
 
 def _cover(want: frozenset[int], terms: list[tuple[str, frozenset[int], int]]

@@ -44,8 +44,9 @@ class Gate(RuleBase):
         scope = "every point" if self.among is None else pts.name(idx)
         if not bad:
             worst = min(have, key=lambda i: self._margin(pts.value(i, self.metric) or 0.0))
-            values = {pts.value(i, self.metric) for i in have}
-            closest = ("" if len(values) == 1 else f" (closest: {fmt(self.metric, pts.rows[worst].get(self.metric))} at {pts.label(worst)})")
+            closest = ("" if len({pts.value(i, self.metric) for i in have}) == 1 else
+                       f" (closest: {fmt(self.metric, pts.rows[worst].get(self.metric))} "
+                       f"at {pts.label(worst)})")
             return Finding(self.rule, f"{what} at {scope}{closest}", (worst,), True)
         values = [v for i in bad if (v := pts.value(i, self.metric)) is not None]
         shown = f" ({fmt_range(self.metric, values)})" if values else " (missing)"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pipefill.sim.errors import ScenarioError
 from pipefill.sim.policies import POLICIES
 from pipefill.sim.scenario.load import apply_overrides, build_scenario
 from pipefill.sim.scenario.model import Scenario
@@ -44,7 +45,9 @@ class StudyRun:
 def run_study(spec: StudySpec, req: StudyRun,
               progress: Callable[[int, int], None] | None = None) -> StudyResult:
     """Every point of ``spec`` on ``req``'s scenario, and the verdict."""
-    base = build_scenario(apply_overrides(req.raw, list(req.sets)), name=req.name)
+    check_user_sets(spec, req.sets)
+    # the scenario's own policy table (the user's sets applied): where `keep` reads from
+    base = apply_overrides(req.raw, list(req.sets)).get("policy", {})
     rows: list[dict[str, Any]] = []
     point_sets: list[tuple[str, ...]] = []
     total = sum(len(grid_points(_axes(spec, v))) for v in spec.variants)
@@ -70,17 +73,32 @@ def run_study(spec: StudySpec, req: StudyRun,
     return StudyResult(spec, req.name, pts, tuple(findings), req.raw, tuple(point_sets))
 
 
-def variant_sets(spec: StudySpec, variant: VariantSpec, base: Scenario,
+def check_user_sets(spec: StudySpec, sets: Sequence[str]) -> None:
+    """Refuse a ``--set`` of a field the study itself sets or varies: every point would
+    override it, silently."""
+    owned = {a: "varies" for a in spec.axis_fields()}
+    owned.update({k: "sets" for v in spec.variants for k in v.sets if k not in owned})
+    owned.update({k: "sets" for k in spec.sets if k not in owned})
+    for item in sets:
+        key = item.partition("=")[0].strip()
+        if key in owned:
+            raise ScenarioError("--set", f"{key}: study {spec.name} {owned[key]} this field "
+                                "at its points (the value would be overridden); drop it "
+                                "or write your own study file")
+
+
+def variant_sets(spec: StudySpec, variant: VariantSpec, base: dict[str, Any],
                  user: Sequence[str]) -> list[str]:
-    """The overrides every point of ``variant`` gets (module docstring of spec)."""
+    """The overrides every point of ``variant`` gets (module docstring of spec): the
+    user's, the policy switch, the ``keep`` fields the scenario's policy table ``base``
+    gives, the study's and the variant's sets."""
     policy = variant.policy or spec.policy
     sets = [*user]
     if policy is not None:
         sets.append(f"policy.name={policy}")
-        params = base.policy.params()
         fields = POLICIES[policy].model_fields
-        sets += [f"policy.{f}={toml_value(params[f])}" for f in spec.keep
-                 if f in fields and params.get(f) is not None]
+        sets += [f"policy.{f}={toml_value(base[f])}" for f in spec.keep
+                 if f in fields and base.get(f) is not None]
     sets += [f"{k}={toml_value(v)}" for k, v in {**spec.sets, **variant.sets}.items()]
     return sets
 
