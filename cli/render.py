@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 from rich import box
@@ -329,8 +330,9 @@ def print_study(res: Any) -> None:
 
     spec = res.spec
     out_console.print(f"{spec.name}: {spec.title} (scenario {res.scenario})", markup=False)
-    out_console.print(spec.question, markup=False)
-    table = Table(header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    out_console.print(textwrap.fill(spec.question, width=max(60, out_console.width)),
+                      markup=False)
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("point", no_wrap=True)
     for col in spec.show:
         head = heading(col).replace(" (", "\n(")
@@ -341,8 +343,10 @@ def print_study(res: Any) -> None:
         table.add_row(row["label"] or row["variant"] or "-", *cells)
     out_console.print(table)
     out_console.print("verdict:", markup=False)
-    for line in res.verdict:
-        out_console.print(f"- {line}", markup=False)
+    for line in (c for f in res.findings for c in f.lines):
+        out_console.print(textwrap.fill(f"- {line}", width=max(60, out_console.width),
+                                        subsequent_indent="  ", break_on_hyphens=False,
+                                        break_long_words=False), markup=False)
     if res.measured:
         _print_measured_points(res.measured)
 
@@ -351,9 +355,10 @@ def _print_measured_points(measured: Any) -> None:
     from pipefill.sim.study.show import fmt, show
 
     first = measured[0]
-    table = Table(title=f"key points, {first.chunks} chunks: predicted | measured",
-                  header_style="bold")
-    table.add_column("point")
+    out_console.print(f"key points, {first.chunks} chunks, predicted | measured:",
+                      markup=False)
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("point", no_wrap=True)
     keys = list(first.predicted)
     for k in keys:
         table.add_column(show(k).label, justify="right")

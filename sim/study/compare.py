@@ -40,7 +40,7 @@ class Reach(RuleBase):
         parts, keys = self._misses(pts, miss)
         if not reach:
             parts.append(f"no point reaches {self.what} within {self.tolerance:.0%}")
-            return Finding(self.rule, "; ".join(parts), tuple(keys), False)
+            return Finding.of(self.rule, parts, tuple(keys), False)
         cheapest = min(reach, key=lambda i: (self._cost(pts, i), idx.index(i)))
         parts.append(f"{pts.label(cheapest)} reaches it: {self._says(pts, [cheapest])}")
         keys.insert(0, cheapest)
@@ -48,7 +48,7 @@ class Reach(RuleBase):
         if self.cost and beyond:
             parts += self._beyond(pts, cheapest, beyond, reach)
             keys.append(max(beyond, key=lambda i: self._cost(pts, i)))
-        return Finding(self.rule, "; ".join(parts), tuple(dict.fromkeys(keys)), True)
+        return Finding.of(self.rule, parts, tuple(dict.fromkeys(keys)), True)
 
     def _misses(self, pts: Points, miss: list[int]) -> tuple[list[str], list[int]]:
         """One clause per group of points that miss (``D_out = 1 serialises ...``)."""
@@ -151,8 +151,9 @@ class Versus(RuleBase):
             keys.insert(0, i)
         if same:
             parts.append(f"{pts.name(same)}: {show(lead).label} within {self.tolerance:.0%}")
-        return Finding(self.rule, f"{self._head(pts, refs)}: {'; '.join(parts) or 'nothing'}",
-                       tuple(dict.fromkeys(keys)))
+        parts = parts or ["nothing to compare"]
+        return Finding.of(self.rule, [f"{self._head(pts, refs)}: {parts[0]}", *parts[1:]],
+                          tuple(dict.fromkeys(keys)))
 
     def _pair(self, pts: Points, refs: list[int], i: int) -> int | None:
         if not self.pair_on:

@@ -149,10 +149,16 @@ def _cover(want: frozenset[int], terms: list[tuple[str, frozenset[int], int]]
 
 
 def point_label(variant: str, cells: list[tuple[str, Any]]) -> str:
-    """``r0a, lag = 1``; equal cells merge: ``D_in = D_out = 2``."""
-    groups: dict[Any, list[str]] = {}
+    """``r0a, lag = 1``; equal cells of sibling axes merge: ``D_in = D_out = 2``."""
+    groups: dict[tuple[str, str], list[str]] = {}
     for label, value in cells:
-        groups.setdefault(repr(value), []).append(label)
+        groups.setdefault((_stem(label), repr(value)), []).append(label)
     values = {repr(v): v for _, v in cells}
-    parts = [" = ".join([*labels, str(values[key])]) for key, labels in groups.items()]
+    parts = [" = ".join([*labels, str(values[key])]) for (_, key), labels in groups.items()]
     return ", ".join(p for p in [variant, *parts] if p)
+
+
+def _stem(label: str) -> str:
+    """``D`` for ``D_in`` and ``D_out`` (siblings); a label without ``_`` is its own."""
+    head, sep, _ = label.rpartition("_")
+    return head if sep and head else label

@@ -30,10 +30,21 @@ class Finding:
     text: str
     points: tuple[int, ...] = ()
     ok: bool | None = None
+    #: the sentences ``text`` joins with "; " (one per group of points), when several
+    clauses: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, rule: str, clauses: list[str], points: tuple[int, ...] = (),
+           ok: bool | None = None) -> Finding:
+        return cls(rule, "; ".join(clauses), points, ok, tuple(clauses))
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        return self.clauses or (self.text,)
 
     def to_json(self) -> dict[str, Any]:
-        return {"rule": self.rule, "text": self.text, "points": list(self.points),
-                "ok": self.ok}
+        return {"rule": self.rule, "text": self.text, "clauses": list(self.lines),
+                "points": list(self.points), "ok": self.ok}
 
 
 class RuleBase(BaseModel):

@@ -154,7 +154,7 @@ class Trend(RuleBase):
             members = sorted(members, key=lambda i: pts.value(i, self.along) or 0.0)
             parts.append(self._clause(pts, members))
             key_points += [members[0], members[-1]]
-        return Finding(self.rule, "; ".join(parts), tuple(dict.fromkeys(key_points)))
+        return Finding.of(self.rule, parts, tuple(dict.fromkeys(key_points)))
 
     def _clause(self, pts: Points, members: list[int]) -> str:
         head = pts.name(members) if len(members) > 1 else pts.label(members[0])
