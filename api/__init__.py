@@ -45,6 +45,10 @@ _SOURCES: dict[str, str] = {
     "calibrate": "pipefill.measure",
     "Calibrated": "pipefill.sim.fit.calibrate",
     "diff": "pipefill.measure",
+    "check": "pipefill.measure",
+    "CheckReport": "pipefill.traces.check",
+    "explain": "pipefill.measure",
+    "Explanation": "pipefill.traces.explain",
     "Diff": "pipefill.results",
     "read_trace": "pipefill.traces.io",
     "write_trace": "pipefill.traces.io",
@@ -58,10 +62,11 @@ _SOURCES: dict[str, str] = {
 
 #: the documented surface (tests keep it equal to _SOURCES and the README)
 __all__ = [
-    "Bound", "Calibrated", "Diff", "PolicyDoc", "Replay", "ReplayError", "Scenario",
-    "ScenarioError", "Simulation", "StallError", "StudyResult", "StudySpec", "SweepResult",
-    "Trace", "TraceError", "bound", "build_scenario", "calibrate", "diff", "load_scenario",
-    "policies", "read_trace", "replay", "simulate", "study", "sweep", "write_trace",
+    "Bound", "Calibrated", "CheckReport", "Diff", "Explanation", "PolicyDoc", "Replay",
+    "ReplayError", "Scenario", "ScenarioError", "Simulation", "StallError", "StudyResult",
+    "StudySpec", "SweepResult", "Trace", "TraceError", "bound", "build_scenario",
+    "calibrate", "check", "diff", "explain", "load_scenario", "policies", "read_trace",
+    "replay", "simulate", "study", "sweep", "write_trace",
 ]
 
 
@@ -79,7 +84,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ loads it
-    from pipefill.measure import calibrate, diff, replay
+    from pipefill.measure import calibrate, check, diff, explain, replay
     from pipefill.predict import (
         bound,
         build_scenario,
@@ -97,5 +102,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from pipefill.sim.scenario.model import Scenario
     from pipefill.sim.study.result import StudyResult
     from pipefill.sim.study.spec import StudySpec
+    from pipefill.traces.check import CheckReport
+    from pipefill.traces.explain import Explanation
     from pipefill.traces.io import read_trace, write_trace
     from pipefill.traces.schema import Trace, TraceError

@@ -16,14 +16,23 @@ if TYPE_CHECKING:
     from pipefill.exec.threads.replay import ReplayOptions
     from pipefill.sim.fit.calibrate import Calibrated
     from pipefill.sim.study.result import StudyResult
+    from pipefill.traces.check import CheckReport
+    from pipefill.traces.explain import Explanation
     from pipefill.traces.schema import Trace
 
 
-def as_trace(trace: Trace | str | os.PathLike[str]) -> Trace:
-    from pipefill.traces.io import read_trace
-    from pipefill.traces.schema import Trace
+def as_trace(trace: Trace | str | os.PathLike[str], strict: bool = True) -> Trace:
+    """A trace object as it is, or a file read: ``strict`` also applies the measured
+    traces' checks (chunk ids, lanes), which ``check`` reports as rules instead."""
+    from pipefill.traces.io import read_table, read_trace
+    from pipefill.traces.schema import Trace, validate
 
-    return trace if isinstance(trace, Trace) else read_trace(trace)
+    if isinstance(trace, Trace):
+        return trace
+    if strict:
+        return read_trace(trace)
+    df, meta = read_table(trace)
+    return Trace(validate(df), meta)
 
 
 def replay(scenario: Any = None, *, out: str | os.PathLike[str], sets: Sequence[str] = (),
@@ -61,14 +70,22 @@ def replay(scenario: Any = None, *, out: str | os.PathLike[str], sets: Sequence[
 def calibrate(trace: Trace | str | os.PathLike[str], *, dist: str = "auto",
               warmup: int | None = None, policy: str | None = None,
               sets: Sequence[str] | None = None,
-              probed: dict[str, tuple[dict[int, float], str]] | None = None) -> Calibrated:
+              probed: dict[str, tuple[dict[int, float], str]] | None = None,
+              out: str | os.PathLike[str] | None = None, header: str = "") -> Calibrated:
     """The trace's scenario with per-phase cost distributions, transport, dispatch gaps
-    and shared-device contention fitted to it (``.scenario`` runs it, ``.toml()`` writes
-    it). ``dist``: auto, constant, normal, lognormal or empirical."""
+    and shared-device contention fitted to it (``.scenario`` runs it, ``.toml()`` is the
+    file). ``dist``: auto, constant, normal, lognormal or empirical; ``probed``: device
+    -> (rates, note) measured elsewhere, used as they are. ``out`` writes the scenario
+    TOML atomically, ``header`` its first comment line."""
     from pipefill.sim.fit.calibrate import calibrate_trace
 
-    return calibrate_trace(as_trace(trace), dist=dist, warmup=warmup, policy=policy,
-                           sets=list(sets) if sets is not None else None, probed=probed)
+    cal = calibrate_trace(as_trace(trace), dist=dist, warmup=warmup, policy=policy,
+                          sets=list(sets) if sets is not None else None, probed=probed)
+    if out is not None:
+        from pipefill.traces.io import write_text
+
+        write_text(Path(out), cal.toml(header=header))
+    return cal
 
 
 def diff(predicted: Trace | str | os.PathLike[str], measured: Trace | str | os.PathLike[str],
@@ -78,6 +95,30 @@ def diff(predicted: Trace | str | os.PathLike[str], measured: Trace | str | os.P
     from pipefill.traces.diff import diff_traces
 
     return Diff(diff_traces(as_trace(predicted), as_trace(measured), tolerance))
+
+
+def _label(trace: Trace | str | os.PathLike[str], label: str | None) -> str:
+    return label or (Path(trace).name if isinstance(trace, str | os.PathLike) else "trace")
+
+
+def check(trace: Trace | str | os.PathLike[str], *, label: str | None = None) -> CheckReport:
+    """The protocol invariants of a trace (each chunk emitted once and in order, no stale
+    epoch after a hard cut, call ids increasing, ranks in step, no overlapping spans,
+    queues and bytes within the policy's bounds): each rule ok, broken (with its first
+    row) or not checked (with the reason). ``.ok`` is True when none is broken."""
+    from pipefill.sim.fit.facts import check as check_trace
+
+    return check_trace(as_trace(trace, strict=False), _label(trace, label))
+
+
+def explain(trace: Trace | str | os.PathLike[str], *, warmup: int | None = None,
+            label: str | None = None) -> Explanation:
+    """Why the trace's pipeline does not fill: every stage's idle time in the steady
+    window by cause (starved, blocked, dependency, source, fill_drain, unattributed),
+    the chains behind them and a one-line verdict with the lever that would move it."""
+    from pipefill.sim.fit.facts import explain as explain_trace
+
+    return explain_trace(as_trace(trace), warmup, _label(trace, label))
 
 
 def measure_study(result: StudyResult, options: ReplayOptions | None = None) -> StudyResult:

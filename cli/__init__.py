@@ -6,6 +6,7 @@ result with :mod:`pipefill.cli.render`; :mod:`pipefill.cli.app` owns the exit co
 
 from pipefill.cli import (  # noqa: F401  (registers commands)
     analyze,
+    diagnose,
     discover,
     measure,
     replay,

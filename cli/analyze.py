@@ -33,12 +33,11 @@ def diff_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """Compare two traces: metric errors, phase durations, first divergence, verdict."""
+    import pipefill
     from pipefill.cli.render import print_diff, print_json
-    from pipefill.traces.diff import diff_traces
-    from pipefill.traces.io import read_trace
 
     with handled():
-        res = diff_traces(read_trace(predicted), read_trace(measured), tolerance)
+        res = pipefill.diff(predicted, measured, tolerance=tolerance).to_json()
     for warning in res["warnings"]:
         err_console.print(f"warning: {warning}", markup=False)
     if json_:
@@ -74,18 +73,19 @@ def calibrate_cmd(
     Stages that share a device: solo costs come from calls that ran alone and the
     device's contention rates from calls that overlapped (or from --probe-contention).
     """
+    import pipefill
     from pipefill.cli.render import print_calibration, print_json
-    from pipefill.sim.fit.calibrate import calibrate_trace
-    from pipefill.traces.io import read_trace, write_text
 
     check_out(out, (".toml",), [measured])
     with handled():
-        trace = read_trace(measured)
-        cal = calibrate_trace(trace, dist=dist, warmup=warmup, policy=policy, sets=sets)
+        trace = pipefill.read_trace(measured)
+        header = _header(measured, trace.meta)
+        cal = pipefill.calibrate(trace, dist=dist, warmup=warmup, policy=policy, sets=sets,
+                                 out=None if probe_contention else out, header=header)
         if probe_contention:
-            cal = calibrate_trace(trace, dist=dist, warmup=warmup, policy=policy, sets=sets,
-                                  probed=_probe(cal.scenario, device))
-        write_text(out, cal.toml(header=_header(measured, trace.meta)))
+            cal = pipefill.calibrate(trace, dist=dist, warmup=warmup, policy=policy,
+                                     sets=sets, probed=_probe(cal.scenario, device),
+                                     out=out, header=header)
     for warning in cal.warnings():
         err_console.print(f"warning: {warning}", markup=False)
     if json_:
@@ -143,11 +143,13 @@ def report_cmd(
     from pipefill.cli.render import print_json
     from pipefill.reports.build import ReportOptions, build_report
     from pipefill.sim.bound.trace import bound_of_simulated
+    from pipefill.sim.fit.facts import facts_of
 
     with handled():
         if bound is None:
             bound = bound_of_simulated(inputs)
-        res = build_report(inputs, out, ReportOptions(bound_ms=bound, window=window))
+        res = build_report(inputs, out, ReportOptions(bound_ms=bound, window=window,
+                                                      facts=facts_of))
     if json_:
         print_json({"out": str(res.out), "kind": res.kind, "index": str(res.index),
                     "figures": res.figures, "notices": res.notices})

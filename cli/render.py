@@ -206,6 +206,9 @@ def print_diff(res: dict[str, Any]) -> None:
                        _fmt(p["predicted"]), _fmt(p["measured"]),
                        "" if p["abs_error"] is None else f"{p['abs_error']:+.3f}", rel)
     out_console.print(phases)
+    idle = res.get("idle_causes") or {}
+    for line in idle.get("differences", []) or ([idle["reason"]] if "reason" in idle else []):
+        out_console.print(f"idle causes: {line}", markup=False)
     out_console.print(res["verdict"])
 
 

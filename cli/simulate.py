@@ -202,14 +202,13 @@ def _run_sweep(raw: dict[str, Any], name: str, sets: list[str], axes: list[Any],
 def bound_cmd(scenario: ScenarioArg = None, set_: SetOpt = None, policy: PolicyOpt = None,
               json_: JsonOpt = False) -> None:
     """Analytic steady-state period, its critical cycle and what would move it."""
+    import pipefill
     from pipefill.cli.render import describe, print_bound, print_json
-    from pipefill.sim.bound.analysis import compute_bound
-    from pipefill.sim.scenario.load import load_scenario
 
     with handled():
-        sc = load_scenario(scenario, with_policy(policy, set_))
+        sc = pipefill.load_scenario(scenario, set_ or (), policy=policy)
         note_switch(scenario, sc)
-        res = compute_bound(sc)
+        res = pipefill.bound(sc)
     if json_:
         print_json({"scenario": sc.name, "policy": sc.policy.params(), **res.to_json()})
         return

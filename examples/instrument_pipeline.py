@@ -63,7 +63,8 @@ class Pipeline:
     """The two stages, their networks and the probe views they record into."""
 
     def __init__(self, size: ModelSize, steps: int, chunks: int, links: Links,
-                 rec: probe.Recorder, profile: bool, seed: int = 0) -> None:
+                 rec: probe.Recorder, profile: bool, seed: int = 0,
+                 waits: bool = True) -> None:
         gen = torch.Generator().manual_seed(seed)
         self.size, self.steps, self.chunks, self.links = size, steps, chunks, links
         self.dit = DiT(size, gen).eval()
@@ -71,6 +72,7 @@ class Pipeline:
         self.cond = torch.nn.Linear(size.cond_dim, size.cond_dim)
         self.s0, self.s1 = rec.stage("stage0"), rec.stage("stage1")
         self.profile = profile
+        self.waits = waits
         self.cache: list[KV] | None = None
         self.error: BaseException | None = None
 
@@ -86,6 +88,10 @@ class Pipeline:
             return
         with torch.profiler.record_function(label), span:
             yield
+
+    def waiting(self, stage: probe.Stage, on: str) -> contextlib.AbstractContextManager[Any]:
+        """Record what ``stage`` waits on (``pipefill explain`` reads it), if asked to."""
+        return stage.wait(on) if self.waits and on else contextlib.nullcontext()
 
     def mark(self, name: str, chunk: int) -> None:
         if not self.profile:
@@ -114,7 +120,11 @@ class Pipeline:
         ln, sent, emitted = self.links, 0, 0
         while emitted < self.chunks:
             with ln.cv:
-                ln.wait(lambda n=sent: self.can_send(n) or bool(ln.results))
+                full = sent < self.chunks and not self.can_send(sent)
+                on = "|".join(w for w, blocked in (("slot:q_in", full),
+                                                   ("get:q_out", not ln.results)) if blocked)
+                with self.waiting(self.s0, on):
+                    ln.wait(lambda n=sent: self.can_send(n) or bool(ln.results))
                 produce = self.can_send(sent)
                 if produce:
                     ln.in_held += 1
@@ -159,7 +169,12 @@ class Pipeline:
         ln = self.links
         for _ in range(self.chunks):
             with ln.cv:
-                ln.wait(lambda: bool(ln.envelopes) and ln.out_held < ln.d_out)
+                # an envelope, then a D_out slot: once true each stays true (only this
+                # thread takes envelopes and slots), so two waits name each in turn
+                with self.waiting(self.s1, "get:q_in"):
+                    ln.wait(lambda: bool(ln.envelopes))
+                with self.waiting(self.s1, "slot:q_out"):
+                    ln.wait(lambda: ln.out_held < ln.d_out)
                 env = ln.envelopes.popleft()
                 ln.out_held += 1
                 self.s0.counter("q_out", ln.out_held)
@@ -214,15 +229,17 @@ class Pipeline:
 
 
 def record(chunks: int = 24, warmup: int = 4, d_in: int = 2, d_out: int = 2, steps: int = 2,
-           size: str = "tiny", profile_path: str | None = None) -> probe.Recorder:
+           size: str = "tiny", profile_path: str | None = None,
+           waits: bool = True) -> probe.Recorder:
     """Run the pipeline once and return the recorder (``profile_path``: also write a
-    torch.profiler Chrome trace of the same run there)."""
+    torch.profiler Chrome trace of the same run there; ``waits``: record what each
+    stage waits on, with ``stage.wait``)."""
     rec = probe.Recorder(
         policy={"name": "phase_pp", "d_in": d_in, "d_out": d_out, "recompute": "r1"},
         run={"chunks": chunks, "warmup": warmup, "frames_per_chunk": 12},
         name="instrumented", meta={"device": "cpu"})
     pipe = Pipeline(MODEL_SIZES[size], steps, chunks, Links(d_in, d_out), rec,
-                    profile=profile_path is not None)
+                    profile=profile_path is not None, waits=waits)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core per stage thread: they run side by side
     try:
@@ -255,9 +272,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--size", choices=sorted(MODEL_SIZES), default="tiny")
     ap.add_argument("--profile", default=None, help="also write a torch.profiler trace")
+    ap.add_argument("--no-waits", dest="waits", action="store_false",
+                    help="do not record what each stage waits on (explain then infers it)")
     args = ap.parse_args(argv)
     rec = record(args.chunks, args.warmup, args.d_in, args.d_out, args.steps, args.size,
-                 args.profile)
+                 args.profile, args.waits)
     rec.save(args.out)
     rec.close()
 

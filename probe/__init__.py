@@ -5,6 +5,7 @@ from pipefill import probe
 rec = probe.Recorder(policy={"name": "phase_pp", "d_in": 2, "d_out": 2})
 s0, s1 = rec.stage("stage0"), rec.stage("stage1")
 with s0.span("decode", chunk=k): ...
+with s1.wait("q_in"): env = q_in.get()          # what the stage waits on (explain)
 s0.mark("emit", chunk=k); s0.counter("q_in", depth); s0.send("q_in", chunk=k, nbytes=n)
 rec.save("run.parquet")
 ```

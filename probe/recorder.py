@@ -2,9 +2,11 @@
 
 ``Recorder`` owns the clock (ms since it was made), the rows and the run metadata;
 ``rec.stage("stage0")`` returns a :class:`Stage`, a view that tags every event with its
-stage and may be shared by any number of threads. Recording appends one tuple to a list
-(no lock on the hot path); :meth:`Recorder.trace` and :meth:`Recorder.save` turn the
-rows into a pipefill trace (pandas is imported only then).
+stage and may be shared by any number of threads; ``with stage.wait("q_in"):`` around
+a blocking call records what the stage waited on (the wait lane ``explain`` reads).
+Recording appends one tuple to a list (no lock on the hot path); :meth:`Recorder.trace`
+and :meth:`Recorder.save` turn the rows into a pipefill trace (pandas is imported only
+then).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pipefill.probe.rows import DEFAULT_LIMIT, RowStore
 from pipefill.traces.clock import SyncPoint, handshake
 
 NAN = float("nan")
+#: the trace's wait lane (``pipefill.traces.schema.WAIT_LANE``; not imported: pandas)
+WAIT_LANE = "wait"
 #: format of the ``probe`` metadata section
 PROBE_FORMAT = 1
 
@@ -68,6 +72,15 @@ class Stage:
         value = NAN if nbytes is None else float(nbytes)
         return Span(self._rec, (phase, self.name, lane, session, chunk, call_id, epoch, step,
                                 value), stream)
+
+    def wait(self, on: str, *, chunk: int = -1, epoch: int = 0, session: int = 0) -> Span:
+        """Time what this stage waits on (``with s.wait("q_out"): item = q_out.get()``):
+        a span on the ``wait`` lane, so ``pipefill explain`` attributes the idle time
+        exactly instead of inferring it. ``on``: a queue name (its item or its free slot,
+        by the queue's direction in the policy), or explicitly ``get:Q``, ``slot:Q``,
+        ``input``, ``context:C`` (the decode of chunk C); see ``pipefill.traces.waits``."""
+        return Span(self._rec, (on, self.name, WAIT_LANE, session, chunk, -1, epoch, -1, NAN),
+                    None)
 
     def mark(self, name: str, *, chunk: int = -1, epoch: int = 0, call_id: int = -1,
              session: int = 0) -> None:

@@ -31,6 +31,7 @@ from pipefill.reports.distributions import (
     phase_durations,
 )
 from pipefill.reports.gantt import DEFAULT_WINDOW, draw_gantt, gantt_panels
+from pipefill.reports.idle import Facts, draw_idle, idle_data
 from pipefill.reports.inputs import ReportError, ReportInput, load_inputs
 from pipefill.reports.period import draw_period, period_data
 from pipefill.reports.provenance import report_command
@@ -51,10 +52,13 @@ MARKER = ".pipefill-report"
 
 @dataclass(frozen=True)
 class ReportOptions:
-    """``bound_ms``: analytic period to draw (None: unknown); ``window``: Gantt chunks (0: all)."""
+    """``bound_ms``: analytic period to draw (None: unknown); ``window``: Gantt chunks (0: all);
+    ``facts``: a trace's policy facts for the idle-causes figure (the CLI passes the
+    simulator's; None: what the trace's metadata says)."""
 
     bound_ms: float | None = None
     window: int = DEFAULT_WINDOW
+    facts: Facts | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,14 @@ FIGURES: dict[str, FigureKind] = {
         "capacity (D_in, D_out), and bytes in flight; whole run.",
         lambda ri, o: queue_data(ri.runs),
         lambda d, o: draw_queues(d)),
+    "idle_causes": FigureKind(
+        "Why stages idle",
+        "Each stage's steady window: busy time, then its idle time by cause (pipefill "
+        "explain: starved on an input queue, blocked on a full output queue, a "
+        "dependency, the source, fill/drain, unattributed), with the verdict and its "
+        "lever. For a pair, predicted above measured.",
+        lambda ri, o: idle_data(ri.runs, o.facts),
+        lambda d, o: draw_idle(d)),
     "latency_cdf": FigureKind(
         "Latency CDF",
         "latency_k = emit time - time chunk k's input was available, over the "
@@ -136,7 +148,7 @@ FIGURES: dict[str, FigureKind] = {
         lambda d, o: draw_pareto(d)),
 }
 
-TRACE_FIGURES = ("gantt", "period", "queues", "latency_cdf", "phase_durations")
+TRACE_FIGURES = ("gantt", "period", "idle_causes", "queues", "latency_cdf", "phase_durations")
 #: input kind -> the figures its report has, in page order
 REPORT_FIGURES: dict[str, tuple[str, ...]] = {
     "trace": TRACE_FIGURES,

@@ -136,4 +136,4 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch):
         ran.append(cmd[0])
     # the README shows every command a new user needs
     assert {"simulate", "sweep", "bound", "replay", "diff", "calibrate", "report",
-            "export", "merge", "study"} <= set(ran)
+            "export", "merge", "explain", "check", "study"} <= set(ran)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipefill.traces.idle_diff import idle_difference
 from pipefill.traces.metrics import SUMMARY_KEYS, compute_metrics
 from pipefill.traces.schema import Trace
 
@@ -270,4 +271,5 @@ def diff_traces(predicted: Trace, measured: Trace, tolerance: float = 0.2) -> di
         "warnings": warnings,
         "status": status(metrics),
         "verdict": verdict(metrics, div),
+        "idle_causes": idle_difference(predicted, measured),
     }

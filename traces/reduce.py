@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipefill.traces.schema import COLUMNS
+from pipefill.traces.schema import COLUMNS, WAIT_LANE
 
 TOTAL = "bytes_in_flight"
 #: a row, as the recorder writes it (the trace columns in order)
@@ -229,6 +229,8 @@ class TraceReducer:
     # -- rows --------------------------------------------------------------------
     def _span(self, row: Row) -> None:
         _, name, stage, lane, session, chunk, _, _, _, start, end, _ = row
+        if lane == WAIT_LANE:  # what a stage waited on: an annotation, never counted
+            return
         sess = self.session(int(session))
         sess.stages.add(stage)
         if lane != "compute":

@@ -4,6 +4,12 @@ A trace is a pandas DataFrame with the columns of :data:`COLUMNS` plus run metad
 (a JSON-able dict). ``kind`` is ``span`` (start < = end), ``mark`` (an instant:
 ``input``, ``emit``, ``hard_cut``, ``drop``) or ``counter`` (``value`` holds a queue
 depth or a byte count at ``start_ms``). Times are milliseconds from the run start.
+
+Spans sit on a ``lane`` of their stage: ``compute`` (the stage's work: busy time),
+``comm`` (transfers), or ``wait`` (:data:`WAIT_LANE`: what the stage's program waited
+on, recorded by the SimPy engine, the executors and ``probe``'s ``stage.wait``; its
+names are documented in :mod:`pipefill.traces.waits`). The wait lane is an
+annotation: :attr:`Trace.spans` leaves it out, so no metric counts it.
 """
 
 from __future__ import annotations
@@ -33,8 +39,14 @@ COLUMNS: dict[str, str] = {
 KINDS = ("span", "mark", "counter")
 #: the instant events a trace may carry
 MARKS = ("input", "emit", "hard_cut", "drop")
-#: lanes: ``compute`` runs phases, ``comm`` carries messages, ``queue`` holds counters
-LANES = ("compute", "comm", "queue")
+#: lanes: ``compute`` runs phases, ``comm`` carries messages, ``queue`` holds counters,
+#: ``wait`` holds what a stage waited on (annotations, not work: see below)
+LANES = ("compute", "comm", "queue", "wait")
+#: the wait lane: a span per blocking wait of a stage's program, named by what it waited
+#: on (``get:Q``, ``slot:Q``, ``input``, ``context:C``, ``fill:Q``, ``drain:Q``, or
+#: alternatives joined by ``|``; see :mod:`pipefill.traces.waits`). ``explain``
+#: attributes idle time with it; metrics, ``diff`` and reports never count it as work.
+WAIT_LANE = "wait"
 
 
 class TraceError(ValueError):
@@ -59,7 +71,15 @@ class Trace:
 
     @property
     def spans(self) -> pd.DataFrame:
-        return self.events[self.events["kind"] == "span"]
+        """Work spans (compute, comm, ...): every span but the wait lane's."""
+        ev = self.events
+        return ev[(ev["kind"] == "span") & (ev["lane"] != WAIT_LANE)]
+
+    @property
+    def waits(self) -> pd.DataFrame:
+        """The wait lane: what each stage waited on, and when."""
+        ev = self.events
+        return ev[(ev["kind"] == "span") & (ev["lane"] == WAIT_LANE)]
 
     def marks(self, name: str) -> pd.DataFrame:
         ev = self.events

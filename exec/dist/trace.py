@@ -23,7 +23,7 @@ metrics count only the ``compute`` lane as a stage's busy time (DESIGN.md trace
 format, :mod:`pipefill.traces.reduce`), so stage1's busy time, OverlapScore, bubbles
 and mesh idle time are the leader's, once per call, while the trace still shows every
 rank's span of each call (Chrome export: one thread per lane under stage1). The
-follower's marks and counters repeat the leader's program and are dropped.
+follower's marks, counters and waits repeat the leader's program and are dropped.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 
 from pipefill.exec.dist.wire import WireError
 from pipefill.traces.recorder import Recorder
-from pipefill.traces.schema import COLUMNS, KINDS
+from pipefill.traces.schema import COLUMNS, KINDS, WAIT_LANE
 
 #: column index of each field in a row (recorder order = traces.schema.COLUMNS)
 _KIND, _LANE, _START, _END, _VALUE = 0, 3, 9, 10, 11
@@ -73,7 +73,7 @@ def follower_rows(rows: list[Row], rank: int) -> list[Row]:
     """A mesh follower's rows as the merged trace keeps them (module docstring):
     its spans, each on its rank's own lane; its marks and counters are the leader's."""
     return [(*r[:_LANE], rank_lane(r[_LANE], rank), *r[_LANE + 1:]) for r in rows
-            if r[_KIND] == "span"]
+            if r[_KIND] == "span" and r[_LANE] != WAIT_LANE]
 
 
 def to_json(row: Row) -> list[Any]:

@@ -41,7 +41,8 @@ from pipefill.sim.program.actions import (
 from pipefill.sim.program.driver import ProgramDriver
 from pipefill.sim.program.queues import travels_on_lane
 from pipefill.sim.scenario.model import Transport
-from pipefill.traces.recorder import Recorder, Tag
+from pipefill.traces.recorder import NO_TAG, Recorder, Tag
+from pipefill.traces.schema import WAIT_LANE
 
 Progress = Callable[[int, int], None]
 
@@ -111,8 +112,15 @@ class StageBackend:
         self.computes += 1
         return out
 
+    def _waited(self, name: str, tag: Tag) -> None:
+        """The wait lane: a span from when the last action had to sleep until now."""
+        since = self.state.slept.pop(self.who, None)
+        if since is not None:
+            self.run.rec.span(name, self.stage, WAIT_LANE, tag, since, self.state.clock())
+
     def on_reserve(self, a: Reserve) -> None:
         self.state.reserve(self.who, a.queue)
+        self._waited(f"slot:{a.queue}", NO_TAG)
 
     def on_put(self, a: Put) -> None:
         run = self.run
@@ -127,6 +135,7 @@ class StageBackend:
 
     def on_get(self, a: Get) -> Message:
         item = self.state.get(self.who, a.queue)
+        self._waited(a.wait or f"get:{a.queue}", item.msg.tag)
         self.run.runtime.receive(self.stage, item.msg.payload, item.ready)
         return item.msg
 
@@ -141,9 +150,11 @@ class StageBackend:
 
     def on_wait_change(self, a: WaitChange) -> None:
         self.state.wait_change(self.who, a.version, a.timeout_ms)
+        self._waited(a.on or "change", a.tag)
 
     def on_wait_input(self, a: WaitInput) -> None:
         self.state.wait_input(self.who, a.tag)
+        self._waited("input", a.tag)
         if self.run.saturated:
             self.run.rec.mark("input", self.stage, a.tag, self.state.clock())
 

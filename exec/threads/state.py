@@ -63,6 +63,8 @@ class SharedState:
         self.doing: dict[str, object] = {}  # a worker's driver (str() describes its action)
         self.aborted = threading.Event()
         self.progress_at = time.monotonic()
+        #: when a worker's current wait began, if it had to sleep (its wait-lane span)
+        self.slept: dict[str, float] = {}
 
     # -- bookkeeping (call with the lock held unless said otherwise) -----------------
     def bump(self) -> None:
@@ -103,6 +105,9 @@ class SharedState:
         ``wake_at`` (monotonic s): the caller's own time limit, which ``ready`` checks;
         the waiter is then pending work, never part of a deadlock.
         """
+        if ready():
+            return
+        self.slept[who] = self.clock()  # the caller's wait-lane span starts here
         deadline = time.monotonic() + self.timeout_s
         self.pending += wake_at is not None
         try:

@@ -82,6 +82,13 @@ def _busy(mg: ModelGraph) -> dict[str, float]:
     return dict(sorted(busy.items()))
 
 
+def critical_of(sc: Scenario) -> tuple[float, Critical, dict[str, float]]:
+    """The period, its critical constraint and each stage's work per chunk, without the
+    sensitivity analysis (what ``explain`` cross-checks a trace against)."""
+    solved = solve_scenario(sc)
+    return solved.period, solved.critical, _busy(solved.model)
+
+
 @dataclass(frozen=True)
 class PeriodBound:
     """The period alone (what tests compare SimPy against): ms per chunk, what kind of

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from pipefill.sim.bound import words
 from pipefill.sim.graph.periodic import Cycle, PeriodicGraph
 
 if TYPE_CHECKING:
@@ -13,11 +14,18 @@ if TYPE_CHECKING:
 
 
 def format_chain(g: PeriodicGraph, cycle: Cycle) -> str:
-    """``decode[k] -> build[k+1] -> ...``: zero-length steps left out, repeats merged,
-    starting from the earliest instance (ties: the family declared first)."""
-    steps = [s for s in cycle.steps if s.duration > 0] or list(cycle.steps)
+    """``decode[k] -> build[k+1] -> ...``: zero-length steps left out but a queue slot's
+    wait whose arc is on the cycle (``(q_out slot)``: that arc is the slot, not a
+    dependency), repeats merged, starting from the earliest instance (ties: the family
+    declared first)."""
+    shown = words.binding(g, cycle)
+    steps = [s for i, s in enumerate(cycle.steps)
+             if s.duration > 0 or (i in shown and words.is_slot(g.families[s.family]))] \
+        or list(cycle.steps)
     order = {name: i for i, name in enumerate(g.families)}
-    start = min(range(len(steps)), key=lambda i: (steps[i].index, order[steps[i].family], i))
+    work = [i for i, s in enumerate(steps) if not words.is_slot(g.families[s.family])]
+    start = min(work or range(len(steps)),
+                key=lambda i: (steps[i].index, order[steps[i].family], i))
     # the steps before the new start come round again one cycle (lag periods) later
     later = [replace(s, index=s.index + cycle.lag * g.families[s.family].mult)
              for s in steps[:start]]
@@ -29,6 +37,9 @@ def format_chain(g: PeriodicGraph, cycle: Cycle) -> str:
     origin: dict[str, int] = {}
     for family, index in [*((s.family, s.index) for s in steps), closing]:
         f = g.families[family]
+        if words.is_slot(f):
+            names.append(words.slot_name(f))
+            continue
         base = origin.setdefault(f.index, index)
         off = index - base
         names.append(f"{f.label}[{f.index}{f'+{off}' if off > 0 else (off or '')}]")
@@ -39,6 +50,9 @@ def _merge_runs(names: list[str]) -> list[str]:
     """``denoise[k] x2`` for repeats; ``layers@stage0[k..k+7]`` for consecutive instances."""
     out: list[tuple[str, str, str, int]] = []  # label, first index, last index, repeats
     for name in names:
+        if "[" not in name:  # a queue slot: no instance index
+            out.append((name, "", "", 0))
+            continue
         label, idx = name[:-1].split("[")
         if out and out[-1][0] == label and out[-1][2] == idx:
             out[-1] = (label, out[-1][1], idx, out[-1][3] + 1)
@@ -46,8 +60,8 @@ def _merge_runs(names: list[str]) -> list[str]:
             out[-1] = (label, out[-1][1], idx, 1)
         else:
             out.append((label, idx, idx, 1))
-    return [f"{lab}[{a}]" + (f" x{n}" if n > 1 else "") if a == b else f"{lab}[{a}..{b}]"
-            for lab, a, b, n in out]
+    return [lab if not n else f"{lab}[{a}]" + (f" x{n}" if n > 1 else "") if a == b
+            else f"{lab}[{a}..{b}]" for lab, a, b, n in out]
 
 
 def _next(idx: str) -> str:
@@ -65,8 +79,8 @@ def explain(b: Bound) -> str:
     if crit.one_stage_busy:
         why = f"is set by {crit.stages[0]}, busy back to back ({crit.chain})"
     else:
-        why = (f"is set by a dependency loop over {crit.lag_chunks} chunk(s) "
-               f"through {' and '.join(crit.stages)}: {crit.chain}")
+        why = words.why(crit.category, crit.queue, crit.slots, crit.lag_chunks, crit.stages,
+                        crit.chain)
     idle = [f"{s} {1 - ms / b.period_ms:.0%} idle" for s, ms in b.busy_ms.items()
             if s not in crit.stages and b.period_ms > 0]
     slack = f"; {', '.join(idle)}" if idle else ""

@@ -42,8 +42,8 @@ class Settled:
 def settle(sc: Scenario) -> Settled | None:
     """The settled regime of ``sc`` at its mean costs, or None (no periodic regime found,
     or the run stalls: then the lower bound is all there is to say)."""
-    run = sc.run.model_copy(update={"chunks": CHUNKS, "warmup": 0, "sessions": 1,
-                                    "source": "saturated"})
+    # the source stays as given: a realtime input can be what the order settles on
+    run = sc.run.model_copy(update={"chunks": CHUNKS, "warmup": 0, "sessions": 1})
     costs = {p: spec.expected() for p, spec in sc.costs.items()}
     mean_sc = sc.model_copy(update={"run": run, "costs": costs})
     # imported here: the engine brings pandas (trace tables), which `bound` of a

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipefill.sim.bound import words
 from pipefill.sim.bound.explain import format_chain
 from pipefill.sim.bound.form import graph_of
 from pipefill.sim.errors import ScenarioError
@@ -26,6 +27,10 @@ class Critical:
     cycle: Cycle | None = None
     load: Load | None = None
     one_stage_busy: bool = False  # only one stage's compute, back to back, on the cycle
+    #: the cycle in explain's words (sim/bound/words.py) and the queue whose slots close it
+    category: str = ""
+    queue: str = ""
+    slots: int = 0
 
 
 @dataclass(frozen=True)
@@ -43,17 +48,20 @@ def solve_scenario(sc: Scenario, costs: dict[str, CostSpec] | None = None) -> So
     except DeadlockCycle as exc:
         raise ScenarioError("policy", f"this configuration deadlocks: {exc}") from None
     u = mg.chunks_per_period
-    cyc = sol.cycle
+    cyc = words.limiting(mg.graph, sol.cycle)
     stages = _stages(mg.graph, cyc)
     waits = any(s.duration > 0 and mg.graph.families[s.family].phase is None
                 for s in cyc.steps)
+    busy = len(stages) == 1 and not waits
+    cat, queue = words.category(mg.graph, cyc, busy)
+    slots = next((q.capacity for q in sc.policy.queues(sc) if q.name == queue), 0)
     crit = Critical(format_chain(mg.graph, cyc), cyc.ratio / u, cyc.lag * u, stages,
-                    cycle=cyc, one_stage_busy=len(stages) == 1 and not waits)
+                    cycle=cyc, one_stage_busy=busy, category=cat, queue=queue, slots=slots)
     for load in mg.loads:
         if load.ms / u > crit.per_chunk_ms:
             chain = f"{load.stage} busy: " + " + ".join(p for p, n in load.phases.items() if n)
             crit = Critical(chain, load.ms / u, 1, (load.stage,), load=load,
-                            one_stage_busy=True)
+                            one_stage_busy=True, category="stage imbalance")
     return Solved(mg, sol, crit, crit.per_chunk_ms)
 
 

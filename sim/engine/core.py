@@ -15,6 +15,12 @@ have resumed them, so traces do not depend on this optimisation (tests/golden).
 Likewise a stage that runs one program needs no SimPy resource, and a comm lane is a
 FIFO of transfers: both keep the instants at which a resource would have granted.
 
+What a program waited on is recorded: every action that blocks (a Get, a Reserve, a
+WaitInput, a WaitChange) leaves a span on its stage's ``wait`` lane from the instant it
+blocked to the instant it resumed, named by what it waited for (``get:q_in``,
+``slot:q_out``, ``input``, or the WaitChange's own ``on``), so ``pipefill explain``
+attributes idle time exactly; metrics never read that lane.
+
 Programs run without SimPy processes: a :class:`_Runner` steps its program inside the
 callback of the event it waited for, where a process would have resumed, so the
 instants and the order of everything at one instant are a process's. An action that
@@ -62,8 +68,8 @@ from pipefill.sim.program.queues import (
 from pipefill.sim.scenario.costs import CostTable
 from pipefill.sim.scenario.model import Scenario
 from pipefill.traces.meta import run_metadata
-from pipefill.traces.recorder import Recorder, Tag
-from pipefill.traces.schema import Trace
+from pipefill.traces.recorder import NO_TAG, Recorder, Tag
+from pipefill.traces.schema import WAIT_LANE, Trace
 
 SimGen = Generator[simpy.Event, Any, Any]
 _Queue = SlotQueue[Message]
@@ -344,11 +350,24 @@ class _Runner:
             yield self.engine.env.timeout(self.gap)
 
     # -- queues --------------------------------------------------------------------
+    # -- what a blocked program waited on: the wait lane ----------------------------
+    def _waited(self, name: str, tag: Tag, since: float) -> None:
+        """Record a wait span from ``since`` to now (none when no time passed)."""
+        now = float(self.engine.env.now)
+        if now > since:
+            self.engine.rec.span(name, self.stage, WAIT_LANE, tag, since, now)
+
     def on_reserve(self, a: Reserve) -> Any:
         q = self.engine.queues[a.queue]
         if q.free > 0:
             return self._reserved(q)
-        self.engine.wait(lambda: q.free > 0, lambda: self.resume(self._reserved(q)))
+        since = float(self.engine.env.now)
+
+        def granted() -> None:
+            self._waited(f"slot:{a.queue}", NO_TAG, since)
+            self.resume(self._reserved(q))
+
+        self.engine.wait(lambda: q.free > 0, granted)
         return PENDING
 
     def _reserved(self, q: _Queue) -> Any:
@@ -378,7 +397,14 @@ class _Runner:
         q = self.engine.queues[a.queue]
         if q.items:
             return self._take(q)
-        self.engine.wait(lambda: bool(q.items), lambda: self.resume(self._take(q)))
+        since = float(self.engine.env.now)
+
+        def arrived() -> None:
+            msg = self._take(q)
+            self._waited(a.wait or f"get:{a.queue}", msg.tag, since)
+            self.resume(msg)
+
+        self.engine.wait(lambda: bool(q.items), arrived)
         return PENDING
 
     def _take(self, q: _Queue) -> Message:
@@ -411,8 +437,14 @@ class _Runner:
         engine = self.engine
         if engine.version != a.version:
             return None
+        since = float(engine.env.now)
+
+        def changed() -> None:
+            self._waited(a.on or "change", a.tag, since)
+            self.resume(None)
+
         if a.timeout_ms is None:
-            engine.wait(None, lambda: self.resume(None))
+            engine.wait(None, changed)
             return PENDING
         # whichever comes first, the change or the timeout, resumes it one grant later
         # (as a SimPy AnyOf condition would)
@@ -420,15 +452,20 @@ class _Runner:
         engine.wait(None, lambda: _succeed_once(done))
         timer = engine.env.timeout(max(0.0, a.timeout_ms))
         timer.callbacks.append(lambda _: _succeed_once(done))
-        done.callbacks.append(lambda _: self.resume(None))
+        done.callbacks.append(lambda _: changed())
         return PENDING
 
     def on_wait_input(self, a: WaitInput) -> Any:
         inputs, tag = self.engine.inputs, a.tag
         if inputs[tag.session] > tag.chunk:
             return self._input(tag)
-        self.engine.wait(lambda: inputs[tag.session] > tag.chunk,
-                         lambda: self.resume(self._input(tag)))
+        since = float(self.engine.env.now)
+
+        def came() -> None:
+            self._waited("input", tag, since)
+            self.resume(self._input(tag))
+
+        self.engine.wait(lambda: inputs[tag.session] > tag.chunk, came)
         return PENDING
 
     def _input(self, tag: Tag) -> Any:

@@ -98,6 +98,13 @@ class Policy(BaseModel):
         replaced by full batches), whose bound is an estimate; None if there is none."""
         return None
 
+    def levers(self, sc: Scenario) -> dict[str, str]:
+        """What would move each cause of idle time, in this policy's own fields, for
+        ``pipefill explain``'s verdict: keys are its categories (``dependency``,
+        ``fill/drain bubbles``, ``stage imbalance``, ``source-bound``) or
+        ``backpressure:<queue>``. Empty (the default): explain's generic words."""
+        return {}
+
     def lower_bound(self) -> LowerBound | None:
         """An explicit lower-bound model for an order that depends on timing (and has no
         :meth:`fixed_form`): the bound is then labelled ``lower_bound``. None: the policy

@@ -79,6 +79,10 @@ class BlockSplitPolicy(Policy):
             raise ValueError(f"needs at least one block per stage ({stages} stages)")
         return v
 
+    def levers(self, sc: Scenario) -> dict[str, str]:
+        return {"stage imbalance": "balance the blocks (policy.split, or balance = true "
+                "where the policy has it)"}
+
     @field_validator("split")
     @classmethod
     def _split(cls, v: list[int] | None, info: ValidationInfo) -> list[int] | None:

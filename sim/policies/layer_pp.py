@@ -53,6 +53,14 @@ class LayerPP(BlockSplitPolicy):
     def required_phases(self, sc: Scenario) -> tuple[str, ...]:
         return ("denoise",)
 
+    def levers(self, sc: Scenario) -> dict[str, str]:
+        p, m = self.n_stages, self.items
+        bubble = (p - 1) / (m + p - 1)
+        more = (p - 1) / (2 * m + p - 1)
+        return {**super().levers(sc),
+                "fill/drain bubbles": f"items = {2 * m} (policy.items): each stage idles "
+                                      f"(P-1)/(M+P-1) = {bubble:.0%} of a batch, then {more:.0%}"}
+
     def order(self, sc: Scenario) -> Order:
         return Order(True, "every stage runs items in a fixed order")
 
@@ -76,11 +84,14 @@ class LayerPP(BlockSplitPolicy):
             if p == 0:
                 tag = Tag(0, i, ids.next(), 0)
                 if i and i % self.items == 0 and self.n_stages > 1:
-                    yield Get(FLUSH)  # the previous batch has left the pipeline
+                    # the previous batch has left the pipeline: stage0's drain bubble
+                    yield Get(FLUSH, wait=f"drain:{FLUSH}")
                     yield Release(FLUSH)
                 yield WaitInput(tag)
             else:
-                tag = (yield Get(link(p - 1))).tag
+                # a batch's first item reaches stage p only after the pipeline refilled
+                first = i % self.items == 0
+                tag = (yield Get(link(p - 1), wait=f"fill:{link(p - 1)}" if first else "")).tag
             if not last:
                 yield Reserve(link(p))
             for s in range(sc.steps):

@@ -153,12 +153,14 @@ class MultiSession(Policy):
             view = yield Poll()
             ready = _ready(view, left, sc.run.chunks)
             if not ready:
-                yield WaitChange(view.version)
+                yield WaitChange(view.version, on=_needs(view, left))
                 continue
             want = min(self.max_batch, sum(1 for n in left.values() if n))
             deadline = view.now_ms + window
             while len(ready) < want and view.now_ms < deadline:
-                yield WaitChange(view.version, timeout_ms=deadline - view.now_ms)
+                # holding the call open for more sessions: the batch's fill
+                yield WaitChange(view.version, timeout_ms=deadline - view.now_ms,
+                                 on="fill:batch")
                 view = yield Poll()
                 ready = _ready(view, left, sc.run.chunks)
             msgs = []
@@ -175,6 +177,15 @@ def _ready(view: StateView, left: dict[int, int], chunks: int) -> list[int]:
     ready = [s for s, n in left.items()
              if n and view.ready[q_in(s)] > 0 and view.free[q_out(s)] > 0]
     return sorted(ready, key=lambda s: (chunks - left[s], s))
+
+
+def _needs(view: StateView, left: dict[int, int]) -> str:
+    """What the mesh waits for when no session is ready (the wait lane's words)."""
+    need: list[str] = []
+    for s, n in left.items():
+        if n:
+            need.append(f"get:{q_in(s)}" if view.ready[q_in(s)] == 0 else f"slot:{q_out(s)}")
+    return "|".join(dict.fromkeys(need))
 
 
 def _decode(s: int) -> Program:

@@ -18,6 +18,7 @@ from pipefill.sim.program.actions import (
     StateView,
     WaitChange,
 )
+from pipefill.traces.recorder import Tag
 
 if TYPE_CHECKING:
     from pipefill.sim.graph.model import LowerBound
@@ -67,6 +68,16 @@ class PhasePP(Policy):
     def steady(self) -> PhasePP:
         return self.model_copy(update={"hard_cuts": []})
 
+    def levers(self, sc: Scenario) -> dict[str, str]:
+        out = {f"backpressure:{Q_OUT}": f"D_out = {self.d_out + 1} (policy.d_out)",
+               f"backpressure:{Q_IN}": f"D_in = {self.d_in + 1} (policy.d_in)"}
+        if self.recompute == "r0a":
+            alt = ' or anchor = "anchor_only"' if self.anchor == "full" else ""
+            out["dependency"] = f"recompute_lag >= {self.recompute_lag + 1}{alt}"
+        else:  # the stages take turns: not enough envelopes in flight
+            out["dependency"] = f"D_in = {self.d_in + 1} (policy.d_in)"
+        return out
+
     def lower_bound(self) -> LowerBound:
         return phase_pp_bound.lower_bound(self)
 
@@ -90,7 +101,8 @@ class PhasePP(Policy):
             view = yield Poll()
             sub = next((p for p in (step(ops, view) for step in steps) if p is not None), None)
             if sub is None:
-                yield WaitChange(view.version)
+                yield WaitChange(view.version, on=waiting_on(ops, view),
+                                 tag=Tag(0, ops.next_chunk, epoch=ops.epoch))
             else:
                 yield from sub
         yield from ops.shutdown()
@@ -112,6 +124,23 @@ def _produce(ops: Stage0Ops, view: StateView) -> Program | None:
     if ops.holds(src):
         return ops.anchor(src)
     return ops.take() if view.ready[Q_OUT] > 0 else None
+
+
+def waiting_on(ops: Stage0Ops, view: StateView) -> str:
+    """What stage0 waits for when neither step is possible, in the wait lane's words
+    (``slot:q_in|get:q_out``): why it cannot build the next envelope, and the result it
+    could decode. Mirrors the conditions of :func:`_produce` and :func:`_consume`."""
+    produce = ""
+    if not ops.done_sending:
+        src = ops.coupling.source(ops.next_chunk)
+        if view.inputs.get(0, 0) <= ops.next_chunk:
+            produce = "input"
+        elif view.free[Q_IN] < 1:
+            produce = f"slot:{Q_IN}"
+        elif src is not None and not ops.has_context(ops.next_chunk):
+            produce = f"context:{src}"
+    consume = f"get:{Q_OUT}" if ops.outstanding > 0 else ""
+    return "|".join(p for p in (produce, consume) if p)
 
 
 def _consume(ops: Stage0Ops, view: StateView) -> Program | None:

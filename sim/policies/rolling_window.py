@@ -147,7 +147,7 @@ def _drain_step(ops: Stage0Ops, cap: int) -> Generator[Action, Any, int]:
     if not ops.done_sending and ops.outstanding < cap and view.free[Q_IN] > 0:
         yield from ops.send()
     else:
-        yield WaitChange(view.version)
+        yield WaitChange(view.version, on=f"get:{Q_OUT}")
     return 0
 
 

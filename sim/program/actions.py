@@ -19,7 +19,7 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pipefill.traces.recorder import Tag
+from pipefill.traces.recorder import NO_TAG, Tag
 
 #: message kinds travelling on queues
 INFER, SHUTDOWN = "infer", "shutdown"
@@ -163,9 +163,15 @@ class Put(Action):
 
 @dataclass(frozen=True)
 class Get(Action):
-    """Block until an item has arrived on ``queue``; take the oldest (FIFO)."""
+    """Block until an item has arrived on ``queue``; take the oldest (FIFO).
+
+    ``wait``: the name of this wait on the trace's wait lane when it is not the plain
+    ``get:<queue>`` (a batch boundary: ``fill:<queue>``, ``drain:<queue>``; see
+    :mod:`pipefill.traces.waits`).
+    """
 
     queue: str
+    wait: str = ""
 
     def accept(self, backend: Backend) -> Any:
         return backend.on_get(self)
@@ -216,11 +222,15 @@ class WaitChange(Action):
     """Block until the shared state's version differs from ``version``.
 
     ``timeout_ms``: also return once that much time has passed (a batching window); None
-    waits for the change only.
+    waits for the change only. ``on``: what the program is waiting for, in the wait
+    lane's words (``slot:q_in|get:q_out``: whichever comes first; empty: any change),
+    and ``tag`` the work it waits to do; both only name the wait in the trace.
     """
 
     version: int
     timeout_ms: float | None = None
+    on: str = ""
+    tag: Tag = NO_TAG
 
     def accept(self, backend: Backend) -> Any:
         return backend.on_wait_change(self)

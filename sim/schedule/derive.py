@@ -199,7 +199,7 @@ def _get(b: _Builder, r: Recorded) -> None:
     assert isinstance(a, Get)
     n = b.gets.get(a.queue, 0)
     b.gets[a.queue] = n + 1
-    b.wait(r.stage, b.arrivals[a.queue][n], f"get:{a.queue}", r.result.tag.chunk)
+    b.wait(r.stage, b.arrivals[a.queue][n], a.wait or f"get:{a.queue}", r.result.tag.chunk)
 
 
 def _flush(b: _Builder, r: Recorded) -> None:

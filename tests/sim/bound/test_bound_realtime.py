@@ -54,3 +54,16 @@ def test_whole_cycles_average_the_bound_and_short_windows_dip_below_it():
         assert (t[k + CYCLE] - t[k]) / CYCLE == pytest.approx(60.0, abs=1e-9)
     window = min((t[k + 12] - t[k]) / 12 for k in range(first, len(t) - 12))
     assert window == pytest.approx(58.5, abs=1e-9)
+
+
+def test_a_greedy_order_settles_on_a_slower_realtime_source():
+    """The settled regime keeps the source: at 30 fps (400 ms a chunk) the default's
+    greedy phase_pp emits once every 400 ms, not at its saturated 152 ms."""
+    from pipefill.sim.bound.analysis import compute_bound
+    from pipefill.sim.scenario.load import load_scenario
+
+    sc = load_scenario(None, ['run.source="realtime"', "run.fps_in=30", "run.chunks=40"])
+    b = compute_bound(sc)
+    assert b.kind == "lower_bound" and b.period_ms == pytest.approx(400.0)
+    assert b.settled is not None
+    assert (b.settled.cycle, b.settled.period_ms) == (1, pytest.approx(400.0))

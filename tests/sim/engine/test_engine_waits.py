@@ -102,3 +102,46 @@ def test_programs_sharing_a_stage_take_turns():
     sp = trace.spans.sort_values("start_ms")
     assert list(zip(sp["chunk"], sp["start_ms"], sp["end_ms"], strict=True)) == [
         (0, 0.0, 2.0), (1, 2.0, 4.0), (2, 4.0, 6.0), (3, 6.0, 8.0)]
+
+
+# -- the wait lane: what a blocked program waited on, and for how long ------------------
+def _waits(trace) -> list[tuple[str, str, int, float, float]]:
+    w = trace.waits
+    return list(zip(w["name"], w["stage"], w["chunk"], w["start_ms"], w["end_ms"], strict=True))
+
+
+def test_a_blocked_get_leaves_a_wait_span_until_its_item_arrives():
+    trace = simulate(scenario_with(_GetAfterWork(), COSTS))
+    assert _waits(trace) == [("get:q", "stage0", 7, 0.0, 6.0)]
+
+
+def test_a_change_wait_is_named_by_what_the_program_said_it_waits_for():
+    class _Named(_Custom):
+        def programs(self, sc):
+            def stage0() -> Program:
+                view = yield Poll()
+                yield WaitChange(view.version, on="slot:q|input", tag=Tag(0, 3))
+                yield Mark("emit", Tag(0, 1))
+
+            def stage1() -> Program:
+                yield Compute("denoise", Tag(0, 0))   # 0 -> 3
+                yield Reserve("q")
+
+            return [StageProgram("stage0", stage0()), StageProgram("stage1", stage1())]
+
+    assert _waits(simulate(scenario_with(_Named(), COSTS))) == [
+        ("slot:q|input", "stage0", 3, 0.0, 3.0)]
+
+
+def test_metrics_ignore_the_wait_lane():
+    from pipefill.traces.metrics import compute_metrics
+    from pipefill.traces.schema import Trace
+    from tests.helpers.scenarios import make_scenario
+
+    # per-session fronts blocked on their q_in slot: waits of stage0.1 tagged session 0
+    multi = make_scenario({"name": "multi_session", "stage0": "per_session", "d_in": 1,
+                           "lead": 2}, {"build": 1.0, "denoise": 10.0, "decode": 2.0},
+                          chunks=8, sessions=3)
+    for trace in (simulate(scenario_with(_GetAfterWork(), COSTS)), simulate(multi)):
+        bare = Trace(trace.events[trace.events["lane"] != "wait"], trace.meta)
+        assert len(trace.waits) and compute_metrics(trace) == compute_metrics(bare)
