@@ -155,14 +155,15 @@ def bound(scenario: Any = None, *, sets: Sequence[str] = (),
 
 def study(name_or_path: str | os.PathLike[str] | StudySpec, scenario: Any = None, *,
           sets: Sequence[str] = (), engine: str = "auto", workers: int = 1,
-          replay: bool = False, options: ReplayOptions | None = None,
+          explain: bool = True, replay: bool = False, options: ReplayOptions | None = None,
           progress: Callable[[int, int], None] | None = None) -> StudyResult:
     """One of the brief's experiments on the scenario: ``fill``, ``coupling``,
     ``sessions``, ``stream-batch``, a study file (.toml) or a :class:`StudySpec`. Runs
     its points through the sweep runner and returns every point, the verdict
     (``.verdict``) and ``.to_json()``. ``sets`` apply to the scenario before the study's
-    own overrides. ``replay``: also run the verdict's key points short on the threads
-    executor (``options``: device, kernels) beside their prediction (``.measured``)."""
+    own overrides. ``explain``: run ``explain`` on the key points' simulated traces
+    (``.explained``). ``replay``: also run the key points short on the threads executor
+    (``options``: device, kernels) beside their prediction (``.measured``)."""
     from pipefill.sim.study.load import load_study
     from pipefill.sim.study.run import StudyRun, run_study
     from pipefill.sim.study.spec import StudySpec
@@ -170,7 +171,8 @@ def study(name_or_path: str | os.PathLike[str] | StudySpec, scenario: Any = None
     spec = (name_or_path if isinstance(name_or_path, StudySpec)
             else load_study(os.fspath(name_or_path)))
     raw, name = _raw(scenario, (), None)
-    result = run_study(spec, StudyRun(raw, name, list(sets), engine, workers), progress)
+    result = run_study(spec, StudyRun(raw, name, list(sets), engine, workers, explain),
+                       progress)
     if not replay:
         return result
     from pipefill.measure import measure_study

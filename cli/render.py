@@ -350,6 +350,13 @@ def print_study(res: Any) -> None:
         out_console.print(textwrap.fill(f"- {line}", width=max(60, out_console.width),
                                         subsequent_indent="  ", break_on_hyphens=False,
                                         break_long_words=False), markup=False)
+    if res.explained:
+        out_console.print("why, from explain on each key point's simulated trace:",
+                          markup=False)
+        for e in res.explained:
+            out_console.print(textwrap.fill(f"- {e.line()}", width=max(60, out_console.width),
+                                            subsequent_indent="  ", break_on_hyphens=False,
+                                            break_long_words=False), markup=False)
     if res.measured:
         _print_measured_points(res.measured)
 

@@ -208,6 +208,12 @@ def section(data: dict[str, Any], figures: list[h.RenderedFigure]) -> str:
                       ([p["label"] or p[VARIANT] or "-", *(p.get(c) for c in cols)]
                        for p in data["points"])),
               *(h.figure(f) for f in figures)]
+    if data.get("explained"):
+        blocks.append(h.para("Why, from explain on each key point's simulated trace:"))
+        blocks.append("<ul>" + "".join(
+            f"<li>{h.esc(e['label'])}: {h.esc(e['verdict'])}"
+            + (f" (lever: {h.esc(e['lever'])})" if e.get("lever") else "") + "</li>"
+            for e in data["explained"]) + "</ul>")
     if data.get("measured"):
         blocks.append(measured_table(data["measured"]))
     return h.section(f"{data['study']}: {data['title']} (scenario {data['scenario']})",

@@ -65,7 +65,7 @@ class Reach(RuleBase):
             told |= members
             worst = max(ordered, key=lambda i: pts.value(i, self.metric) or float("inf"))
             why = why_of(pts, worst)
-            parts.append(f"{text}{' ' + why if why else ''}: {self._says(pts, ordered)}")
+            parts.append(f"{text}: {self._says(pts, ordered)}{', ' + why if why else ''}")
             keys.append(worst)
         return parts, keys
 

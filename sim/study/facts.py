@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipefill.sim.bound.analysis import period_bound
+from pipefill.sim.bound.analysis import critical_of, period_bound
 from pipefill.sim.bound.solve import Solved, solve_scenario
 from pipefill.sim.errors import ScenarioError, StallError
-from pipefill.sim.graph.model import ModelGraph
 from pipefill.sim.scenario.model import Scenario
 from pipefill.sim.study.show import number
 
@@ -23,6 +22,10 @@ FACTS: dict[str, str] = {
     "bound_kind": "exact, lower_bound or estimate",
     "critical_cycle": "the chain of phases that sets the bound",
     "critical_stages": "the stages on that chain",
+    "limit": "what closes that chain, in explain's words: stage imbalance, backpressure, "
+             "dependency, fill/drain bubbles or source-bound",
+    "limit_queue": "the queue whose slots close it (backpressure, fill/drain)",
+    "limit_slots": "that queue's slots",
     "busiest": "the stage with the most work per chunk",
     "loop_phases": "phases of the other stages that the critical cycle holds",
     "devices": "devices the point's stages run on (a stage not placed has its own)",
@@ -48,31 +51,26 @@ def point_facts(sc: Scenario, row: dict[str, Any]) -> dict[str, Any]:
     return {**out, **bound_facts(sc)}
 
 
+BOUND_FACTS = ("bound_ms", "bound_kind", "critical_cycle", "critical_stages", "limit",
+               "limit_queue", "limit_slots", "busiest", "loop_phases")
+
+
 def bound_facts(sc: Scenario) -> dict[str, Any]:
-    """The bound's period, kind and critical cycle (empty cells when it has none)."""
+    """The bound's period, kind and critical cycle in ``explain``'s words (empty cells
+    when it has none)."""
     try:
         solved = solve_scenario(sc)
+        _, crit, busy = critical_of(sc)
     except (ScenarioError, StallError, ValueError) as exc:
-        return dict.fromkeys(("bound_ms", "bound_kind", "critical_cycle", "critical_stages",
-                              "busiest", "loop_phases")) | {"bound_error": str(exc)}
-    crit = solved.critical
+        return dict.fromkeys(BOUND_FACTS) | {"bound_error": str(exc)}
     # contention: the period is a range that only compute_bound works out
     period = period_bound(sc).period_ms if sc.has_shared_device else solved.period
-    busy = busy_per_stage(solved.model)
     busiest = max(busy, key=lambda s: busy[s]) if busy else None
     return {"bound_ms": period, "bound_kind": solved.model.kind,
             "critical_cycle": crit.chain, "critical_stages": " ".join(crit.stages),
-            "busiest": busiest, "loop_phases": " ".join(_loop_phases(solved, busiest))}
-
-
-def busy_per_stage(mg: ModelGraph) -> dict[str, float]:
-    """Work per chunk of every stage in the model (mean costs)."""
-    busy: dict[str, float] = {}
-    for (family, _), d in mg.graph.durations.items():
-        fam = mg.graph.families[family]
-        if fam.phase is not None and fam.work:
-            busy[fam.stage] = busy.get(fam.stage, 0.0) + d / mg.chunks_per_period
-    return busy
+            "limit": crit.category or None, "limit_queue": crit.queue or None,
+            "limit_slots": crit.slots or None, "busiest": busiest,
+            "loop_phases": " ".join(_loop_phases(solved, busiest))}
 
 
 def _loop_phases(solved: Solved, busiest: str | None) -> list[str]:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from pipefill.sim.scenario.model import Scenario
+    from pipefill.sim.study.explained import Explained
     from pipefill.sim.study.points import Points
     from pipefill.sim.study.rule import Finding
     from pipefill.sim.study.spec import StudySpec
@@ -46,7 +47,8 @@ class StudyResult:
     """Result of :func:`pipefill.sim.study.run.run_study`. ``points`` has one row per
     point (``variant``, ``label``, axis cells, metrics, facts, derived columns);
     ``findings`` are the verdict's clauses in the study's rule order (plus one for
-    points that could not run); ``raw`` and ``point_sets`` re-create each point."""
+    points that could not run); ``explained``: ``explain`` on the key points' simulated
+    traces; ``raw`` and ``point_sets`` re-create each point."""
 
     spec: StudySpec
     scenario: str
@@ -55,6 +57,8 @@ class StudyResult:
     raw: dict[str, Any]
     point_sets: tuple[tuple[str, ...], ...]
     measured: tuple[Measured, ...] = field(default=())
+    #: ``explain`` of the key points' simulated traces
+    explained: tuple[Explained, ...] = field(default=())
 
     @property
     def verdict(self) -> list[str]:
@@ -94,5 +98,6 @@ class StudyResult:
             "findings": [f.to_json() for f in self.findings],
             "points": [dict(r) for r in self.points.rows],
             "figures": [f.model_dump() for f in spec.figures],
+            "explained": [e.to_json() for e in self.explained],
             "measured": [m.to_json() for m in self.measured],
         }

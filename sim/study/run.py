@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pipefill.sim.errors import ScenarioError
 from pipefill.sim.policies import POLICIES
 from pipefill.sim.scenario.load import apply_overrides, build_scenario
 from pipefill.sim.scenario.model import Scenario
+from pipefill.sim.study.explained import explain_points
 from pipefill.sim.study.expr import evaluate_all, parse
 from pipefill.sim.study.facts import point_facts
 from pipefill.sim.study.points import VARIANT, Dim, Points, point_label
@@ -33,13 +34,16 @@ from pipefill.traces.toml_writer import toml_value
 @dataclass(frozen=True)
 class StudyRun:
     """Where a study runs: the scenario's ``raw`` tables and ``name``, the user's ``sets``
-    (``--set``), the sweep ``engine`` and ``workers`` processes."""
+    (``--set``), the sweep ``engine``, ``workers`` processes and whether to ``explain``
+    the key points."""
 
     raw: dict[str, Any]
     name: str
     sets: Sequence[str] = ()
     engine: str = "auto"
     workers: int = 1
+    #: run ``explain`` on the key points' simulated traces
+    explain: bool = True
 
 
 def run_study(spec: StudySpec, req: StudyRun,
@@ -70,7 +74,10 @@ def run_study(spec: StudySpec, req: StudyRun,
         first = str(pts.rows[stalled[0]]["error"]).splitlines()[0]
         findings.append(Finding("stall", f"{pts.name(stalled)} cannot run: {first}",
                                 tuple(stalled[:1]), False))
-    return StudyResult(spec, req.name, pts, tuple(findings), req.raw, tuple(point_sets))
+    result = StudyResult(spec, req.name, pts, tuple(findings), req.raw, tuple(point_sets))
+    if not req.explain:
+        return result
+    return replace(result, explained=explain_points(result, result.key_points()))
 
 
 def check_user_sets(spec: StudySpec, sets: Sequence[str]) -> None:

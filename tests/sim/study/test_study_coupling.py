@@ -45,7 +45,7 @@ def test_the_verdict_names_the_loop_and_the_lag_that_removes_it(coupling):
     dependency, r0a, anchor, work = coupling.verdict
     assert dependency.startswith("against r0 (")
     assert ("r0a, lag = 0: period 85.0 ms (+35.0 ms, +70%), OverlapScore 0.00 (-1.00), "
-            "serialises build, "
+            "a dependency serialises build, "
             "decode and encode (stage0) into stage1's loop (build[k] -> recompute[k] -> "
             "denoise[k] -> decode[k] -> encode[k] -> build[k+1])") in dependency
     assert "(+20.0 ms, +40%), OverlapScore 0.50 (-0.50)" in dependency.partition(
@@ -55,3 +55,5 @@ def test_the_verdict_names_the_loop_and_the_lag_that_removes_it(coupling):
     assert anchor.startswith("anchor_only: the smallest lag that restores r0's period is 1 ")
     assert work.startswith("against r1 (") and "r0: period 50.0 ms (+10.0 ms, +25%)" in work
     assert [f.ok for f in coupling.findings[1:3]] == [True, True]
+    lag0 = next(e for e in coupling.explained if e.label == "r0a, lag = 0")
+    assert lag0.category == "dependency" and lag0.lever.startswith("recompute_lag >= 1")

@@ -53,10 +53,12 @@ def test_every_point_matches_the_hand_schedule(fill):
 def test_the_verdict_says_d_out_1_serialises_and_2_reaches_it(fill):
     reach, gate = fill.verdict
     assert reach.startswith(
-        "D_out = 1 serialises build and decode (stage0) into stage1's loop (decode[k] -> "
-        "denoise[k+1] -> build[k+2] -> decode[k+1]): period 1.75x the bottleneck; ")
-    assert ("D_in = 1 serialises build (stage0) into stage1's loop (build[k] -> "
-            "send:q_in[k] -> denoise[k] -> build[k+1]): period 1.25x the bottleneck") in reach
+        "D_out = 1: period 1.75x the bottleneck, backpressure (q_out's 1 slot) serialises "
+        "build and decode (stage0) into stage1's loop (decode[k] -> (q_out slot) -> "
+        "denoise[k+1] -> (q_in slot) -> build[k+2] -> decode[k+1]); ")
+    assert ("D_in = 1: period 1.25x the bottleneck, a dependency serialises build (stage0) "
+            "into stage1's loop (build[k] -> send:q_in[k] -> denoise[k] -> build[k+1])") \
+        in reach
     assert "D_in = D_out = 2 reaches it: period 1.00x the bottleneck" in reach
     assert reach.endswith("D_in = 4 or D_out = 4 buys nothing (period 1.00x the bottleneck) "
                           "and costs 0.00-2.00 MB more memory in flight")
@@ -65,9 +67,21 @@ def test_the_verdict_says_d_out_1_serialises_and_2_reaches_it(fill):
     assert ok == [True, False]
 
 
-def test_the_key_points_are_the_worst_miss_the_cheapest_fit_and_the_dearest(fill):
+def test_the_key_points_are_the_cheapest_fit_and_the_worst_misses(fill):
     labels = [fill.points.label(i) for i in fill.key_points()]
     assert labels == ["D_in = D_out = 2", "D_in = D_out = 1", "D_in = 1, D_out = 2"]
+
+
+def test_explain_names_each_key_points_cause_and_lever(fill):
+    got = {e.label: (e.category, e.lever) for e in fill.explained}
+    assert got["D_in = D_out = 1"] == ("backpressure", "D_out = 2 (policy.d_out)")
+    assert got["D_in = 1, D_out = 2"] == ("backpressure", "D_in = 2 (policy.d_in)")
+    assert got["D_in = D_out = 2"][0] == "stage imbalance"
+    # D_in = D_out = 1: stage1 idles 30 of every 70 ms: 10 starved while envelope k+1 is
+    # built (its slot freed when denoise k ended), then 20 blocked while decode k frees
+    # the result slot
+    one = next(e for e in fill.explained if e.label == "D_in = D_out = 1")
+    assert "stage1 idle 43%: blocked on q_out (full) 67%; starved on q_in 33%" in one.verdict
 
 
 def test_the_json_has_every_point_and_column(fill):
