@@ -371,7 +371,7 @@ def _print_measured_points(measured: Any) -> None:
     table.add_column("point", no_wrap=True)
     keys = list(first.predicted)
     for k in keys:
-        table.add_column(show(k).label, justify="right")
+        table.add_column(show(k).label, justify="right", no_wrap=True)
     for m in measured:
         table.add_row(m.label, *(f"{fmt(k, m.predicted.get(k), unit=False)} | "
                                  f"{fmt(k, m.measured.get(k), unit=False)}" for k in keys))

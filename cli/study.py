@@ -26,6 +26,7 @@ from pipefill.cli.app import (
 
 if TYPE_CHECKING:
     from pipefill.exec.threads.replay import ReplayOptions
+    from pipefill.sim.study.result import StudyResult
 
 NAMES = "fill, coupling, sessions, stream-batch"
 
@@ -33,7 +34,7 @@ NAMES = "fill, coupling, sessions, stream-batch"
 @app.command("study", cls=Command)
 def study_cmd(
     name: Annotated[str, typer.Argument(
-        metavar="NAME", help=f"A built-in study ({NAMES}) or a study file (.toml).")],
+        help=f"A built-in study ({NAMES}) or a study file (.toml).")],
     scenario: ScenarioArg = None,
     set_: SetOpt = None,
     replay: Annotated[bool, typer.Option(
@@ -51,10 +52,10 @@ def study_cmd(
 ) -> None:
     """Run one of the brief's experiments and say what it answers.
 
-    fill: D_in x D_out in {1, 2, 4}. coupling: r1 vs r0a (lag 0..3) vs r0 vs
-    anchor_only. sessions: 1, 2, 4 sessions sharing the stages. stream-batch: W stages x
-    n steps and layer_pp's items per batch. A study file defines its own grid, columns
-    and verdict rules (see the README).
+    fill: D_in x D_out = 1, 2, 4. coupling: r1 vs r0a (lag 0..3) vs r0 vs
+    anchor_only. sessions: 1, 2, 4 sessions sharing the stages. stream-batch:
+    W stages x n steps, and layer_pp's items per batch. A study file defines
+    its own grid, columns and verdict rules (README: "Your own study").
     """
     import pipefill
     from pipefill.cli.render import print_json, print_study
@@ -71,9 +72,6 @@ def study_cmd(
                                      progress=update)
         except ReplayError as exc:
             (crash_exit if exc.exit_now else fail)(str(exc), exc.code)
-    for m in res.measured:
-        for warning in m.warnings:
-            err_console.print(f"warning: {m.label}: {warning}", markup=False)
     data = res.to_json()
     if out is not None:
         with handled():
@@ -83,11 +81,20 @@ def study_cmd(
                     *(a for v in set_ or [] for a in ("--set", v)), "--out", str(out)]
             write_study_report(data, out, shlex.join(argv))
     if json_:
+        _warn(res)
         print_json({**data, **({"out": str(out)} if out is not None else {})})
         return
     print_study(res)
+    _warn(res)  # beside the measured table they qualify
     if out is not None:
         out_console.print(f"report: {out / 'index.html'}; every point: {out / 'study.json'}")
+
+
+def _warn(res: StudyResult) -> None:
+    """The trust warnings of each measured key point (stderr)."""
+    for m in res.measured:
+        for warning in m.warnings:
+            err_console.print(f"warning: {m.label}: {warning}", markup=False)
 
 
 def _check_dir(out: Path) -> None:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pipefill.sim.study.spec import StudySpec
 
 #: metrics shown side by side for a measured key point
-COMPARED = ("period_ms", "overlap_score", "ttff_ms", "latency_p95_ms")
+COMPARED = ("period_ms", "overlap_score", "ttff_ms")
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,11 @@ def test_fill(small):
     assert res.exit_code == 0, res.output
     assert res.stdout.startswith("fill: Fill requirement")
     out = words(res.stdout)
-    assert "verdict: - D_out = 1 serialises build and decode (stage0) into stage1's loop" in out
+    assert ("verdict: - D_out = 1: period 1.7" in out
+            and "backpressure (q_out's 1 slot) serialises build and decode (stage0) into "
+                "stage1's loop" in out)
+    assert ("why, from explain on each key point's simulated trace: - D_in = D_out = 2: "
+            "stage imbalance") in out
     assert "- OverlapScore >= 0.30 at 6 of 9 points; not at D_out = 1 (0.00)" in out
 
 
@@ -148,9 +152,9 @@ def test_a_bad_study_file_is_one_line_naming_the_field(tmp_path):
     assert res.exit_code == 2
     assert res.stderr.strip().splitlines() == [
         "error: bad.toml: rules.0.metric: unknown column 'perod_ms' (a metric such as "
-        "period_ms, a fact (bound_ms, bound_kind, critical_cycle, critical_stages, busiest, "
-        "loop_phases, devices, utilisation, queues_held, queue_slots), an axis field or a "
-        "derived column: none)"]
+        "period_ms, a fact (bound_ms, bound_kind, critical_cycle, critical_stages, limit, "
+        "limit_queue, limit_slots, busiest, loop_phases, devices, utilisation, queues_held, "
+        "queue_slots), an axis field or a derived column: none)"]
 
 
 def test_an_out_that_cannot_take_the_report_fails_before_any_work(tmp_path):

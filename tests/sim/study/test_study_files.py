@@ -143,3 +143,20 @@ def test_point_sets_are_named_the_shortest_way():
     assert pts.name([idx[1, 2], idx[4, 4]]) == "D_in = 1, D_out = 2 or D_in = 4, D_out = 4"
     reach = [idx[2, 2], idx[2, 4], idx[4, 2], idx[4, 4]]
     assert pts.name([idx[2, 4], idx[4, 2], idx[4, 4]], within=reach) == "D_in = 4 or D_out = 4"
+
+
+def test_a_policy_switch_keeps_the_scenarios_depths_and_user_sets_come_first():
+    from pipefill.sim.study.run import variant_sets
+
+    spec = load_study("sessions")
+    base = {"name": "phase_pp", "d_in": 3, "d_out": 1, "recompute": "r0a"}
+    fixed, window = spec.variants
+    assert variant_sets(spec, fixed, base, ["run.chunks=30"]) == [
+        "run.chunks=30", "policy.name=multi_session", "policy.d_in=3", "policy.d_out=1"]
+    assert variant_sets(spec, window, base, [])[-1] == "policy.batch_window_ms=20.0"
+
+
+def test_a_set_of_a_field_the_study_owns_is_refused():
+    with pytest.raises(pipefill.ScenarioError, match=r"^--set: policy.d_out: study fill "
+                                                     r"varies this field"):
+        pipefill.study("fill", small(), sets=["policy.d_out=3"])
