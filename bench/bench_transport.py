@@ -35,6 +35,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipefill.exec.dist.config import RankPlan
+from pipefill.exec.dist.layout import RankGroup, RankLayout
 from pipefill.exec.dist.link import PeerLink, noop
 from pipefill.exec.dist.rendezvous import sync_clock
 from pipefill.exec.dist.wire import Checker, Frame, Header, frame_message, message_frame
@@ -64,7 +65,8 @@ def worker(rank: int, port: int, reps: int, max_mb: int) -> None:
                             timeout=timedelta(seconds=30))
     group = dist.new_group([0, 1])
     link = PeerLink(group, 1 - rank, torch.device("cpu"))
-    point = sync_clock(RankPlan(rank, 2), torch.device("cpu"), now_ms)
+    pair = RankLayout("bench", (RankGroup("sender", (0,)), RankGroup("receiver", (1,))), ())
+    point = sync_clock(RankPlan(rank, pair), torch.device("cpu"), now_ms)
     offset = 0.0 if point is None else point.ref_ms - point.local_ms
     times, seq = exchange_all(link, rank, reps, max_mb, offset)
     if rank == 1:

@@ -49,14 +49,14 @@ def replay_cmd(
         help="Seconds any wait or kernel may take before the run fails.")] = 60.0,
     inject: Annotated[str | None, typer.Option(
         help="Make one kernel raise: PHASE:CHUNK or STAGE:PHASE:CHUNK. --backend dist also: "
-             "hang:, kill:, wrong_group:[WHERE:]PHASE:CHUNK (WHERE: stage0, stage1 or "
-             "rankN), bad_version:QUEUE:CHUNK, missing_tensor:QUEUE:CHUNK.")] = None,
+             "hang:, kill:, wrong_group:[WHERE:]PHASE:CHUNK (WHERE: a stage or rankN), "
+             "bad_version:QUEUE:CHUNK, missing_tensor:QUEUE:CHUNK.")] = None,
     backend: Annotated[str, typer.Option(
         help="threads: one process, a thread per stage; dist: one process per rank over "
-             "torch.distributed (rank0 = stage0, ranks 1..N = the mesh), launched here or "
-             "by torchrun.")] = "threads",
+             "torch.distributed (one rank per stage of the policy, a mesh of ranks for a "
+             "tensor-parallel stage), launched here or by torchrun.")] = "threads",
     mesh_size: Annotated[int, typer.Option(
-        help="dist: ranks of the mesh; the world is 1 + mesh size.")] = 1,
+        help="dist: ranks of each tensor-parallel stage (the generator's mesh).")] = 1,
     world_size: Annotated[int | None, typer.Option(
         help="dist: the world size you expect (checked against the policy).")] = None,
     master_addr: Annotated[str, typer.Option(

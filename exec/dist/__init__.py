@@ -1,1 +1,1 @@
-"""Distributed executor: rank0 + mesh ranks over torch.distributed (gloo/NCCL)."""
+"""Distributed executor: one rank group per stage of the policy over torch.distributed (gloo/NCCL)."""

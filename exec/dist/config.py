@@ -1,10 +1,7 @@
-"""Configuration of a dist replay: options, the rank environment and the rank layout.
+"""Configuration of a dist replay: options, the rank environment and this rank's plan.
 
-Layout (DESIGN.md): rank0 runs ``stage0`` (build, decode, emit); ranks 1..N form the
-mesh and run ``stage1``, rank1 being the mesh leader that talks to rank0. A policy
-runs under dist only if its stages map onto that layout: :data:`DIST_POLICIES` lists
-the ones that do; the others are refused with one line naming the policy. Every check
-here raises :class:`ExecConfigError` (exit 2, nothing started).
+The rank layout itself comes from the policy (:mod:`pipefill.exec.dist.layout`). Every
+check here raises :class:`ExecConfigError` (exit 2, nothing started).
 """
 
 from __future__ import annotations
@@ -16,17 +13,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from pipefill.exec.dist.layout import RankGroup, RankLayout, derive_layout
 from pipefill.exec.errors import ExecConfigError
 from pipefill.sim.scenario.model import Scenario
 
-#: policy name -> why its stages map onto rank0 + mesh (the registry of dist policies)
-DIST_POLICIES: dict[str, str] = {
-    "serial": "stage0 on rank0, the generator on the mesh",
-    "phase_pp": "stage0 on rank0, the generator on the mesh",
-    "rolling_window": "stage0 on rank0, the window on the mesh",
-    "multi_session": "one shared front end on rank0, the batching generator on the mesh",
-}
-STAGES = ("stage0", "stage1")
 #: --dist-backend -> the torch.distributed backend it selects, per device
 DIST_BACKENDS: dict[str, dict[str, str]] = {
     "auto": {"cpu": "gloo", "cuda": "nccl"},
@@ -40,7 +30,7 @@ LOOPBACK = "127.0.0.1"
 class DistOptions:
     """How to run a dist replay (on top of :class:`pipefill.exec.threads.replay.ReplayOptions`).
 
-    ``mesh_size``: ranks of the mesh (world size = 1 + mesh_size); ``world_size``: the
+    ``mesh_size``: ranks of each tensor-parallel stage's mesh; ``world_size``: the
     size the user expects (checked against the layout; None = derived);
     ``master_addr``/``master_port``: rendezvous (loopback and a free port by default);
     ``dist_backend``: auto (gloo on CPU, NCCL on CUDA), gloo or nccl; ``poll_ms``: how
@@ -54,11 +44,11 @@ class DistOptions:
     dist_backend: str = "auto"
     poll_ms: float = 1.0
 
-    @property
-    def world(self) -> int:
-        return 1 + self.mesh_size
+    def layout(self, sc: Scenario) -> RankLayout:
+        """The policy's rank layout with this mesh size (raises on a layout error)."""
+        return derive_layout(sc, self.mesh_size)
 
-    def backend_for(self, device: str) -> str:
+    def backend_for(self, device: str, world: int) -> str:
         """The torch.distributed backend for ``device``; raises on NCCL without CUDA."""
         choices = DIST_BACKENDS.get(self.dist_backend)
         if choices is None:
@@ -71,29 +61,31 @@ class DistOptions:
         if name == "nccl" and not (dist.is_nccl_available() and torch.cuda.is_available()):
             raise ExecConfigError("--dist-backend", "nccl asked for but this torch build "
                                   "has no NCCL or sees no CUDA device (use gloo)")
-        if name == "nccl" and not nccl_can_place(self.ranks_here()):
+        here = ranks_here(world)
+        if name == "nccl" and not nccl_can_place(here):
             if self.dist_backend == "auto":
                 return "gloo"  # auto: ranks sharing a GPU go through gloo instead
-            raise ExecConfigError("--dist-backend", nccl_placement_message(self.ranks_here()))
+            raise ExecConfigError("--dist-backend", nccl_placement_message(here))
         return name
 
-    def ranks_here(self) -> int:
-        """Ranks on this machine (torchrun's LOCAL_WORLD_SIZE, else the whole world)."""
-        return int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
-
-    def check(self, sc: Scenario, device: str) -> None:
-        if self.mesh_size < 1:
-            raise ExecConfigError("--mesh-size", f"must be >= 1 (got {self.mesh_size})")
-        if self.world_size is not None and self.world_size != self.world:
-            raise ExecConfigError("--world-size", _world_message(sc, self.world_size,
-                                                                 self.mesh_size))
+    def check(self, sc: Scenario, device: str) -> RankLayout:
+        """Every option against the policy's layout; returns the layout."""
+        layout = self.layout(sc)
+        if self.world_size is not None and self.world_size != layout.world:
+            raise ExecConfigError("--world-size", world_message(layout, self.world_size,
+                                                                self.mesh_size))
         if self.master_port is not None and not 0 < self.master_port < 65536:
             raise ExecConfigError("--master-port", f"must be in 1..65535 "
                                   f"(got {self.master_port})")
         if not self.poll_ms > 0:
             raise ExecConfigError("--poll-ms", f"must be > 0 (got {self.poll_ms})")
-        self.backend_for(device)
-        check_layout(sc)
+        self.backend_for(device, layout.world)
+        return layout
+
+
+def ranks_here(world: int) -> int:
+    """Ranks on this machine (torchrun's LOCAL_WORLD_SIZE, else the whole world)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", world))
 
 
 #: the first NCCL that lets several ranks share one GPU (NCCL_MULTI_RANK_GPU_ENABLE)
@@ -112,27 +104,9 @@ def nccl_placement_message(ranks: int) -> str:
             "gloo, or auto, which picks gloo here)")
 
 
-def _world_message(sc: Scenario, world: int, mesh: int) -> str:
-    return (f"{world} ranks, but policy {sc.policy.name} runs rank0 + a mesh of "
-            f"--mesh-size {mesh} = {1 + mesh} ranks")
-
-
-def check_layout(sc: Scenario) -> None:
-    """Refuse policies whose stages do not map onto rank0 + mesh."""
-    name = sc.policy.name
-    if name not in DIST_POLICIES:
-        raise ExecConfigError("policy.name", f"{name} cannot run on --backend dist: its "
-                              "stages do not map onto rank0 + mesh ranks (dist runs "
-                              f"{', '.join(DIST_POLICIES)})")
-    stages = sc.policy.stages(sc)
-    if tuple(stages) != STAGES:
-        raise ExecConfigError("policy.stage0", f"{name} here runs stages {', '.join(stages)}; "
-                              "--backend dist needs exactly stage0 (rank0) and stage1 "
-                              "(mesh), e.g. policy.stage0 = shared")
-    progs = [sp.stage for sp in sc.policy.programs(sc)]
-    if sorted(progs) != sorted(STAGES):
-        raise ExecConfigError("policy.name", f"{name} runs {len(progs)} programs; dist needs "
-                              "one per stage")
+def world_message(layout: RankLayout, world: int, mesh: int) -> str:
+    return (f"{world} ranks, but policy {layout.policy} (--mesh-size {mesh}) runs "
+            f"{layout.describe()} = {layout.world} ranks")
 
 
 @dataclass(frozen=True)
@@ -167,12 +141,12 @@ class RankEnv:
                    listen_fd=None if fd is None else int(fd),
                    attempt=_int(env, "TORCHELASTIC_RESTART_COUNT", "0"))
 
-    def check(self, sc: Scenario, opts: DistOptions) -> None:
+    def check(self, layout: RankLayout, opts: DistOptions) -> None:
         if not 0 <= self.rank < self.world_size:
             raise ExecConfigError("RANK", f"{self.rank} is not in 0..{self.world_size - 1}")
-        if self.world_size != opts.world:
-            raise ExecConfigError("WORLD_SIZE", _world_message(sc, self.world_size,
-                                                               opts.mesh_size))
+        if self.world_size != layout.world:
+            raise ExecConfigError("WORLD_SIZE", world_message(layout, self.world_size,
+                                                              opts.mesh_size))
 
 
 def _int(env: Mapping[str, str], key: str, default: str | None = None) -> int:
@@ -185,31 +159,39 @@ def _int(env: Mapping[str, str], key: str, default: str | None = None) -> int:
 
 @dataclass(frozen=True)
 class RankPlan:
-    """This rank's part: the stage it runs and its place in the mesh.
+    """This rank's part of the layout: its group (stage), and whether it leads it.
 
-    ``mesh``: global ranks of the mesh (1..N); the leader (rank1) is the only mesh rank
-    that talks to rank0; followers replay the leader's program results.
+    The leader of a group runs the stage's programs against the world and talks on the
+    group's links; a mesh follower replays the leader's program results.
     """
 
     rank: int
-    world_size: int
+    layout: RankLayout
+
+    @property
+    def world_size(self) -> int:
+        return self.layout.world
+
+    @property
+    def group(self) -> RankGroup:
+        return self.layout.group_of(self.rank)
 
     @property
     def stage(self) -> str:
-        return "stage0" if self.rank == 0 else "stage1"
-
-    @property
-    def mesh(self) -> list[int]:
-        return list(range(1, self.world_size))
+        return self.group.stage
 
     @property
     def leader(self) -> bool:
-        return self.rank == 1
+        return self.rank == self.group.leader
 
     @property
     def follower(self) -> bool:
-        return self.rank > 1
+        return not self.leader
+
+    @property
+    def others(self) -> list[int]:
+        """Every rank but rank0 (the clock reference and trace writer)."""
+        return list(range(1, self.world_size))
 
     def describe(self) -> str:
-        role = {True: "mesh leader", False: "mesh follower"}[self.leader]
-        return "stage0" if self.rank == 0 else f"stage1 ({role})"
+        return self.layout.rank_names()[self.rank]

@@ -9,8 +9,9 @@ its meaning; dist adds kinds named in :data:`FAULT_KINDS`::
     bad_version:QUEUE:CHUNK           the frame carrying that chunk has wire version 99
     missing_tensor:QUEUE:CHUNK        ... is missing the last tensor its payload needs
 
-``WHERE`` is a stage (``stage0``/``stage1``: rank0 / the mesh leader) or ``rankN``.
-Kernel faults fire where the phase runs; wire faults fire on the queue's sending rank.
+``WHERE`` is a stage of the policy (its rank group's leader) or ``rankN``; without it a
+kernel fault fires on every group leader that runs the phase. Wire faults fire on the
+queue's sending rank.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipefill.exec.dist.config import RankPlan
+from pipefill.exec.dist.layout import RankLayout
 from pipefill.exec.dist.tp import Collectives
 from pipefill.exec.dist.wire import WIRE_VERSION, Frame, Header
 from pipefill.exec.errors import ExecConfigError
@@ -66,7 +68,7 @@ class DistFault:
         parts = text.split(":")[1:]
         if len(parts) not in (2, 3) or not parts[-1].strip().isdigit():
             raise ExecConfigError("--inject", f"{text!r} is not {head}:[WHERE:]NAME:CHUNK "
-                                  f"(e.g. {head}:stage1:denoise:2)")
+                                  f"(e.g. {head}:rank1:denoise:2)")
         fault = cls(head, parts[-2], int(parts[-1]), parts[0] if len(parts) == 3 else None)
         if fault.target == "wire" and fault.where is not None:
             raise ExecConfigError("--inject", f"{head} names a queue and a chunk "
@@ -78,10 +80,10 @@ class DistFault:
         return FAULT_KINDS[self.kind].target
 
     def on_rank(self, plan: RankPlan) -> bool:
-        """Whether this kernel fault fires on ``plan``'s rank: a stage means rank0 or the
-        mesh leader (the stage's representative), ``rankN`` that rank only."""
+        """Whether this kernel fault fires on ``plan``'s rank: a stage (or none) means
+        the group leaders (the stage's representative), ``rankN`` that rank only."""
         if self.where is None or self.where == plan.stage:
-            return plan.rank == 0 or plan.leader
+            return plan.leader
         return self.where == f"rank{plan.rank}"
 
     def describe(self) -> dict[str, Any]:
@@ -125,13 +127,17 @@ def wrap_kernels(kernels: Any, fault: DistFault | None, plan: RankPlan,
     return DistFaultKernels(kernels, fault, coll)
 
 
-def check_fault(fault: DistFault | None, mesh_size: int, queues: list[str]) -> None:
+def check_fault(fault: DistFault | None, layout: RankLayout, queues: list[str]) -> None:
     """Refuse faults that cannot fire in this run (exit 2)."""
     if fault is None:
         return
-    if fault.kind == "wrong_group" and mesh_size < 2:
+    if fault.kind == "wrong_group" and not any(g.sharded for g in layout.groups):
         raise ExecConfigError("--inject", "wrong_group needs a mesh collective "
-                              "(--mesh-size >= 2)")
+                              "(--mesh-size >= 2 on a policy with a tensor-parallel stage)")
+    places = [*layout.stages(), *(f"rank{r}" for r in range(layout.world))]
+    if fault.where is not None and fault.where not in places:
+        raise ExecConfigError("--inject", f"{fault.where!r} is not a stage or rank of this "
+                              f"run (allowed: {', '.join(places)})")
     if fault.target == "wire" and fault.name not in queues:
         raise ExecConfigError("--inject", f"{fault.kind}: unknown queue {fault.name!r} "
                               f"(allowed: {', '.join(queues)})")

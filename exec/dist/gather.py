@@ -1,12 +1,12 @@
-"""The end of a dist replay: what every mesh rank hands rank0, and rank0's one trace.
+"""The end of a dist replay: what every other rank hands rank0, and rank0's one trace.
 
-Each mesh rank posts in the run's store (never pickled: JSON, validated on receipt):
+Each rank but rank0 posts in the run's store (never pickled: JSON, validated on receipt):
 
 - right after the start clock handshake, its start :class:`SyncPoint` (``sync0``), so a
   rank that dies mid-run is still aligned by its offset;
 - at its end (after the end handshake of a run that succeeded, at once after a
-  failure) one :class:`RankRecord`: its sync points, the rows it did not ship on the
-  link (all of a follower's; see :mod:`pipefill.exec.dist.trace`) and its usage: the
+  failure) one :class:`RankRecord`: its sync points, the rows it did not ship on a
+  link to rank0 (all of a follower's; see :mod:`pipefill.exec.dist.trace`) and its usage: the
   CPU time and compute spans of its stage's thread and the calibrated work its kernels
   ran (the threads backend's measurements, :mod:`pipefill.exec.threads.trust`).
 
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipefill.exec.dist.config import RankPlan
+from pipefill.exec.dist.layout import RankLayout
 from pipefill.exec.dist.trace import Row, follower_rows, rows_from_json, to_json
 from pipefill.exec.dist.wire import WireError
 from pipefill.exec.threads.trust import StageUsage, free_cores, kernel_work_ms, parallelism
@@ -38,8 +39,6 @@ from pipefill.traces.schema import Trace, TraceError, from_rows
 PART_ROWS = 20_000
 #: how often rank0 looks for a rank's record
 POLL_S = 0.01
-#: the mesh leader (its rows are stage1's own; the other mesh ranks are followers)
-LEADER = 1
 
 
 class _Absent(Exception):
@@ -75,10 +74,10 @@ class RankRecord:
         return cls(plan.rank, tuple(sync), tuple(rows), cpu, tuple(spans),
                    0.0 if coll is None else float(coll.wait_ms), kernel_work_ms(kernels))
 
-    def usage_key(self) -> str:
-        """Its name in the parallelism record: its stage, ``stage1@r<k>`` on a follower."""
-        return "stage0" if self.rank == 0 else "stage1" if self.rank == LEADER \
-            else f"stage1@r{self.rank}"
+    def usage_key(self, layout: RankLayout) -> str:
+        """Its name in the parallelism record: its stage, ``<stage>@r<k>`` on a follower."""
+        group = layout.group_of(self.rank)
+        return group.stage if self.rank == group.leader else f"{group.stage}@r{self.rank}"
 
 
 def _key(rank: int, what: str) -> str:
@@ -155,41 +154,47 @@ def _start_only(store: Any, rank: int) -> RankRecord | None:
     return RankRecord(rank, tuple(point), complete=False)
 
 
-def merged_trace(own: Trace, records: dict[int, RankRecord], streamed: list[Row],
-                 missing: dict[int, str]) -> Trace:
-    """Rank0's trace ``own`` with every mesh rank's rows on rank0's clock.
+def merged_trace(own: Trace, records: dict[int, RankRecord], streamed: dict[int, list[Row]],
+                 missing: dict[int, str], layout: RankLayout) -> Trace:
+    """Rank0's trace ``own`` with every other rank's rows on rank0's clock.
 
-    ``streamed``: the leader's rows that came on the link; ``missing``: why a rank has
-    no record. ``meta.dist`` gains ``traced_ranks`` (whose rows are in the trace),
+    ``streamed``: per leader linked to rank0, the rows that came on its link;
+    ``missing``: why a rank has no record. ``meta.dist`` gains ``traced_ranks`` (whose rows are in the trace),
     ``untraced`` (rank -> why not, or why only partly) and ``clock`` (per aligned rank:
     offset, rate, drift in ppm, handshake round trips)."""
     traces = [Trace(own.events, {**own.meta, "probe": {"rank": 0}})]
     for rank, rec in sorted(records.items()):
-        rows = [*streamed, *rec.rows] if rank == LEADER else follower_rows(list(rec.rows), rank)
+        rows = follower_rows(list(rec.rows), rank) if _follower(layout, rank) \
+            else [*streamed.get(rank, []), *rec.rows]
         traces.append(Trace(from_rows(rows), {"probe": {"rank": rank, "sync": [
             p.as_list() for p in rec.sync]}}))
     merged = merge_ranks(traces, [f"rank{r}" for r in [0, *sorted(records)]])
     clock = {str(info["rank"]): _clock_info(info, records[info["rank"]])
              for info in merged.meta["merge"]["ranks"] if info["rank"] != 0}
-    traced = [0, *(r for r, rec in sorted(records.items())
-                   if rec.complete or (r == LEADER and streamed))]
+    traced = [0, *(r for r, rec in sorted(records.items()) if rec.complete or streamed.get(r))]
     why = {**_partial(records, streamed), **missing}
-    if LEADER in missing and streamed:
-        why[LEADER] += f"; its {len(streamed)} streamed rows are left out (no clock)"
+    for rank in missing:
+        if streamed.get(rank):
+            why[rank] += f"; its {len(streamed[rank])} streamed rows are left out (no clock)"
     merged.meta["dist"] = {**merged.meta.get("dist", {}), "traced_ranks": traced,
                            "untraced": {str(r): w for r, w in sorted(why.items())},
                            "clock": clock}
     return merged
 
 
-def _partial(records: dict[int, RankRecord], streamed: list[Row]) -> dict[int, str]:
+def _follower(layout: RankLayout, rank: int) -> bool:
+    return rank != layout.group_of(rank).leader
+
+
+def _partial(records: dict[int, RankRecord], streamed: dict[int, list[Row]]
+             ) -> dict[int, str]:
     """Why a rank aligned by its start handshake alone is missing rows."""
     out = {}
     for rank, rec in records.items():
         if rec.complete:
             continue
-        shipped = (f"only the {len(streamed)} rows it shipped on the link"
-                   if rank == LEADER and streamed else "none of its rows")
+        shipped = (f"only the {len(streamed[rank])} rows it shipped on the link"
+                   if streamed.get(rank) else "none of its rows")
         out[rank] = f"posted no end-of-run record (died?): {shipped}"
     return out
 
@@ -200,12 +205,12 @@ def _clock_info(info: dict[str, Any], rec: RankRecord) -> dict[str, Any]:
             "handshakes": len(rec.sync), "complete": rec.complete, "events": info["events"]}
 
 
-def merge_or_keep(own: Trace, records: dict[int, RankRecord], streamed: list[Row],
-                  missing: dict[int, str]) -> Trace:
+def merge_or_keep(own: Trace, records: dict[int, RankRecord], streamed: dict[int, list[Row]],
+                  missing: dict[int, str], layout: RankLayout) -> Trace:
     """:func:`merged_trace`, or rank0's own rows with the reason when ranks' clocks or
     rows cannot be merged (a crash-only trace is always written)."""
     try:
-        return merged_trace(own, records, streamed, missing)
+        return merged_trace(own, records, streamed, missing, layout)
     except TraceError as exc:
         own.meta["dist"] = {**own.meta.get("dist", {}), "traced_ranks": [0],
                             "untraced": {"*": f"merge failed: {exc}"}}
@@ -213,8 +218,8 @@ def merge_or_keep(own: Trace, records: dict[int, RankRecord], streamed: list[Row
 
 
 def dist_parallelism(kind: str, records: list[RankRecord],
-                     free: tuple[float | None, float | None]) -> tuple[dict[str, Any],
-                                                                       dict[str, Any]]:
+                     free: tuple[float | None, float | None],
+                     layout: RankLayout) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the parallelism record, one device per rank; per rank CPU ms, compute wall ms
     and the part of it spent in mesh collectives) from complete records (rank0's own
     included). A mesh rank's share leaves out its collective waits: a rank waiting for a
@@ -223,13 +228,13 @@ def dist_parallelism(kind: str, records: list[RankRecord],
     groups: dict[str, tuple[str, ...]] = {}
     work: dict[str, float] = {}
     for rec in records:
-        key = rec.usage_key()
+        key = rec.usage_key(layout)
         usage.absorb(key, rec.cpu_ms, list(rec.spans), rec.wait_ms)
         groups[f"rank{rec.rank}"] = (key,)
         if rec.work_ms is not None:
             work[key] = rec.work_ms
     per_rank = {f"rank{r.rank}": {"cpu_ms": round(r.cpu_ms, 3),
-                                  "wall_ms": round(usage.wall((r.usage_key(),)), 3),
+                                  "wall_ms": round(usage.wall((r.usage_key(layout),)), 3),
                                   "collective_ms": round(r.wait_ms, 3)} for r in records}
     return parallelism(kind, groups, usage, free, work), per_rank
 

@@ -2,8 +2,10 @@
 
 ``run_rank`` runs the programs of this rank's stage (``policy.programs(scenario)``,
 exactly what the SimPy engine and the threads executor run) with the threads
-executor's worker loop and Backend (:mod:`pipefill.exec.threads.backend`); only the state differs:
-:class:`pipefill.exec.dist.state.DistState` puts each queue's ends on their ranks.
+executor's worker loop and Backend (:mod:`pipefill.exec.threads.backend`); only the
+state differs: :class:`pipefill.exec.dist.state.DistState` puts each queue's ends on
+their ranks. Which rank runs which stage, and which links carry which queues, comes
+from the policy (:mod:`pipefill.exec.dist.layout`).
 
 Crash-only: a failure anywhere (a kernel raising or hanging, a lost rank, a malformed
 frame, a refused collective) is published as one line in the store (the first one
@@ -28,12 +30,12 @@ from typing import Any
 import torch
 
 from pipefill.exec.threads.backend import RunContext, drive
-from pipefill.exec.threads.comm_lane import feed_inputs
-from pipefill.exec.dist.comms_thread import Comms, CommsConfig, DeviceHandoff
-from pipefill.exec.dist.config import DistOptions, RankEnv, RankPlan
+from pipefill.exec.threads.comm_lane import feed_inputs, source_stages
+from pipefill.exec.dist.comms import CommsSettings, link_device, open_comms
+from pipefill.exec.dist.config import DistOptions, RankEnv, RankPlan, ranks_here
 from pipefill.exec.dist.errors import RendezvousError, error_line
 from pipefill.exec.dist.faults import DistFault, check_fault, wire_corruptor
-from pipefill.exec.dist.link import MeshCast, PeerLink
+from pipefill.exec.dist.layout import RankLayout
 from pipefill.exec.dist.rendezvous import (
     Groups,
     barrier,
@@ -45,8 +47,8 @@ from pipefill.exec.dist.rendezvous import (
     sync_clock,
     wait_key,
 )
-from pipefill.exec.dist.rank_kernels import build_kernels, check_tp, mesh_collectives_text
-from pipefill.exec.dist.state import DistState, FollowerState, RankWiring
+from pipefill.exec.dist.rank_kernels import build_kernels, check_tp
+from pipefill.exec.dist.rank_meta import link_backend_of, rank_meta
 from pipefill.exec.dist.gather import (
     RankRecord,
     dist_parallelism,
@@ -58,10 +60,9 @@ from pipefill.exec.dist.gather import (
 )
 from pipefill.exec.dist.trace import DrainRecorder
 from pipefill.exec.errors import ExecConfigError
-from pipefill.exec.threads.replay import ReplayOptions
+from pipefill.exec.threads.replay import ReplayOptions, worker_names
 from pipefill.exec.threads.runtime import Runtime, open_runtime
 from pipefill.sim.scenario.model import Scenario
-from pipefill.traces.meta import run_metadata, versions
 from pipefill.traces.clock import SyncPoint
 from pipefill.traces.schema import Trace
 
@@ -104,31 +105,33 @@ class RankContext(RunContext):
 
 
 def check_run(sc: Scenario, opts: ReplayOptions, dopts: DistOptions,
-              fault: DistFault | None) -> None:
-    """Every bad-input check of a dist replay (before anything starts)."""
+              fault: DistFault | None) -> RankLayout:
+    """Every bad-input check of a dist replay (before anything starts); the layout."""
     opts.check()
-    dopts.check(sc, opts.device)
+    layout = dopts.check(sc, opts.device)
     if opts.device == "cuda" and not torch.cuda.is_available():
         raise ExecConfigError("--device", f"cuda requested but torch {torch.__version__} "
                               "sees no CUDA device (allowed here: cpu)")
     check_tp(opts, dopts.mesh_size)
-    check_fault(fault, dopts.mesh_size, [q.name for q in sc.policy.queues(sc)])
+    check_fault(fault, layout, [q.name for q in sc.policy.queues(sc)])
+    return layout
 
 
 def run_rank(sc: Scenario, opts: ReplayOptions, dopts: DistOptions, env: RankEnv,
              fault: DistFault | None = None) -> RankResult:
     """Run this process's rank to the end; bad input raises ExecConfigError."""
-    check_run(sc, opts, dopts, fault)
-    env.check(sc, dopts)
-    plan = RankPlan(env.rank, env.world_size)
+    layout = check_run(sc, opts, dopts, fault)
+    env.check(layout, dopts)
+    plan = RankPlan(env.rank, layout)
     if opts.device == "cuda":
         torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
-    backend = dopts.backend_for(opts.device)
+    backend = dopts.backend_for(opts.device, layout.world)
     store = _open_store(env, plan, opts.timeout_s)
     if isinstance(store, RankResult):
         return store
     try:
-        groups = init_groups(store, plan, backend, opts.timeout_s)
+        groups = init_groups(store, plan, backend, opts.timeout_s,
+                             link_backend_of(opts, dopts, backend, layout.world))
         runtime = open_runtime(opts.device, (plan.stage,), opts.threads)
     except ExecConfigError:
         raise
@@ -186,89 +189,58 @@ class _Rank:
             store.set("kernels0", "1")
         barrier(store, "ready", plan.world_size, setup_s)
         runtime.start()
-        self.comm_dev = comm_dev = runtime.device if backend == "nccl" else torch.device("cpu")
+        self.comm_dev = link_device(runtime, backend)
         self.free = [self._free_cores(), None]  # rank0, while the others wait for it
-        point = sync_clock(plan, comm_dev, runtime.now_ms)
+        point = sync_clock(plan, self.comm_dev, runtime.now_ms)
         self.sync: list[SyncPoint] = [] if point is None else [point]
-        self.offset_ms = 0.0 if point is None else point.ref_ms - point.local_ms
+        offset = 0.0 if point is None else point.ref_ms - point.local_ms
         if point is not None:
             post_start(store, plan.rank, point)
-        self.comms = self._comms(comm_dev)
-        self.state = self._state()
+        settings = CommsSettings(dopts.poll_ms / 1e3, opts.timeout_s, _grace(opts.timeout_s),
+                                 offset)
+        self.comms, self.state = open_comms(sc, plan, groups, runtime, self.rec, self.cancel,
+                                            backend, settings)
         self.ctx = RankContext(self.state, runtime, {plan.stage: self.kernels}, self.rec,
                                sc.transport, sc.run.source == "saturated", rank=plan.rank)
         self.ctx.stage_locks = {plan.stage: threading.Lock()}
-        self._wire_comms()
-
-    # -- setup ---------------------------------------------------------------------------
-    def _comms(self, device: torch.device) -> Comms:
-        plan, specs = self.plan, self.sc.policy.queues(self.sc)
-        here = plan.stage
-        sends = frozenset(s.name for s in specs if s.src == here and s.dst != here)
-        receives = frozenset(s.name for s in specs if s.dst == here and s.src != here)
-        into_mesh = frozenset(s.name for s in specs if s.dst == "stage1")
-        timeout = self.opts.timeout_s
-        cfg = CommsConfig(plan.rank, None if plan.follower else 1 - plan.rank,
-                          sends if not plan.follower else frozenset(),
-                          receives if not plan.follower else into_mesh, into_mesh,
-                          self.dopts.poll_ms / 1e3, min(1.0, timeout / 4), self.offset_ms,
-                          ship_rows=plan.leader)
-        link = None if plan.follower else PeerLink(self.groups.link, cfg.peer or 0, device)
-        cast = None
-        if self.groups.cast is not None and plan.rank >= 1:
-            cast = MeshCast(self.groups.cast, 1, device)
-        return Comms(cfg, self.rec, DeviceHandoff(self.runtime), link, cast, self.cancel)
-
-    def _state(self) -> DistState | FollowerState:
-        sc, plan, comms = self.sc, self.plan, self.comms
-        specs, run = sc.policy.queues(sc), sc.run
-        grace = _grace(self.opts.timeout_s)
-        if plan.follower:
-            state: DistState | FollowerState = FollowerState(specs, self.rec,
-                                                             self.runtime.now_ms,
-                                                             self.opts.timeout_s + grace)
-        else:
-            wiring = RankWiring(comms.outbox.put, comms.mesh_box.put if comms.cast else None,
-                                comms.filler, lambda: self.runtime.now_ms() + self.offset_ms,
-                                bytes_counter=plan.rank == 0)
-            state = DistState(specs, plan.stage, wiring, run.sessions, run.chunks,
-                              run.source == "saturated", self.rec, self.runtime.now_ms,
-                              self.opts.timeout_s + grace)
-        state.aborted = self.cancel
-        comms.state = state
-        return state
-
-    def _wire_comms(self) -> None:
-        comms, ctx, state = self.comms, self.ctx, self.state
-        comms.fail, comms.remote_fail = ctx.fail, ctx.fail_remote
-        comms.finished = lambda: state.live == 0
-        comms.failure = lambda: ctx.failure
-        comms.corrupt = wire_corruptor(self.fault, comms.cfg.sends)
+        hooks = self.comms.hooks
+        hooks.fail, hooks.remote_fail = self.ctx.fail, self.ctx.fail_remote
+        hooks.failure = lambda: self.ctx.failure
+        sends = frozenset(q for ch in self.comms.links for q in ch.cfg.sends)
+        hooks.corrupt = wire_corruptor(fault, sends)
 
     # -- run -------------------------------------------------------------------------------
     def execute(self) -> RankResult:
         programs = [sp for sp in self.sc.policy.programs(self.sc) if sp.stage == self.plan.stage]
-        workers = [threading.Thread(target=drive, args=(self.ctx, sp, sp.stage), daemon=True,
-                                    name=f"pipefill-{sp.stage}") for sp in programs]
-        for sp in programs:
-            self.state.join(sp.stage)
-        realtime = self.plan.rank == 0 and self.sc.run.source == "realtime"
-        if realtime:
+        names = worker_names([sp.stage for sp in programs])
+        workers = [threading.Thread(target=drive, args=(self.ctx, sp, who), daemon=True,
+                                    name=f"pipefill-{who}")
+                   for sp, who in zip(programs, names, strict=True)]
+        for who in names:
+            self.state.join(who)
+        fed = self._fed_here()
+        if fed:
             self.state.add_pending(1)
-        self.comms.thread.start()
+        self.comms.start()
         self.ctx.ready = threading.Barrier(len(workers) + 1)
         for w in workers:
             w.start()
         self._all_warm()
         self.state.progress_at = time.monotonic()
-        if realtime:
-            threading.Thread(target=feed_inputs, args=(self.state, self.sc.run, "stage0"),
+        if fed:
+            threading.Thread(target=feed_inputs, args=(self.state, self.sc.run, fed),
                              daemon=True, name="pipefill-source").start()
         try:
             self._watch(workers)
         except KeyboardInterrupt:
             self.ctx.fail("interrupted (Ctrl-C)")
         return self._finish(workers)
+
+    def _fed_here(self) -> dict[int, str]:
+        """Sessions whose realtime inputs arrive on this rank (its stage is their source)."""
+        if self.sc.run.source != "realtime" or self.plan.follower:
+            return {}
+        return {s: st for s, st in source_stages(self.sc).items() if st == self.plan.stage}
 
     def _all_warm(self) -> None:
         """Release the workers once every rank's workers warmed up in their own threads
@@ -365,17 +337,22 @@ class _Rank:
 
     def _free_cores(self) -> float | None:
         return free_cores_of_run(self.plan, self.opts.probe_load, self.runtime.kind,
-                                 self.dopts.ranks_here())
+                                 ranks_here(self.plan.world_size))
 
     def _gather(self, own: RankRecord, error: str | None) -> Trace:
         """Rank0's trace: every rank's rows merged on its clock, every rank's usage."""
         wait = self.opts.timeout_s if error is None else GATHER_GRACE_S
-        records, missing = read_records(self.store, self.plan.mesh, wait)
+        layout = self.plan.layout
+        records, missing = read_records(self.store, self.plan.others, wait)
         complete = [own, *(r for r in records.values() if r.complete)]
         trust, usage = dist_parallelism(self.runtime.kind, complete,
-                                        (self.free[0], self.free[1]))
-        trace = self.rec.trace(self._meta(error, trust, usage))
-        return merge_or_keep(trace, records, self.comms.received, missing)
+                                        (self.free[0], self.free[1]), layout)
+        meta = rank_meta(self.sc, self.opts, self.dopts, layout, self.backend,
+                         self.runtime.describe(), error=error, fault=self.fault,
+                         family=self.family_info, trust=trust, usage=usage,
+                         clock_note=self.sync_note)
+        return merge_or_keep(self.rec.trace(meta), records, self.comms.received(), missing,
+                             layout)
 
     def _root_cause(self) -> str:
         line = self.ctx.failure or "failed"
@@ -385,29 +362,6 @@ class _Rank:
             return publish_failure(self.store, line)
         except Exception:  # the store is gone (rank0 died): this rank's line stands
             return line
-
-    def _meta(self, error: str | None, trust: dict[str, Any],
-              usage: dict[str, Any]) -> dict[str, Any]:
-        opts, dopts = self.opts, self.dopts
-        extra = {
-            "parallelism": trust,
-            "kernels": self.family_info,
-            "threads": opts.threads,
-            "transport_mode": "dist",
-            "status": "failed" if error else "ok",
-            "error": error,
-            "fault": None if self.fault is None else self.fault.describe(),
-            "versions": versions("torch"),
-            "dist": {"world_size": self.plan.world_size, "mesh_size": dopts.mesh_size,
-                     "backend": self.backend, "master_addr": dopts.master_addr,
-                     "usage": usage, "clock_note": self.sync_note, "poll_ms": dopts.poll_ms,
-                     "mesh_collectives": mesh_collectives_text(opts.kernels, dopts.mesh_size),
-                     "ranks": [RankPlan(r, self.plan.world_size).describe()
-                               for r in range(self.plan.world_size)]},
-        }
-        device = (f"{self.runtime.describe()}; {self.plan.world_size} ranks over "
-                  f"{self.backend}")
-        return run_metadata(self.sc, source="exec", backend="dist", device=device, extra=extra)
 
 
 def _where(action: Any) -> str:

@@ -1,9 +1,10 @@
 """A rank's kernels under dist: the usual family, sharded over the mesh, plus faults.
 
-Rank0 and every mesh rank build the run's kernel family as the threads executor does
-(same seeds, so the same weights). With a mesh of several ranks, stage1's model is
-sharded (:class:`pipefill.exec.dist.tp.TPDiT`) and calibrated kernels get a per-call mesh sync;
-both run their collectives through the guarded :class:`pipefill.exec.dist.tp.Collectives`.
+Every rank builds the run's kernel family as the threads executor does (same seeds, so
+the same weights). On a mesh of several ranks (a tensor-parallel stage) the model is
+sharded (:class:`pipefill.exec.dist.tp.TPDiT`) and calibrated kernels get a per-call
+mesh sync; both run their collectives through the guarded
+:class:`pipefill.exec.dist.tp.Collectives`.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def _all_reduce(t: Any, group: Any) -> None:
 def mesh_collectives(groups: Groups) -> Collectives | None:
     if groups.tp is None:
         return None
-    named = {"mesh": groups.tp, "world": groups.world, "link": groups.link}
+    named = {"mesh": groups.tp, "world": groups.world,
+             **{f"link to rank{peer}": g for peer, (g, _) in groups.links.items()}}
     return Collectives(groups.tp, _all_reduce, named, wrong=groups.world)
 
 
@@ -76,17 +78,18 @@ def build_kernels(sc: Scenario, opts: ReplayOptions, plan: RankPlan, groups: Gro
     setup = KernelSetup(sc, costs, runtime, opts.model_size, opts.calibration_path,
                         cancel=cancel)
     family = make_family(opts.kernels, setup)
-    coll = mesh_collectives(groups) if plan.stage == "stage1" else None
+    group = plan.group
+    coll = mesh_collectives(groups) if group.sharded else None
     if coll is not None and isinstance(family, ModelFamily):
         bundle = family.bundle
-        bundle.dit = TPDiT(bundle.dit, plan.rank - 1, len(plan.mesh), coll)
+        bundle.dit = TPDiT(bundle.dit, group.ranks.index(plan.rank), len(group.ranks), coll)
         in_stage_thread(runtime, lambda: warm_up(bundle))  # every mesh rank, in lockstep
     kernels: Any = family.for_stage(plan.stage)
     if coll is not None and not isinstance(family, ModelFamily):
         kernels = MeshSync(kernels, coll, runtime.device)
     info = dict(family.info)
     if coll is not None:
-        info["tensor_parallel"] = len(plan.mesh)
+        info["tensor_parallel"] = len(group.ranks)
     return CallTrackingKernels(wrap_kernels(kernels, fault, plan, coll)), info, coll
 
 

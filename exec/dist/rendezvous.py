@@ -68,24 +68,39 @@ def open_store(env: RankEnv, timeout_s: float) -> Any:
 
 @dataclass(frozen=True)
 class Groups:
-    """Process groups: ``link`` (rank0 + mesh leader), ``cast`` (leader -> followers
-    broadcasts) and ``tp`` (tensor-parallel collectives), both over the mesh and None
-    when the mesh has one rank; ``world`` only exists to be refused by the TP guard."""
+    """This rank's process groups: ``links`` (peer rank -> the two-rank group of each of
+    its links, with the transport device of that link), ``cast`` (leader -> followers
+    broadcasts) and ``tp`` (tensor-parallel collectives), both over this rank's mesh
+    and None outside a mesh of several ranks; ``world`` only exists to be refused by
+    the TP guard."""
 
     world: Any
-    link: Any
+    links: dict[int, tuple[Any, str]]
     cast: Any | None
     tp: Any | None
 
 
-def init_groups(store: Any, plan: RankPlan, backend: str, timeout_s: float) -> Groups:
+def init_groups(store: Any, plan: RankPlan, backend: str, timeout_s: float,
+                link_backend: Callable[[int, int], str] | None = None) -> Groups:
+    """The world and every group of the layout (``link_backend(a, b)``: the backend of
+    the link between ranks a and b; by default the world's)."""
     dist.init_process_group(backend, store=dist.PrefixStore("pg", store), rank=plan.rank,
                             world_size=plan.world_size, timeout=timedelta(seconds=timeout_s))
     # every rank creates every group, in the same order (torch requires it)
-    link = dist.new_group([0, 1])
-    cast = dist.new_group(plan.mesh) if len(plan.mesh) > 1 else None
-    tp = dist.new_group(plan.mesh) if len(plan.mesh) > 1 else None
-    return Groups(dist.group.WORLD, link, cast, tp)
+    links: dict[int, tuple[Any, str]] = {}
+    for ln in plan.layout.links:
+        name = backend if link_backend is None else link_backend(*ln.ranks)
+        group = dist.new_group(list(ln.ranks), backend=name)
+        if plan.rank in ln.ranks:
+            links[ln.peer(plan.rank)] = (group, name)
+    cast = tp = None
+    for g in plan.layout.groups:
+        if not g.sharded:
+            continue
+        mine = (dist.new_group(list(g.ranks)), dist.new_group(list(g.ranks)))
+        if plan.rank in g.ranks:
+            cast, tp = mine
+    return Groups(dist.group.WORLD, links, cast, tp)
 
 
 def barrier(store: Any, name: str, world: int, timeout_s: float) -> None:
@@ -126,16 +141,16 @@ def read_failure(store: Any) -> str | None:
 
 def sync_clock(plan: RankPlan, device: torch.device, now_ms: Callable[[], float],
                rounds: int = CLOCK_ROUNDS) -> SyncPoint | None:
-    """One clock handshake of every mesh rank with rank0, over the world group.
+    """One clock handshake of every other rank with rank0, over the world group.
 
     A collective: every rank calls it, at the start and at the end of the run. Rank0
-    answers each mesh rank's ``rounds`` pings with its clock, one rank after the other;
-    each mesh rank keeps the round with the shortest round trip
+    answers each other rank's ``rounds`` pings with its clock, one rank after the other;
+    each of them keeps the round with the shortest round trip
     (:func:`pipefill.traces.clock.handshake`, the probe's mechanism) and returns it as
     a :class:`SyncPoint` of its own clock against rank0's (None on rank0). Waits are
     bounded by the process group's timeout.
     """
-    return ping_ref(plan.rank, 0, plan.mesh, rounds, device, now_ms,
+    return ping_ref(plan.rank, 0, plan.others, rounds, device, now_ms,
                     lambda ask, n: handshake(now_ms, ask, n), comm=dist)
 
 

@@ -151,23 +151,23 @@ def rank_env(rank: int, world: int, addr: str, port: int, fd: int | None) -> dic
 def spawn_replay(sc: Scenario, opts: ReplayOptions, dopts: DistOptions, inject: str | None,
                  out: Path) -> SpawnOutcome:
     """Run every rank as a child process; bad input raises ExecConfigError first."""
-    check_run(sc, opts, dopts, DistFault.parse(inject) if inject else None)
+    layout = check_run(sc, opts, dopts, DistFault.parse(inject) if inject else None)
     sock = bind_listener(dopts.master_addr, dopts.master_port or 0, "--master-port")
     port = int(sock.getsockname()[1])
     run_dir = Path(tempfile.mkdtemp(prefix="pipefill-dist-"))
     procs: list[subprocess.Popen[bytes]] = []
     with _terminate_as_interrupt():
-        return _launch(sc, opts, dopts, inject, out, sock, port, run_dir, procs)
+        return _launch(sc, opts, dopts, inject, out, sock, port, run_dir, procs, layout.world)
 
 
 def _launch(sc: Scenario, opts: ReplayOptions, dopts: DistOptions, inject: str | None,
             out: Path, sock: socket.socket, port: int, run_dir: Path,
-            procs: list[subprocess.Popen[bytes]]) -> SpawnOutcome:
+            procs: list[subprocess.Popen[bytes]], world: int) -> SpawnOutcome:
     try:
         spec_path, result = run_dir / "spec.json", run_dir / "result.json"
         LaunchSpec.build(sc, opts, dopts, inject, out, result).write(spec_path)
-        for rank in range(dopts.world):
-            procs.append(_start(rank, dopts, port, run_dir, sock.fileno() if rank == 0
+        for rank in range(world):
+            procs.append(_start(rank, world, dopts, port, run_dir, sock.fileno() if rank == 0
                                 else None))
         sock.close()  # rank0 holds its own copy of the listening socket
         codes, detail = _wait(procs, run_dir, opts.timeout_s)
@@ -197,9 +197,9 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _start(rank: int, dopts: DistOptions, port: int, run_dir: Path,
+def _start(rank: int, world: int, dopts: DistOptions, port: int, run_dir: Path,
            fd: int | None) -> subprocess.Popen[bytes]:
-    env = rank_env(rank, dopts.world, dopts.master_addr, port, fd)
+    env = rank_env(rank, world, dopts.master_addr, port, fd)
     log = open(run_dir / f"rank{rank}.log", "wb")  # noqa: SIM115 - the child owns it
     with log:
         return subprocess.Popen(

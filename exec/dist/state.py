@@ -11,8 +11,8 @@ untaken items and names them back); on the consumer's rank it discards locally a
 credits the producer. Poll and WaitChange see this rank's view; the version moves on
 local events and on every frame received.
 
-:class:`FollowerState` serves the mesh followers, which run the same stage1 program as
-the leader: every program result that depends on the world (Get, Poll, Flush) is the
+:class:`FollowerState` serves the mesh followers, which run the same program as their
+group's leader: every program result that depends on the world (Get, Poll, Flush) is the
 leader's, broadcast to them; the other actions are the leader's business.
 """
 
@@ -32,8 +32,10 @@ from pipefill.traces.recorder import Recorder, Tag
 
 #: a queue's end on this rank
 LOCAL, PRODUCER, CONSUMER = "local", "producer", "consumer"
-#: submit(frame, ready event) hands a frame to the comms thread
-Submit = Callable[[Frame, Any], None]
+#: submit(queue, frame, ready event) hands a frame to the link carrying ``queue``
+Submit = Callable[[str, Frame, Any], None]
+#: cast(frame, ready event) hands a program result to the mesh broadcast
+Cast = Callable[[Frame, Any], None]
 
 
 def role_of(spec: QueueSpec, here: str) -> str | None:
@@ -45,21 +47,22 @@ def role_of(spec: QueueSpec, here: str) -> str | None:
 class RankWiring:
     """How a rank's state reaches the comms thread.
 
-    ``submit``: a frame toward the peer rank; ``cast``: a program result toward the mesh
-    followers (None when there are none); ``filler``: bytes standing in for a payload
-    without tensors; ``stamp``: now in rank0's clock; ``bytes_counter``: whether this rank
-    records the ``bytes_in_flight`` counter (rank0 only, so the trace has one series).
+    ``submit``: a frame toward the rank at the other end of a queue; ``cast``: a program
+    result toward the mesh followers (None when there are none); ``filler(queue,
+    nbytes)``: bytes standing in for a payload without tensors, on the queue's link;
+    ``stamp``: now in rank0's clock; ``bytes_counter``: whether this rank records the
+    ``bytes_in_flight`` counter (rank0 only, so the trace has one series).
     """
 
     submit: Submit
-    cast: Submit | None
-    filler: Callable[[int], Any]
+    cast: Cast | None
+    filler: Callable[[str, int], Any]
     stamp: Callable[[], float]
     bytes_counter: bool
 
 
 class DistState(SharedState):
-    """Shared state of the programs of one rank (rank0 or the mesh leader).
+    """Shared state of the programs of one rank (a group's leader).
 
     Invariants: on the producer's rank ``0 <= held <= capacity`` counts messages sent
     and not yet credited; on the consumer's rank ``held`` counts messages arrived and
@@ -97,12 +100,12 @@ class DistState(SharedState):
             return
         msg = item.msg
         frame = message_frame(name, msg, -1, self.wire.stamp(),
-                              None if _has_tensors(msg) else self.wire.filler(msg.nbytes))
+                              None if _has_tensors(msg) else self.wire.filler(name, msg.nbytes))
         q = self.queues[name]
         with self.cond:
             q.send_remote(msg)
             self.count(q)
-            self.wire.submit(frame, item.ready)
+            self.wire.submit(name, frame, item.ready)
 
     def get(self, who: str, name: str) -> QueuedMessage:
         self._require(name, (LOCAL, CONSUMER), "get")
@@ -154,7 +157,7 @@ class DistState(SharedState):
 
     def _credit_frame(self, name: str, call_ids: list[int]) -> None:
         body = {"credits": [[name, call_ids]]}
-        self.wire.submit(Frame(Header("credit", -1), body), None)
+        self.wire.submit(name, Frame(Header("credit", -1), body), None)
 
     def _discard(self, name: str, credit: bool) -> list[Message]:
         """Drop every arrived, untaken item of a queue whose consumer is here."""
@@ -172,7 +175,7 @@ class DistState(SharedState):
         q = self.queues[name]
         with self.cond:
             req = next(self._flush_ids)
-            self.wire.submit(Frame(Header("flush", -1), {"queue": name, "req": req}), None)
+            self.wire.submit(name, Frame(Header("flush", -1), {"queue": name, "req": req}), None)
             self.wait_until(f"flush {name}", lambda: req in self._flush_replies)
             flushed = q.forget(set(self._flush_replies.pop(req)))
             self.count(q)
@@ -186,13 +189,15 @@ class DistState(SharedState):
         self.wire.cast(Frame(Header("dropped", -1), {"queue": name, "items": tags}), None)
 
     # -- called by the comms thread ----------------------------------------------------
-    def arrive_remote(self, name: str, item: QueuedMessage, sent_at: float) -> None:
-        """A message from the producer's rank arrived (``sent_at`` in this rank's clock)."""
+    def arrive_remote(self, name: str, item: QueuedMessage, sent_at: float,
+                      sent_bytes: int) -> None:
+        """A message from the producer's rank arrived (``sent_at`` in this rank's clock;
+        ``sent_bytes``: the tensor bytes its frame carried, what the ``send`` span records)."""
         q = self.queues[name]
         with self.cond:
             now = self.clock()
             self.rec.span("send", q.spec.src, "comm", item.msg.tag, min(sent_at, now), now,
-                          value=float(item.msg.nbytes))
+                          value=float(sent_bytes))
             q.arrive_remote(item)
             self.count(q)
             self.bump()

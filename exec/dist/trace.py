@@ -1,29 +1,30 @@
 """Trace rows across ranks: every rank records its own, rank0 merges them on its clock.
 
 Clocks. Every rank times its events on its own clock (ms since its runtime started).
-Each mesh rank runs a clock handshake with rank0 at the start of the run and another
+Each other rank runs a clock handshake with rank0 at the start of the run and another
 at its end (:func:`pipefill.exec.dist.rendezvous.sync_clock`, the probe's
 :class:`~pipefill.traces.clock.SyncPoint` mechanism); rank0 maps a rank's times onto
 its own clock by the line through the two points (offset and drift), with the very
 code ``pipefill merge`` runs (:func:`pipefill.traces.merge.merge_ranks`). A run that
 failed has no end handshake: its ranks are aligned by the start offset alone.
 
-Transport. The mesh leader ships its rows to rank0 inside link frames as it goes (so a
-leader that dies still leaves what it recorded), in its own clock; every mesh rank
-hands over the rest at its end (:mod:`pipefill.exec.dist.gather`). Rows travel as JSON
-lists (never pickled) and are validated on receipt like any other frame content.
+Transport. A group leader with a link to rank0 ships its rows to rank0 inside link
+frames as it goes (so a leader that dies still leaves what it recorded), in its own
+clock; every rank hands over the rest at its end (:mod:`pipefill.exec.dist.gather`).
+Rows travel as JSON lists (never pickled) and are validated on receipt like any other
+frame content.
 
-Lanes (what keeps the metrics counting a tensor-parallel call once). Rank0's rows are
-stage0's; the mesh leader's rows are stage1's, exactly as before: its compute spans on
-the ``compute`` lane, its queue counters, sends and marks. A mesh follower runs the
-same stage1 program in lockstep with the leader (every call is a collective over the
-mesh), so its calls are the leader's calls, not more work of stage1. Its compute spans
-keep stage ``stage1`` and go on their own lane, ``compute@r<rank>`` (:func:`rank_lane`):
-metrics count only the ``compute`` lane as a stage's busy time (DESIGN.md trace
-format, :mod:`pipefill.traces.reduce`), so stage1's busy time, OverlapScore, bubbles
-and mesh idle time are the leader's, once per call, while the trace still shows every
-rank's span of each call (Chrome export: one thread per lane under stage1). The
-follower's marks, counters and waits repeat the leader's program and are dropped.
+Lanes (what keeps the metrics counting a tensor-parallel call once). A group leader's
+rows are its stage's: its compute spans on the ``compute`` lane, its queue counters,
+sends and marks. A mesh follower runs the same program in lockstep with its leader
+(every call is a collective over the mesh), so its calls are the leader's calls, not
+more work of the stage. Its compute spans keep the stage's name and go on their own
+lane, ``compute@r<rank>`` (:func:`rank_lane`): metrics count only the ``compute`` lane
+as a stage's busy time (DESIGN.md trace format, :mod:`pipefill.traces.reduce`), so the
+stage's busy time, OverlapScore, bubbles and idle time are the leader's, once per call,
+while the trace still shows every rank's span of each call (Chrome export: one thread
+per lane under the stage). The follower's marks, counters and waits repeat the
+leader's program and are dropped.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from pipefill.exec.kernels.model import Envelope
+from pipefill.exec.kernels.sliced import Activations
 from pipefill.sim.program.actions import INFER, SHUTDOWN, Message
 from pipefill.traces.recorder import Tag
 
@@ -51,7 +52,7 @@ DTYPES: dict[str, torch.dtype] = {
 DTYPE_NAMES: dict[torch.dtype, str] = {dt: name for name, dt in DTYPES.items()}
 
 #: dataclass payloads that may cross ranks (tensor or None fields only)
-PAYLOAD_TYPES: dict[str, type] = {"Envelope": Envelope}
+PAYLOAD_TYPES: dict[str, type] = {"Envelope": Envelope, "Activations": Activations}
 
 
 class WireError(RuntimeError):
@@ -280,14 +281,16 @@ class Checker:
     """Validates the frames of one direction of one link, in order.
 
     ``queues``: the queues this direction may carry. Invariants enforced: ``seq``
-    increases by exactly 1 per frame; on each queue, message call_ids strictly increase
+    increases by exactly 1 per frame; on each queue, a message (call_id, step) is never
+    sent twice (a batched call's message is named by its first item, so its call_ids
+    need not increase: the last ticks of a Stream Batch ring carry older chunks only)
     and epochs never decrease; float tensors are finite. The same checker type runs on
     the sender (before sending: a bug here) and the receiver (after receipt).
     """
 
     queues: frozenset[str]
     next_seq: int = 0
-    last_call: dict[str, int] = field(default_factory=dict)
+    seen: dict[str, set[tuple[int, int]]] = field(default_factory=dict)
     last_epoch: dict[str, int] = field(default_factory=dict)
 
     def check(self, frame: Frame) -> None:
@@ -312,10 +315,15 @@ class Checker:
                             f"(allowed: {', '.join(sorted(self.queues))})", h)
         if h.call_id < 0 or h.chunk < 0 or h.epoch < 0:
             raise WireError("negative call_id, chunk or epoch", h)
-        if h.call_id <= self.last_call.get(queue, -1):
-            raise WireError(f"call_id {h.call_id} on {queue} is not above the previous "
-                            f"{self.last_call[queue]}", h)
+        step = frame.body.get("step")
+        if not isinstance(step, int):
+            raise WireError(f"step {step!r} on {queue} is not an integer", h)
+        key, seen = (h.call_id, step), self.seen.setdefault(queue, set())
+        if key in seen:
+            raise WireError(f"call_id {h.call_id} step {step} on {queue} was sent before "
+                            "(a repeated message)", h)
         if h.epoch < self.last_epoch.get(queue, 0):
             raise WireError(f"epoch {h.epoch} on {queue} is older than the previous "
                             f"{self.last_epoch[queue]}", h)
-        self.last_call[queue], self.last_epoch[queue] = h.call_id, h.epoch
+        seen.add(key)
+        self.last_epoch[queue] = h.epoch

@@ -2,7 +2,7 @@
 
 ``build`` makes an :class:`Envelope` (seeded noise latents, conditioning, and for r0a
 the packed context); ``recompute`` rebuilds the stage's KV cache from the context
-(r0a: stage0's re-encoded frames; r0: the stage's own last latents); each ``denoise``
+(r0a: the front end's re-encoded frames; r0: the stage's own last latents); each ``denoise``
 step runs the DiT over the chunk attending to the cache (the last step's keys/values
 join the cache); ``decode``/``anchor_decode`` run the VAE decoder on all / the last
 latent frame; ``encode`` re-encodes frames into context latents. Phases outside
@@ -23,6 +23,7 @@ from torch import nn
 
 from pipefill.exec.kernels.dit import KV, DiT
 from pipefill.exec.kernels.nn import Linear, ModelSize, frozen
+from pipefill.exec.kernels.sliced import Activations, run_slice
 from pipefill.exec.kernels.vae import Decoder, Encoder
 from pipefill.exec.threads.runtime import Runtime
 from pipefill.sim.program.actions import INFER, Compute, Message
@@ -87,6 +88,8 @@ class ModelKernels:
         warm_up(self.b)
 
     def run(self, action: Compute) -> Any:
+        if action.blocks is not None and action.phase == "denoise":
+            return run_slice(self, action)  # a block-split stage's slice, batch and all
         kernel = MODEL_PHASES.get(action.phase)
         # a batched call or a slice of the model is not what these networks compute:
         # it runs the calibrated workload the cost model prices for it instead
@@ -102,7 +105,10 @@ class ModelKernels:
         return self.sessions.setdefault(session, _Session())
 
     def _noise(self, action: Compute, shape: tuple[int, ...]) -> torch.Tensor:
-        tag = action.tag
+        return self.noise(action.tag, shape)
+
+    def noise(self, tag: Tag, shape: tuple[int, ...]) -> torch.Tensor:
+        """Seeded noise of ``tag``'s chunk (the same on every stage and rank)."""
         self.gen.manual_seed(self.seed * 1_000_003 + tag.session * 100_003 + tag.chunk)
         x = torch.randn(shape, generator=self.gen, device=self.b.device)
         return x.to(self.b.dtype)
@@ -112,6 +118,8 @@ class ModelKernels:
         obj = action.inputs.payload if isinstance(action.inputs, Message) else action.inputs
         if isinstance(obj, Envelope):
             return obj
+        if isinstance(obj, Activations):  # a block-split stage's output: this chunk's row
+            obj = obj.rows()[action.tag.chunk][1]
         latents = obj if isinstance(obj, torch.Tensor) else None
         if latents is None:
             latents = self._noise(action, self.b.size.latent_shape)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from pipefill.exec.threads.state import QueuedMessage, SharedState
-from pipefill.sim.scenario.model import RunConfig, Transport
+from pipefill.sim.scenario.model import RunConfig, Scenario, Transport
 
 
 class CommLane:
@@ -73,8 +73,14 @@ class CommLane:
             self.on_error(f"{self.stage} comm lane failed: {type(exc).__name__}: {exc}")
 
 
-def feed_inputs(state: SharedState, run: RunConfig, stage: str) -> None:
-    """Realtime source: chunk k's input arrives at ``run.input_time_ms(k)``.
+def source_stages(sc: Scenario) -> dict[int, str]:
+    """Session -> the stage its inputs arrive at (the policy's ``source_stage`` hook)."""
+    return {s: sc.policy.source_stage(sc, s) for s in range(sc.run.sessions)}
+
+
+def feed_inputs(state: SharedState, run: RunConfig, stages: Mapping[int, str]) -> None:
+    """Realtime source: chunk k's input arrives at ``run.input_time_ms(k)`` for each
+    session of ``stages`` (session -> the stage it arrives at).
 
     The caller counted this feeder as pending work; it is uncounted when done, so a
     stall is only declared once no input can come any more.
@@ -84,6 +90,6 @@ def feed_inputs(state: SharedState, run: RunConfig, stage: str) -> None:
             delay_ms = run.input_time_ms(k) - state.clock()
             if delay_ms > 0 and state.aborted.wait(delay_ms / 1e3):
                 return
-            state.feed(k, stage)
+            state.feed(k, stages)
     finally:
         state.add_pending(-1)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pipefill.exec.errors import ExecConfigError, ExecError
 from pipefill.exec.kernels.registry import Fault, FaultyKernels, Kernels, KernelSetup, make_family
 from pipefill.exec.threads.backend import Progress, RunContext, drive
-from pipefill.exec.threads.comm_lane import CommLane, feed_inputs
+from pipefill.exec.threads.comm_lane import CommLane, feed_inputs, source_stages
 from pipefill.exec.threads.placement import cpu_pins
 from pipefill.exec.threads.runtime import Runtime, open_runtime
 from pipefill.exec.threads.state import SharedState
@@ -89,7 +89,7 @@ def replay(sc: Scenario, options: ReplayOptions | None = None,
         runtime.close()
 
 
-def _worker_names(stages: list[str]) -> list[str]:
+def worker_names(stages: list[str]) -> list[str]:
     """Worker ids: the stage name, or ``stage#i`` when a stage runs several programs."""
     return [s if stages.count(s) == 1 else f"{s}#{stages[:i].count(s)}"
             for i, s in enumerate(stages)]
@@ -132,7 +132,7 @@ class _Replay:
 
     def _threads(self) -> list[threading.Thread]:
         programs = self.sc.policy.programs(self.sc)
-        names = _worker_names([sp.stage for sp in programs])
+        names = worker_names([sp.stage for sp in programs])
         for who in names:
             self.ctx.state.join(who)
         return [threading.Thread(target=drive, args=(self.ctx, sp, who), daemon=True,
@@ -153,7 +153,8 @@ class _Replay:
         for lane in ctx.lanes.values():
             lane.thread.start()
         if realtime:
-            threading.Thread(target=feed_inputs, args=(state, self.sc.run, "stage0"),
+            threading.Thread(target=feed_inputs,
+                             args=(state, self.sc.run, source_stages(self.sc)),
                              daemon=True, name="pipefill-source").start()
         try:
             self._watch(workers)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,11 +222,12 @@ class SharedState:
         with self.cond:
             self.wait_until(who, lambda: self.inputs[tag.session] > tag.chunk)
 
-    def feed(self, chunk: int, stage: str) -> None:
-        """Realtime source: chunk's input of every session has arrived."""
+    def feed(self, chunk: int, stages: Mapping[int, str]) -> None:
+        """Realtime source: chunk's input of each session of ``stages`` (session -> the
+        stage it arrives at) has arrived."""
         with self.cond:
             now = self.clock()
-            for s in self.inputs:
+            for s, stage in stages.items():
                 self.inputs[s] = chunk + 1
                 self.rec.mark("input", stage, Tag(s, chunk), now)
             self.bump()

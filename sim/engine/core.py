@@ -122,6 +122,8 @@ class SimEngine:
         self.lanes = {s.name: by_src.setdefault(s.src, _Lane()) for s in specs}
         saturated = run.source == "saturated"
         self.inputs = dict.fromkeys(range(run.sessions), run.chunks if saturated else 0)
+        #: session -> the stage its inputs arrive at (the policy's hook)
+        self.source = {s: scenario.policy.source_stage(scenario, s) for s in self.inputs}
         self.version = 0
         self.waiters: list[_Waiter] = []
         #: a resource only for a stage that several programs share
@@ -174,7 +176,7 @@ class SimEngine:
             yield self.env.timeout(max(0.0, run.input_time_ms(k) - float(self.env.now)))
             for s in self.inputs:
                 self.inputs[s] = k + 1
-                self.rec.mark("input", "stage0", Tag(s, k), float(self.env.now))
+                self.rec.mark("input", self.source[s], Tag(s, k), float(self.env.now))
             self.bump()
 
     def transport(self, q: _Queue, msg: Message) -> None:

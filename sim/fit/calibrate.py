@@ -24,7 +24,7 @@ from pipefill.sim.errors import ScenarioError
 from pipefill.sim.fit.contention import DeviceFit, solo_durations
 from pipefill.sim.fit.dispatch import DispatchFit, fit_dispatch
 from pipefill.sim.fit.robust import within_mads
-from pipefill.sim.fit.transport import LinkFit, fit_link
+from pipefill.sim.fit.transport import LinkFit, fit_link, send_roles
 from pipefill.sim.scenario.costs import PHASES, CostSpec
 from pipefill.sim.scenario.load import (
     apply_overrides,
@@ -261,7 +261,8 @@ def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
     stages = tuple(sorted(compute["stage"].unique()))
     solo, devices = solo_durations(compute, placement, stages, wu, probed)
     fits = fit_phases(trace, meta.get("costs") or {}, wu, dist, solo)
-    link = fit_link(trace, meta.get("transport") or {})
+    link = fit_link(trace, meta.get("transport") or {},
+                    _roles(run, _policy_of(trace, policy), fits, meta, sets))
     transport = link.table
     given_run = meta.get("run")
     saturated = isinstance(given_run, dict) and given_run.get("source") == "saturated"
@@ -295,6 +296,19 @@ def calibrate_trace(trace: Trace, dist: str = "auto", warmup: int | None = None,
         raw["dispatch"] = {g.stage: round(g.ms, 6) for g in gaps if g.ms > 0}
         scenario = build_scenario(raw, name=name)
     return Calibrated(raw, scenario, fits, transport, devices, gaps, link)
+
+
+def _roles(run: dict[str, Any], policy: dict[str, Any], fits: list[PhaseFit],
+           meta: dict[str, Any], sets: list[str] | None) -> dict[str, str | None]:
+    """What each stage of the policy the calibrated scenario will run sends (the
+    policy's queue roles); none when that scenario does not build (its error is
+    raised later, with the fitted transport)."""
+    raw = {"run": run, "policy": policy, "costs": {f.phase: f.spec for f in fits},
+           "transport": _clean(meta.get("transport"))}
+    try:
+        return send_roles(build_scenario(apply_overrides(raw, list(sets or []))))
+    except (ScenarioError, TypeError, ValueError):
+        return {}
 
 
 def _placement_tables(meta: dict[str, Any], fits: list[DeviceFit] | None = None

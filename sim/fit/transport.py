@@ -5,11 +5,13 @@ what ``calibrate`` runs: it also refuses to read untimed sends (every one of zer
 length, as a probe's ``send(...)`` without ``duration_ms`` records) as a free link,
 keeping the given latency and bandwidth and saying so, and it takes the message sizes
 the sends carry (``value`` = bytes) when the trace's own transport gives none, so the
-calibrated scenario counts the bytes in flight.
+calibrated scenario counts the bytes in flight. Which stage sends which message comes
+from the policy (:func:`send_roles`: its ``queue_role`` hook), never from stage names.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,13 +20,16 @@ import pandas as pd
 from pydantic import ValidationError
 
 from pipefill.sim.errors import error_from_validation
-from pipefill.sim.scenario.model import Transport
+from pipefill.sim.policies.base import CONTROL, ENVELOPE, RESULT
+from pipefill.sim.scenario.model import Scenario, Transport
 from pipefill.traces.schema import Trace
 
 #: bandwidth standing for "free" (a message of any size arrives in about no time)
 FREE_LINK_GBPS = 1e6
-#: which stage's sends carry which message of the two-stage policies
-SIZE_OF_SENDER = {"stage0": "envelope_bytes", "stage1": "result_bytes"}
+#: the [transport] size a message of each role sets (the others keep the given sizes)
+SIZE_OF_ROLE = {ENVELOPE: "envelope_bytes", RESULT: "result_bytes"}
+#: stage -> what its messages carry (a policy's ``queue_role``; None: unknown)
+Roles = Mapping[str, str | None]
 
 
 @dataclass(frozen=True)
@@ -52,13 +57,26 @@ def _link(table: dict[str, Any]) -> Transport:
         raise error_from_validation(exc, "meta.transport") from None
 
 
-def fit_link(trace: Trace, given: dict[str, Any]) -> LinkFit:
+def send_roles(sc: Scenario) -> dict[str, str | None]:
+    """Sending stage -> what its messages carry (the policy's ``queue_role`` of the first
+    queue it sends across stages)."""
+    out: dict[str, str | None] = {}
+    for q in sc.policy.queues(sc):
+        if q.transport and q.src != q.dst:
+            out.setdefault(q.src, sc.policy.queue_role(sc, q.name))
+    return out
+
+
+def fit_link(trace: Trace, given: dict[str, Any], roles: Roles | None = None) -> LinkFit:
     """The ``[transport]`` table for ``trace`` (module docstring); ``given`` is the
-    trace's own (the scenario defaults fill what it leaves out). Sends of zero length in
-    a measured trace are untimed: left out of the fit, with a warning."""
+    trace's own (the scenario defaults fill what it leaves out); ``roles``: what each
+    sending stage's messages carry (:func:`send_roles`; unknown: sized as results).
+    Sends of zero length in a measured trace are untimed: left out of the fit, with a
+    warning."""
     out = {k: v for k, v in given.items() if v is not None}
+    roles = roles or {}
     sends = _sends(trace)
-    sizes = _sizes(sends, _link(out))
+    sizes = _sizes(sends, _link(out), roles)
     out.update(sizes)
     timed = sends[sends["end_ms"] > sends["start_ms"]]
     if trace.meta.get("source") == "sim":  # a simulated zero-length send is a free link
@@ -79,42 +97,48 @@ def fit_link(trace: Trace, given: dict[str, Any]) -> LinkFit:
             "Time the transfers (send(..., duration_ms=...), or a span on the comm lane) "
             "to fit them")
     if len(timed):
-        out = _fitted(timed, out)
+        out = _fitted(timed, out, roles)
     return LinkFit(out, len(sends), len(timed), sizes, warnings)
 
 
-def _sizes(sends: pd.DataFrame, link: Transport) -> dict[str, int]:
-    """``envelope_bytes``/``result_bytes`` from the median bytes of stage0's/stage1's
-    sends, for each the given transport leaves at 0 bytes."""
+def _sizes(sends: pd.DataFrame, link: Transport, roles: Roles) -> dict[str, int]:
+    """``envelope_bytes``/``result_bytes`` from the median bytes of the sends of the
+    stages that send envelopes/results, for each the given transport leaves at 0."""
     given = {"envelope_bytes": link.envelope_size, "result_bytes": link.result_size}
     out = {}
-    for stage, key in SIZE_OF_SENDER.items():
-        nbytes = sends.loc[sends["stage"] == stage, "value"].dropna()
+    for role, key in SIZE_OF_ROLE.items():
+        stages = [st for st, r in roles.items() if r == role]
+        nbytes = sends.loc[sends["stage"].isin(stages), "value"].dropna()
         if given[key] == 0 and len(nbytes) and float(nbytes.median()) > 0:
             out[key] = round(float(nbytes.median()))
     return out
 
 
-def fit_transport(trace: Trace, given: dict[str, Any]) -> dict[str, Any]:
+def fit_transport(trace: Trace, given: dict[str, Any],
+                  roles: Roles | None = None) -> dict[str, Any]:
     """Latency and bandwidth fitted to every ``send`` span of ``trace`` (see
     :func:`_fitted`); ``given`` is kept when there is none."""
     out = {k: v for k, v in given.items() if v is not None}
     sends = _sends(trace)
-    return out if sends.empty else _fitted(sends, out)
+    return out if sends.empty else _fitted(sends, out, roles or {})
 
 
-def _fitted(sends: pd.DataFrame, given: dict[str, Any]) -> dict[str, Any]:
+def _fitted(sends: pd.DataFrame, given: dict[str, Any], roles: Roles) -> dict[str, Any]:
     """Latency and bandwidth from ``sends``: a least-squares line of time vs bytes.
 
     Bytes come from each span's ``value`` (the executor records them) or else from the
-    given envelope/result sizes. A line through negative latency is refitted through
-    the origin; time that does not grow with size (an in-process handoff) is a free
-    link. With one message size the split is not identifiable: the given bandwidth is
-    kept when it explains the times, else all the time is put on the bandwidth.
+    given size of what the sending stage's messages carry (``roles``: envelopes,
+    control tokens of no payload, else the result size). A line through negative
+    latency is refitted through the origin; time that does not grow with size (an
+    in-process handoff) is a free link. With one message size the split is not
+    identifiable: the given bandwidth is kept when it explains the times, else all the
+    time is put on the bandwidth.
     """
     out = dict(given)
     link = _link(out)
-    guess = np.where(sends["stage"] == "stage0", link.envelope_size, link.result_size)
+    sizes = {ENVELOPE: link.envelope_size, CONTROL: 0}
+    guess = np.array([float(sizes.get(str(roles.get(st)), link.result_size))
+                      for st in sends["stage"]])
     nbytes = sends["value"].to_numpy(dtype=float)
     nbytes = np.where(np.isnan(nbytes), guess, nbytes)
     dur = (sends["end_ms"] - sends["start_ms"]).to_numpy(dtype=float)

@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from pipefill.sim.scenario.model import Scenario
 
 
+#: what a queue carries (:meth:`Policy.queue_role`): envelopes into a generator, its
+#: results, activations between slices of one model, or a token without payload
+ENVELOPE, RESULT, ACTIVATION, CONTROL = "envelope", "result", "activation", "control"
+
+
 class CallIds:
     """Globally monotonic ``call_id`` source shared by all programs of one run."""
 
@@ -113,6 +118,28 @@ class Policy(BaseModel):
 
     def params(self) -> dict[str, Any]:
         return {"name": self.name, **self.model_dump(mode="json")}
+
+    # -- hooks of the distributed executor (null defaults) -------------------------------
+    def source_stage(self, sc: Scenario, session: int) -> str:
+        """The stage where ``session``'s inputs arrive: the realtime source's ``input``
+        marks name it, and a distributed run feeds the inputs on its rank. Default: the
+        first stage."""
+        return self.stages(sc)[0]
+
+    def queue_role(self, sc: Scenario, queue: str) -> str | None:
+        """What ``queue`` carries (ENVELOPE, RESULT, ACTIVATION or CONTROL), so a
+        calibration can size a message whose bytes a trace did not record; None:
+        unknown (sized as a result)."""
+        return None
+
+    def sharded_stages(self, sc: Scenario) -> tuple[str, ...]:
+        """Stages whose work may run tensor-parallel over a mesh of ranks (each runs
+        one program, which the mesh's other ranks replay in lockstep). Default: none."""
+        return ()
+
+    def dist_refusal(self, sc: Scenario) -> str | None:
+        """Why this scenario cannot run one rank group per stage, or None if it can."""
+        return None
 
     def structure(self, sc: Scenario) -> Any:
         """What the programs' actions depend on besides :meth:`params`, the run, the

@@ -7,6 +7,7 @@ even split), activations sent on between neighbours over the links :func:`link` 
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
@@ -112,6 +113,13 @@ class BlockSplitPolicy(Policy):
     def shares(self, sc: Scenario) -> list[float]:
         """Fraction of the DiT each stage runs."""
         return [n / self.blocks for n in self.block_counts(sc)]
+
+    def slices(self, sc: Scenario) -> list[tuple[float, float]]:
+        """Each stage's blocks as ``[start, end)`` fractions of the model (``Compute.blocks``)."""
+        counts, edges = self.block_counts(sc), [0]
+        for n in counts:
+            edges.append(edges[-1] + n)
+        return [(a / self.blocks, b / self.blocks) for a, b in itertools.pairwise(edges)]
 
     def act_bytes(self, sc: Scenario) -> int:
         """Bytes of one item's activations on a link (default: the result size)."""

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pipefill.sim.policies.base import CallIds
+from pipefill.sim.policies.base import ENVELOPE, RESULT, CallIds
 from pipefill.sim.program.actions import (
     INFER,
     SHUTDOWN,
@@ -34,6 +34,19 @@ if TYPE_CHECKING:
     from pipefill.sim.scenario.model import Scenario
 
 Q_IN, Q_OUT = "q_in", "q_out"
+#: the generator's stage: the mesh that may run tensor-parallel
+MESH = "stage1"
+
+
+class GeneratorMesh:
+    """The distributed hooks of the rank0 + mesh policies (mixed into the policy class):
+    the generator's stage may run tensor-parallel; q_in carries envelopes, q_out results."""
+
+    def sharded_stages(self, sc: Scenario) -> tuple[str, ...]:
+        return (MESH,)
+
+    def queue_role(self, sc: Scenario, queue: str) -> str | None:
+        return {Q_IN: ENVELOPE, Q_OUT: RESULT}.get(queue)
 
 
 @dataclass(frozen=True)

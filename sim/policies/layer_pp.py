@@ -10,11 +10,11 @@ of it. Build and decode are outside the layer pipeline and not modelled.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from pipefill.sim.policies.base import CallIds, Order
+from pipefill.sim.policies.base import ACTIVATION, CONTROL, CallIds, Order
 from pipefill.sim.policies.block_split import BlockSplitPolicy, link
 from pipefill.sim.program.actions import (
     INFER,
@@ -64,6 +64,9 @@ class LayerPP(BlockSplitPolicy):
     def order(self, sc: Scenario) -> Order:
         return Order(True, "every stage runs items in a fixed order")
 
+    def queue_role(self, sc: Scenario, queue: str) -> str | None:
+        return CONTROL if queue == FLUSH else ACTIVATION
+
     def queues(self, sc: Scenario) -> list[QueueSpec]:
         names = self.stages_of()
         specs = [QueueSpec(link(p), self.items, names[p], names[p + 1])
@@ -74,13 +77,18 @@ class LayerPP(BlockSplitPolicy):
 
     def programs(self, sc: Scenario) -> list[StageProgram]:
         ids = CallIds()
-        shares = self.shares(sc)
-        return [StageProgram(name, self._stage(sc, p, shares[p], ids))
+        shares, slices = self.shares(sc), self.slices(sc)
+        return [StageProgram(name, self._stage(sc, p, (shares[p], slices[p]), ids))
                 for p, name in enumerate(self.stages_of())]
 
-    def _stage(self, sc: Scenario, p: int, share: float, ids: CallIds) -> Program:
+    def _stage(self, sc: Scenario, p: int, part: tuple[float, tuple[float, float]],
+               ids: CallIds) -> Program:
+        """Stage p's items. Payloads (None in the simulator): each step's call takes the
+        previous call's output, the first one the activations received; the last call's
+        output is sent on."""
         last, nbytes = p == self.n_stages - 1, self.act_bytes(sc)
         for i in range(sc.run.chunks):
+            x: Any = None
             if p == 0:
                 tag = Tag(0, i, ids.next(), 0)
                 if i and i % self.items == 0 and self.n_stages > 1:
@@ -91,15 +99,17 @@ class LayerPP(BlockSplitPolicy):
             else:
                 # a batch's first item reaches stage p only after the pipeline refilled
                 first = i % self.items == 0
-                tag = (yield Get(link(p - 1), wait=f"fill:{link(p - 1)}" if first else "")).tag
+                x = yield Get(link(p - 1), wait=f"fill:{link(p - 1)}" if first else "")
+                tag = x.tag
             if not last:
                 yield Reserve(link(p))
             for s in range(sc.steps):
-                yield Compute("denoise", tag.at_step(s), share=share)
+                x = yield Compute("denoise", tag.at_step(s), inputs=x, share=part[0],
+                                  blocks=part[1])
             if p > 0:
                 yield Release(link(p - 1))
             if not last:
-                yield Put(link(p), Message(INFER, tag, nbytes))
+                yield Put(link(p), Message(INFER, tag, nbytes, payload=x))
                 continue
             yield Mark("emit", tag)
             batch_done = i % self.items == self.items - 1

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from pipefill.sim.policies.base import CallIds, Order, Policy
+from pipefill.sim.policies.base import ENVELOPE, RESULT, CallIds, Order, Policy
 from pipefill.sim.program.actions import (
     INFER,
     Compute,
@@ -99,6 +99,16 @@ class MultiSession(Policy):
     def stages(self, sc: Scenario) -> tuple[str, ...]:
         fronts = dict.fromkeys(self.front(s) for s in range(sc.run.sessions))
         return (*fronts, "stage1")
+
+    def source_stage(self, sc: Scenario, session: int) -> str:
+        return self.front(session)
+
+    def sharded_stages(self, sc: Scenario) -> tuple[str, ...]:
+        return ("stage1",)
+
+    def queue_role(self, sc: Scenario, queue: str) -> str | None:
+        kind = queue.split(".", 1)[0]
+        return {"q_in": ENVELOPE, "q_out": RESULT}.get(kind)
 
     def queues(self, sc: Scenario) -> list[QueueSpec]:
         out: list[QueueSpec] = []

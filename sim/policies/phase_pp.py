@@ -9,7 +9,14 @@ from pydantic import Field
 
 from pipefill.sim.policies import phase_pp_bound
 from pipefill.sim.policies.base import CallIds, Order, Policy
-from pipefill.sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of, generator_program
+from pipefill.sim.policies.common import (
+    Q_IN,
+    Q_OUT,
+    GeneratorMesh,
+    Stage0Ops,
+    coupling_of,
+    generator_program,
+)
 from pipefill.sim.program.actions import (
     Poll,
     Program,
@@ -28,7 +35,7 @@ if TYPE_CHECKING:
 Step = Callable[[Stage0Ops, StateView], Program | None]
 
 
-class PhasePP(Policy):
+class PhasePP(GeneratorMesh, Policy):
     """Rank0-out-of-mesh phase pipelining with bounded queues.
 
     Stage0 builds envelopes and decodes results; stage1 recomputes and denoises.

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from pipefill.sim.errors import ScenarioError
 from pipefill.sim.policies.base import CallIds, Order, Policy
-from pipefill.sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of
+from pipefill.sim.policies.common import Q_IN, Q_OUT, GeneratorMesh, Stage0Ops, coupling_of
 from pipefill.sim.program.actions import (
     INFER,
     Action,
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 WINDOW = "window"
 
 
-class RollingWindow(Policy):
+class RollingWindow(GeneratorMesh, Policy):
     """Rank0 builds and decodes; the mesh advances a rolling window of chunks per call.
 
     Invariants: at most ``window`` chunks are in the generator; chunks enter and leave

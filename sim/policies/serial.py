@@ -7,14 +7,21 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from pydantic import Field
 
 from pipefill.sim.policies.base import CallIds, Order, Policy
-from pipefill.sim.policies.common import Q_IN, Q_OUT, Stage0Ops, coupling_of, generator_program
+from pipefill.sim.policies.common import (
+    Q_IN,
+    Q_OUT,
+    GeneratorMesh,
+    Stage0Ops,
+    coupling_of,
+    generator_program,
+)
 from pipefill.sim.program.actions import Program, QueueSpec, StageProgram
 
 if TYPE_CHECKING:
     from pipefill.sim.scenario.model import Scenario
 
 
-class Serial(Policy):
+class Serial(GeneratorMesh, Policy):
     """Build, send, (recompute,) denoise, return, decode, emit; then the next chunk.
 
     Invariant: at most one chunk is in flight, so the period is the serial sum of its

@@ -16,11 +16,11 @@ never exceed, so it never blocks and cannot deadlock.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from pipefill.sim.policies.base import CallIds, Order
+from pipefill.sim.policies.base import ACTIVATION, RESULT, CallIds, Order
 from pipefill.sim.policies.block_split import BlockSplitPolicy, balanced_split, link
 from pipefill.sim.program.actions import (
     INFER,
@@ -89,6 +89,9 @@ class StreamBatch(BlockSplitPolicy):
     def order(self, sc: Scenario) -> Order:
         return Order(True, "every stage runs ticks in a fixed order")
 
+    def queue_role(self, sc: Scenario, queue: str) -> str | None:
+        return RESULT if queue == LOOP else ACTIVATION
+
     def queues(self, sc: Scenario) -> list[QueueSpec]:
         names = self.stages_of()
         specs = [QueueSpec(link(w), self.max_outstanding, names[w], names[w + 1])
@@ -101,36 +104,42 @@ class StreamBatch(BlockSplitPolicy):
         plan = TickPlan(sc.run.chunks, self.n_stages, self.n_steps(sc))
         ids = CallIds()
         call_ids = [ids.next() for _ in range(sc.run.chunks)]
-        shares = self.shares(sc)
-        return [StageProgram(name, self._stage(sc, plan, w, shares[w], call_ids))
+        shares, slices = self.shares(sc), self.slices(sc)
+        return [StageProgram(name, self._stage(sc, plan, w, (shares[w], slices[w]), call_ids))
                 for w, name in enumerate(self.stages_of())]
 
-    def _stage(self, sc: Scenario, plan: TickPlan, w: int, share: float,
-               call_ids: list[int]) -> Program:
+    def _stage(self, sc: Scenario, plan: TickPlan, w: int,
+               part: tuple[float, tuple[float, float]], call_ids: list[int]) -> Program:
+        """Stage w's ticks. Payloads (None in the simulator): stage0's call takes the
+        fresh chunk's encoded input and the looped-in latents, every other stage the
+        previous stage's activations; what a call returns is what it sends on."""
         first, last = w == 0, w == self.n_stages - 1
         for t in plan.ticks():
             tags = tuple(Tag(0, j, call_ids[j], 0, s) for j, s in plan.items(t))
+            inputs: Any = None
             if first:
-                yield from _enter(sc, plan, t, call_ids)
-            if first and plan.looped_in(t):
-                yield Get(LOOP)
-            elif not first:
-                yield Get(link(w - 1))
+                fresh = yield from _enter(sc, plan, t, call_ids)
+                looped = (yield Get(LOOP)) if plan.looped_in(t) else None
+                inputs = (fresh, looped)
+            else:
+                inputs = yield Get(link(w - 1))
             out = None if last else link(w)
             if last and plan.loops_out(t):
                 out = LOOP
             if out is not None:
                 yield Reserve(out)
-            yield Compute("denoise", tags[0], batch=tags, share=share)
+            done = yield Compute("denoise", tags[0], inputs=inputs, batch=tags, share=part[0],
+                                 blocks=part[1])
             if not first:
                 yield Release(link(w - 1))
             elif plan.looped_in(t):
                 yield Release(LOOP)
             if out is not None:
                 moving = len(tags) if out != LOOP else plan.continuing(t)
-                yield Put(out, Message(INFER, tags[0], self._bytes(sc, out, moving)))
+                yield Put(out, Message(INFER, tags[0], self._bytes(sc, out, moving),
+                                       payload=done))
             if last:
-                yield from _finish(plan, t, call_ids)
+                yield from _finish(plan, t, call_ids, done)
 
     def _bytes(self, sc: Scenario, queue: str, items: int) -> int:
         return items * (sc.transport.result_size if queue == LOOP else self.act_bytes(sc))
@@ -142,21 +151,24 @@ def _mean(sc: Scenario, phase: str) -> float:
 
 
 def _enter(sc: Scenario, plan: TickPlan, t: int, call_ids: list[int]) -> Program:
-    """Stage0 before tick t: chunk t's input arrives and is VAE-encoded."""
+    """Stage0 before tick t: chunk t's input arrives and is VAE-encoded; returns the
+    encoded input (None without an encode phase, or in the simulator)."""
     if t >= plan.chunks:
-        return
+        return None
     tag = Tag(0, t, call_ids[t], 0)
     yield WaitInput(tag)
-    if sc.cost("encode") is not None:
-        yield Compute("encode", tag)
+    if sc.cost("encode") is None:
+        return None
+    return (yield Compute("encode", tag))
 
 
-def _finish(plan: TickPlan, t: int, call_ids: list[int]) -> Program:
-    """Last stage after tick t: decode and emit the chunk whose last step ran."""
+def _finish(plan: TickPlan, t: int, call_ids: list[int], latents: Any) -> Program:
+    """Last stage after tick t: decode and emit the chunk whose last step ran
+    (``latents``: the tick's output, which holds that chunk's)."""
     j = plan.finished(t)
     if j is not None:
         tag = Tag(0, j, call_ids[j], 0)
-        yield Compute("decode", tag)
+        yield Compute("decode", tag, inputs=latents)
         yield Mark("emit", tag)
 
 

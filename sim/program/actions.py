@@ -112,7 +112,9 @@ class Compute(Action):
     the single item ``tag``. A batched call is one span per item on the stage, all with
     the call's start and end. ``share``: the fraction of the phase's model this call runs
     (a stage's slice of the DiT blocks). ``CostTable.duration`` prices both; the defaults
-    price exactly as before.
+    price exactly as before. ``blocks``: which slice that is, ``(start, end)`` as
+    fractions of the model's blocks (``end - start == share``), so a backend running a
+    real model runs those blocks; None: the whole model.
     """
 
     phase: str
@@ -120,6 +122,7 @@ class Compute(Action):
     inputs: Any = field(default=None, compare=False)
     batch: tuple[Tag, ...] = ()
     share: float = 1.0
+    blocks: tuple[float, float] | None = None
 
     @property
     def items(self) -> tuple[Tag, ...]:

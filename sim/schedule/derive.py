@@ -234,7 +234,8 @@ def _wait_input(b: _Builder, r: Recorded) -> None:
         b.input_nodes[k] = b.add(Node(INPUT, "source", "input", k, (),
                                       at_ms=run.input_time_ms(k)))
         for s in range(run.sessions):
-            b.marks.append(MarkAt("input", "stage0", Tag(s, k), b.input_nodes[k]))
+            stage = b.sc.policy.source_stage(b.sc, s)
+            b.marks.append(MarkAt("input", stage, Tag(s, k), b.input_nodes[k]))
     b.wait(r.stage, b.input_nodes[k], "input", k)
 
 

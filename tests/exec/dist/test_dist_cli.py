@@ -25,7 +25,7 @@ from pipefill.traces.schema import Trace
 from tests.helpers.dist import FAST, TOKEN_VAR, dist_cal, processes_with, run_token
 from tests.helpers import ROOT
 
-__all__ = ["dist_cal", "run_token"]  # fixtures shared from test_dist_support
+__all__ = ["dist_cal", "run_token"]  # fixtures shared from tests.helpers.dist
 
 runner = CliRunner()
 ARGS = [*FAST, "--chunks", "8", "--timeout", "10"]
@@ -182,19 +182,8 @@ def test_a_world_size_from_torchrun_that_does_not_fit_is_bad_input(tmp_path, run
     res = runner.invoke(app, ["replay", *FAST, "--backend", "dist", "--out",
                               str(tmp_path / "m.parquet")], env=env)
     assert res.exit_code == 2
-    assert res.stderr.startswith("error: WORLD_SIZE: 3 ranks, but policy phase_pp runs rank0 "
-                                 "+ a mesh of --mesh-size 1 = 2 ranks")
-
-
-def test_a_policy_whose_stages_are_not_rank0_and_mesh_is_refused(tmp_path, run_token):
-    scenario = tmp_path / "sb.toml"
-    scenario.write_text('[run]\nchunks = 4\nwarmup = 1\n[policy]\nname = "stream_batch"\n'
-                        "[costs.denoise]\nmean = 2.0\n[costs.decode]\nmean = 1.0\n")
-    res = runner.invoke(app, ["replay", str(scenario), "--backend", "dist", "--out",
-                              str(tmp_path / "m.parquet")])
-    assert res.exit_code == 2
-    assert res.stderr.startswith("error: policy.name: stream_batch cannot run on --backend "
-                                 "dist: its stages do not map onto rank0 + mesh ranks")
+    assert res.stderr == ("error: WORLD_SIZE: 3 ranks, but policy phase_pp (--mesh-size 1) "
+                          "runs stage0 on rank0; stage1 on rank1 = 2 ranks\n")
 
 
 def test_dist_options_without_the_dist_backend_are_bad_input(tmp_path):

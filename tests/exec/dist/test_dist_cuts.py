@@ -15,7 +15,7 @@ from pipefill.traces.schema import Trace
 from pipefill.traces.toml_writer import to_toml
 from tests.helpers.dist import dist_cal, run_token
 
-__all__ = ["dist_cal", "run_token"]  # fixtures shared from test_dist_support
+__all__ = ["dist_cal", "run_token"]  # fixtures shared from tests.helpers.dist
 
 runner = CliRunner()
 COSTS = {"build": {"mean": 1.0}, "denoise": {"mean": 2.0, "steps": 2},

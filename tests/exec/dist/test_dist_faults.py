@@ -14,7 +14,7 @@ from pipefill.cli import app
 from pipefill.traces.io import read_trace
 from tests.helpers.dist import FAST, dist_cal, run_token
 
-__all__ = ["dist_cal", "run_token"]  # fixtures shared from test_dist_support
+__all__ = ["dist_cal", "run_token"]  # fixtures shared from tests.helpers.dist
 
 runner = CliRunner()
 TIMEOUT_S = 2.0

@@ -21,24 +21,24 @@ def one_gpu(monkeypatch):
 
 
 def test_auto_picks_gloo_when_ranks_would_share_a_gpu(one_gpu):
-    assert DistOptions(dist_backend="auto").backend_for("cuda") == "gloo"
+    assert DistOptions(dist_backend="auto").backend_for("cuda", 2) == "gloo"
 
 
 def test_explicit_nccl_is_refused_naming_the_field(one_gpu):
     with pytest.raises(ExecConfigError) as info:
-        DistOptions(dist_backend="nccl").backend_for("cuda")
+        DistOptions(dist_backend="nccl").backend_for("cuda", 2)
     assert info.value.field == "--dist-backend"
     assert "2 ranks on 1 GPU(s) with NCCL 2.28.9" in str(info.value)
 
 
 def test_nccl_is_kept_when_each_rank_has_a_gpu(one_gpu, monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert DistOptions(dist_backend="auto").backend_for("cuda") == "nccl"
+    assert DistOptions(dist_backend="auto").backend_for("cuda", 2) == "nccl"
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda.nccl, "version", lambda: (2, 30, 1))
-    assert DistOptions(dist_backend="nccl").backend_for("cuda") == "nccl"
+    assert DistOptions(dist_backend="nccl").backend_for("cuda", 2) == "nccl"
 
 
 def test_torchrun_counts_only_the_ranks_on_this_machine(one_gpu, monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # 2 ranks across 2 machines
-    assert DistOptions(dist_backend="nccl").backend_for("cuda") == "nccl"
+    assert DistOptions(dist_backend="nccl").backend_for("cuda", 2) == "nccl"

@@ -25,6 +25,7 @@ from pipefill.exec.dist.gather import (
     post_start,
     read_records,
 )
+from pipefill.exec.dist.layout import RankGroup, RankLayout
 from pipefill.exec.dist.trace import DrainRecorder, follower_rows
 from pipefill.traces.clock import SyncPoint
 from pipefill.traces.io import read_trace
@@ -33,11 +34,20 @@ from pipefill.traces.recorder import Recorder, Tag
 from pipefill.traces.schema import Trace
 from tests.helpers.dist import FAST, dist_cal, run_token
 
-__all__ = ["dist_cal", "run_token"]  # fixtures shared from test_dist_support
+__all__ = ["dist_cal", "run_token"]  # fixtures shared from tests.helpers.dist
 
 runner = CliRunner()
 #: rank2's clock against rank0's: ref = OFFSET + RATE * local (exact in binary)
 OFFSET, RATE = 4.0, 1.0 + 2.0 ** -10
+
+
+def _rank0_and_mesh(size: int) -> RankLayout:
+    """A front stage on rank0 and a tensor-parallel stage on ranks 1..size."""
+    return RankLayout("phase_pp", (RankGroup("stage0", (0,)),
+                                   RankGroup("stage1", tuple(range(1, size + 1)))), ())
+
+
+MESH3, MESH4 = _rank0_and_mesh(2), _rank0_and_mesh(3)
 
 
 class FakeLink:
@@ -61,7 +71,8 @@ class FakeLink:
 def _sync(link: FakeLink, monkeypatch: pytest.MonkeyPatch, at: float):
     link.t = at
     monkeypatch.setattr(rendezvous, "dist", link)
-    return rendezvous.sync_clock(RankPlan(2, 3), torch.device("cpu"), lambda: link.t, rounds=3)
+    return rendezvous.sync_clock(RankPlan(2, MESH3), torch.device("cpu"), lambda: link.t,
+                                 rounds=3)
 
 
 def test_a_follower_is_aligned_by_the_line_through_its_start_and_end_handshakes(monkeypatch):
@@ -78,7 +89,7 @@ def test_a_follower_is_aligned_by_the_line_through_its_start_and_end_handshakes(
     own.span("build", "stage0", "compute", Tag(0, 1, 1), 100.0, 200.0)
     follower = RankRecord(2, (start, end), tuple(rec.take()))
     merged = merged_trace(own.trace({"source": "exec", "dist": {"world_size": 3}}),
-                          {2: follower}, [], {})
+                          {2: follower}, {}, {}, MESH3)
     sp = merged.spans.sort_values("start_ms")
     assert list(zip(sp["stage"], sp["lane"], sp["start_ms"], sp["end_ms"], strict=True)) == [
         ("stage0", "compute", 100.0, 200.0),
@@ -99,8 +110,8 @@ def test_a_rank_that_died_is_aligned_by_its_start_offset_and_named():
     streamed = [("span", "denoise", "stage1", "compute", 0, 0, 0, 0, 0, 5.0, 6.0, math.nan)]
     records = {1: RankRecord(1, (start,), complete=False),
                2: RankRecord(2, (start,), complete=False)}
-    merged = merged_trace(own.trace({"source": "exec"}), records, streamed,
-                          {3: "rank3 posted no end-of-run record"})
+    merged = merged_trace(own.trace({"source": "exec"}), records, {1: streamed},
+                          {3: "rank3 posted no end-of-run record"}, MESH4)
     sp = merged.spans.sort_values("start_ms")
     assert list(zip(sp["stage"], sp["start_ms"], sp["end_ms"], strict=True)) == [
         ("stage0", 1.0, 2.0), ("stage1", 7.0, 8.0)]
@@ -165,7 +176,7 @@ def test_each_rank_is_a_device_of_the_parallelism_record_with_exact_shares():
                RankRecord(1, cpu_ms=80.0, spans=((0.0, 100.0),), work_ms=64.0),
                # 40 of its 100 ms in collectives, waiting for a slower peer: not starved
                RankRecord(2, cpu_ms=57.0, spans=((0.0, 60.0), (40.0, 100.0)), wait_ms=40.0)]
-    trust, usage = dist_parallelism("cpu", records, (3.0, 2.5))
+    trust, usage = dist_parallelism("cpu", records, (3.0, 2.5), MESH3)
     assert trust["cpu_share"] == {"stage0": 0.9, "stage1": 0.8, "stage1@r2": 0.95}
     assert trust["device_share"] == {"rank0": 0.9, "rank1": 0.8, "rank2": 0.95}
     assert trust["kernel_speed"] == {"stage0": 0.9, "stage1": 0.8}
@@ -180,7 +191,7 @@ def test_each_rank_is_a_device_of_the_parallelism_record_with_exact_shares():
     assert usage == {"rank0": {"cpu_ms": 90.0, "wall_ms": 100.0, "collective_ms": 0.0},
                      "rank1": {"cpu_ms": 80.0, "wall_ms": 100.0, "collective_ms": 0.0},
                      "rank2": {"cpu_ms": 57.0, "wall_ms": 100.0, "collective_ms": 40.0}}
-    calm, _ = dist_parallelism("cpu", records[:1], (None, None))
+    calm, _ = dist_parallelism("cpu", records[:1], (None, None), MESH3)
     assert (calm["parallel"], calm["warnings"]) == (True, [])
 
 

@@ -12,7 +12,7 @@ from collections import deque
 import pytest
 import torch
 
-from pipefill.exec.dist.comms_thread import Comms, CommsConfig, DeviceHandoff
+from pipefill.exec.dist.comms_thread import DeviceHandoff, Hooks, LinkChannel, LinkConfig
 from pipefill.exec.dist.link import noop
 from pipefill.exec.dist.state import DistState, RankWiring
 from pipefill.exec.dist.trace import DrainRecorder
@@ -34,19 +34,23 @@ class _Rank:
         runtime = CpuRuntime((stage,), 1)
         mine = frozenset(s.name for s in SPECS if s.src == stage)
         theirs = frozenset(s.name for s in SPECS if s.dst == stage)
-        cfg = CommsConfig(rank, 1 - rank, mine, theirs, frozenset(), 0.001, 1.0)
-        self.comms = Comms(cfg, self.rec, DeviceHandoff(runtime), None, None, threading.Event())
-        wiring = RankWiring(lambda f, ready: self.sent.append(f), None,
-                            lambda n: torch.zeros(n, dtype=torch.uint8), runtime.now_ms,
-                            bytes_counter=rank == 0)
+        cfg = LinkConfig(rank, 1 - rank, mine, theirs, 0.001)
+        hooks = Hooks()
+        self.comms = LinkChannel(cfg, hooks, self.rec, DeviceHandoff(runtime), None,
+                                 threading.Event())
+        wiring = RankWiring(self._submit, None, lambda q, n: torch.zeros(n, dtype=torch.uint8),
+                            runtime.now_ms, bytes_counter=rank == 0)
         self.state = DistState(SPECS, stage, wiring, 1, 4, True, self.rec, runtime.now_ms, 5.0)
-        self.comms.state = self.state
+        hooks.state = self.state
+
+    def _submit(self, queue: str, frame: Frame, ready: object) -> None:
+        self.sent.append(frame)
 
     def pump_to(self, other: _Rank) -> int:
         """Deliver every frame sent so far (through the wire format); returns how many."""
         n = 0
         while self.sent:
-            frame = self.comms._stamp(self.sent.popleft(), None, link=True)
+            frame = self.comms._stamp(self.sent.popleft(), None)
             sealed, raw = seal(frame)
             header = parse_prefix(sealed.header.ints())
             body, _ = parse_body(header, raw)
@@ -95,10 +99,10 @@ def test_a_producer_flush_takes_back_what_the_consumer_has_not_taken(ranks):
     while not r0.sent:
         asker.join(0.01)
     flush = r0.sent[0]
-    frame = r0.comms._stamp(r0.sent.popleft(), None, link=True)
+    frame = r0.comms._stamp(r0.sent.popleft(), None)
     r1.comms._receive(frame)  # the consumer's comms answers, never its program
     reply, _ = r1.comms.outbox.take(0.0) or (noop(-1), None)
-    r0.comms._receive(r1.comms._stamp(reply, None, link=True))
+    r0.comms._receive(r1.comms._stamp(reply, None))
     asker.join(5)
     assert flush.action == "flush" and reply.action == "flushed"
     assert [m.tag.chunk for m in box["x"]] == [1]

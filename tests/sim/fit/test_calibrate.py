@@ -20,8 +20,9 @@ from pipefill.sim.fit.calibrate import (
     fit_samples,
     trim_outliers,
 )
-from pipefill.sim.fit.transport import fit_transport
+from pipefill.sim.fit.transport import fit_link, fit_transport, send_roles
 from pipefill.sim.scenario.load import build_scenario
+from pipefill.sim.scenario.model import Transport
 from pipefill.traces.io import write_trace
 from pipefill.traces.metrics import compute_metrics
 from pipefill.traces.recorder import Recorder, Tag
@@ -85,6 +86,37 @@ def test_transport_fit_recovers_latency_and_bandwidth():
     assert handoff == {"bandwidth_gbps": 1e6, "latency_ms": 0.002}
     through_origin = fit_transport(_sends([(1e6, 0.0), (2e6, 1.0), (3e6, 1.0)]), {})
     assert through_origin["latency_ms"] == 0.0
+
+
+def test_sends_without_bytes_are_sized_by_what_the_policy_says_the_stage_sends():
+    pp = make_scenario({"name": "phase_pp"}, {"build": {"mean": 1.0}, "denoise": {"mean": 1.0},
+                                              "decode": {"mean": 1.0}})
+    lp = make_scenario({"name": "layer_pp", "stages": 2, "blocks": 4}, {"denoise": {"mean": 1}})
+    assert send_roles(pp) == {"stage0": "envelope", "stage1": "result"}
+    assert send_roles(lp) == {"stage0": "activation", "stage1": "control"}
+    given = {"envelope_bytes": 200_000, "result_bytes": 1_000_000}
+    link = Transport.model_validate(given)
+    env, res = link.envelope_size, link.result_size
+    rec = Recorder()  # 0.5 ms + 1 GB/s: a byte costs 1e-6 ms
+    for i, (stage, nbytes) in enumerate([("front", env), ("back", res), ("token", 0),
+                                         ("front", env), ("back", res)]):
+        rec.span("send", stage, "comm", Tag(0, i), 10.0 * i, 10.0 * i + 0.5 + nbytes * 1e-6)
+    roles = {"front": "envelope", "back": "activation", "token": "control"}
+    fit = fit_transport(rec.trace({}), given, roles)
+    assert fit["latency_ms"] == pytest.approx(0.5) and fit["bandwidth_gbps"] == pytest.approx(1)
+    unknown = fit_transport(rec.trace({}), given)  # no policy: every message a result
+    assert unknown["bandwidth_gbps"] != pytest.approx(1)
+
+
+def test_message_sizes_are_taken_from_the_stages_the_policy_says_send_them():
+    rec = Recorder()
+    for i, (stage, nbytes) in enumerate([("front", 300.0), ("back", 900.0), ("front", 500.0),
+                                         ("back", 700.0), ("front", 400.0)]):
+        rec.span("send", stage, "comm", Tag(0, i), 10.0 * i, 10.0 * i + 1.0, value=nbytes)
+    free = {"envelope_bytes": 0, "result_bytes": 0}
+    link = fit_link(rec.trace({}), free, {"front": "envelope", "back": "result"})
+    assert link.sizes == {"envelope_bytes": 400, "result_bytes": 800}  # the medians
+    assert fit_link(rec.trace({}), free).sizes == {}  # no policy: no sender is known
 
 
 toml_scalar = st.one_of(st.booleans(), st.integers(-10**6, 10**6), st.text(max_size=8),
