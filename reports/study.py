@@ -138,9 +138,11 @@ def draw_bars(data: dict[str, Any], fig: dict[str, Any], series: list[Series]) -
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(_label(data, fig["metric"]))
+    lo, hi = ax.get_xlim()
+    ax.set_xlim(lo, hi + 0.12 * (hi - lo))  # room for the values written after the bars
     _reference(ax, fig, vertical=True)
     if len(series) > 1:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return figure
 
 
