@@ -41,6 +41,8 @@ _SOURCES: dict[str, str] = {
     "StudySpec": "pipefill.sim.study.spec",
     # measuring
     "replay": "pipefill.measure",
+    "ReplayOptions": "pipefill.exec.threads.replay",
+    "DistOptions": "pipefill.exec.dist.config",
     "Replay": "pipefill.results",
     "calibrate": "pipefill.measure",
     "Calibrated": "pipefill.sim.fit.calibrate",
@@ -62,11 +64,11 @@ _SOURCES: dict[str, str] = {
 
 #: the documented surface (tests keep it equal to _SOURCES and the README)
 __all__ = [
-    "Bound", "Calibrated", "CheckReport", "Diff", "Explanation", "PolicyDoc", "Replay",
-    "ReplayError", "Scenario", "ScenarioError", "Simulation", "StallError", "StudyResult",
-    "StudySpec", "SweepResult", "Trace", "TraceError", "bound", "build_scenario",
-    "calibrate", "check", "diff", "explain", "load_scenario", "policies", "read_trace",
-    "replay", "simulate", "study", "sweep", "write_trace",
+    "Bound", "Calibrated", "CheckReport", "Diff", "DistOptions", "Explanation", "PolicyDoc",
+    "Replay", "ReplayError", "ReplayOptions", "Scenario", "ScenarioError", "Simulation",
+    "StallError", "StudyResult", "StudySpec", "SweepResult", "Trace", "TraceError", "bound",
+    "build_scenario", "calibrate", "check", "diff", "explain", "load_scenario", "policies",
+    "read_trace", "replay", "simulate", "study", "sweep", "write_trace",
 ]
 
 
@@ -84,6 +86,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ loads it
+    from pipefill.exec.dist.config import DistOptions
+    from pipefill.exec.threads.replay import ReplayOptions
     from pipefill.measure import calibrate, check, diff, explain, replay
     from pipefill.predict import (
         bound,

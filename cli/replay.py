@@ -23,7 +23,6 @@ from pipefill.cli.app import (
     note_switch,
     out_console,
     progress_bar,
-    with_policy,
 )
 
 
@@ -73,45 +72,36 @@ def replay_cmd(
 ) -> None:
     """Run the scenario's policy on real torch kernels and measure it (same trace format)."""
     # imported here: torch is slow to load and only the executor needs it
+    import pipefill
     from pipefill.cli.render import describe, print_json, print_summary, print_trust
-    from pipefill.exec.backends import ReplayRequest, replay_to_file
-    from pipefill.exec.dist.config import DistOptions
-    from pipefill.exec.threads.replay import ReplayOptions
-    from pipefill.sim.scenario.load import load_scenario
-    from pipefill.traces.metrics import compute_metrics
 
     check_out(out, (".parquet", ".pq", ".csv"), [scenario, calibration])
     with handled():
         sets = [*(set_ or []), *([f"run.chunks={chunks}"] if chunks else [])]
-        sc = load_scenario(scenario, with_policy(policy, sets))
+        sc = pipefill.load_scenario(scenario, sets, policy=policy)
         note_switch(scenario, sc)
-        opts = ReplayOptions(device=device, kernels=kernels, threads=threads,
-                             model_size=model_size, calibration_path=calibration,
-                             timeout_s=timeout, recalibrate=recalibrate)
-        dopts = DistOptions(mesh_size=mesh_size, world_size=world_size,
-                            master_addr=master_addr, master_port=master_port,
-                            dist_backend=dist_backend)
+        opts = pipefill.ReplayOptions(device=device, kernels=kernels, threads=threads,
+                                      model_size=model_size, calibration_path=calibration,
+                                      timeout_s=timeout, recalibrate=recalibrate)
+        dopts = pipefill.DistOptions(mesh_size=mesh_size, world_size=world_size,
+                                     master_addr=master_addr, master_port=master_port,
+                                     dist_backend=dist_backend)
         bar = backend == "threads" and not json_ and sys.stderr.isatty()
-        with progress_bar("replay", enabled=bar) as update:
-            outcome = replay_to_file(ReplayRequest(sc, opts, dopts, inject, out, update),
-                                     backend)
-        if outcome.error is not None:
-            (crash_exit if outcome.exit_now else fail)(outcome.error, outcome.code)
-        trace = outcome.trace
-        if trace is None:
+        try:
+            with progress_bar("replay", enabled=bar) as update:
+                rep = pipefill.replay(sc, out=out, backend=backend, options=opts, dist=dopts,
+                                      inject=inject, progress=update)
+        except pipefill.ReplayError as exc:
+            (crash_exit if exc.exit_now else fail)(str(exc), exc.code)
+        if rep is None:
             return  # a mesh rank under torchrun: rank0 reports
-        metrics = compute_metrics(trace)
-    trust = trace.meta.get("parallelism") or {}
-    for warning in trust.get("warnings", []):
+    for warning in rep.warnings:
         err_console.print(f"warning: {warning}", markup=False)
     if json_:
-        print_json({"scenario": sc.name, "policy": sc.policy.params(),
-                    "device": trace.meta["device"], "kernels": trace.meta["kernels"],
-                    "engine": trace.meta.get("backend"),
-                    "parallelism": trust or None, "warnings": trust.get("warnings", []),
-                    **metrics})
+        print_json(rep.to_json())
         return
-    print_summary(f"{describe(sc)} measured on {trace.meta['device']} ({kernels} kernels)",
-                  metrics)
-    print_trust(trace.meta)
+    meta = rep.trace.meta
+    print_summary(f"{describe(sc)} measured on {meta['device']} ({kernels} kernels)",
+                  rep.metrics)
+    print_trust(meta)
     out_console.print(f"trace: {out}")

@@ -48,6 +48,7 @@ from pipefill.exec.dist.rendezvous import (
     wait_key,
 )
 from pipefill.exec.dist.rank_kernels import build_kernels, check_tp
+from pipefill.exec.lifecycle import stall_line, warm_up
 from pipefill.exec.dist.rank_meta import link_backend_of, rank_meta
 from pipefill.exec.dist.gather import (
     RankRecord,
@@ -246,15 +247,14 @@ class _Rank:
         """Release the workers once every rank's workers warmed up in their own threads
         (per-thread cuBLAS/cuDNN handles), so no rank's setup lands in chunk 0."""
         ctx, setup_s = self.ctx, max(SETUP_TIMEOUT_S, self.opts.timeout_s)
-        assert ctx.ready is not None
-        try:
-            ctx.ready.wait(setup_s)
-            barrier(self.store, "warm", self.plan.world_size, setup_s)
-        except threading.BrokenBarrierError:
-            if not self.cancel.wait(1.0):  # a failed warm-up reports itself at once
-                ctx.fail(f"a worker did not finish its warm-up within {setup_s:g} s")
-        except RendezvousError as exc:
-            ctx.fail(str(exc))
+
+        def other_ranks() -> None:
+            try:
+                barrier(self.store, "warm", self.plan.world_size, setup_s)
+            except RendezvousError as exc:
+                ctx.fail(str(exc))
+
+        warm_up(ctx, setup_s, self.cancel, other_ranks)
         if self.coll is not None:
             self.coll.wait_ms = 0.0  # the warm-ups' collectives are not the run's
         ctx.go.set()
@@ -293,12 +293,10 @@ class _Rank:
             self.ctx.fail(f"{self.plan.stage}: no progress for {idle:.1f} s (timeout "
                           f"{timeout:g} s) in '{busy.describe()}' ({_where(busy)})")
         elif idle > timeout + _grace(timeout):
-            doing = ", ".join(f"{w} at '{a}'" for w, a in sorted(self.state.doing.items()))
             last = self.kernels.last
-            self.ctx.fail(f"{self.plan.stage}: no progress for {idle:.1f} s (timeout "
-                          f"{timeout:g} s): {doing or 'programs done, link still open'} "
-                          f"(last work: {_where(last) if last else 'none'}); "
-                          f"{self.state.describe_queues()}")
+            self.ctx.fail(stall_line(self.state, idle, timeout, who=self.plan.stage,
+                                     idle_doing="programs done, link still open",
+                                     last=f" (last work: {_where(last) if last else 'none'})"))
 
     def _finish(self, workers: list[threading.Thread]) -> RankResult:
         ctx, plan = self.ctx, self.plan

@@ -17,9 +17,9 @@ from pipefill.exec.dist.config import DistOptions, ranks_here
 from pipefill.exec.dist.faults import DistFault
 from pipefill.exec.dist.layout import RankLayout
 from pipefill.exec.dist.rank_kernels import mesh_collectives_text
+from pipefill.exec.lifecycle import exec_meta
 from pipefill.exec.threads.replay import ReplayOptions
 from pipefill.sim.scenario.load import Scenario
-from pipefill.traces.meta import run_metadata, versions
 
 
 def gpu_of(rank: int, local_world: int, gpus: int) -> tuple[int, int]:
@@ -49,21 +49,13 @@ def rank_meta(sc: Scenario, opts: ReplayOptions, dopts: DistOptions, layout: Ran
               family: dict[str, Any], trust: dict[str, Any], usage: dict[str, Any],
               clock_note: str | None) -> dict[str, Any]:
     """The trace metadata rank0 writes (``dist``: the layout, ranks, usage, clock)."""
-    extra = {
-        "parallelism": trust,
-        "kernels": family,
-        "threads": opts.threads,
-        "transport_mode": "dist",
-        "status": "failed" if error else "ok",
-        "error": error,
-        "fault": None if fault is None else fault.describe(),
-        "versions": versions("torch"),
-        "dist": {"world_size": layout.world, "mesh_size": dopts.mesh_size,
+    dist_meta = {"world_size": layout.world, "mesh_size": dopts.mesh_size,
                  "backend": backend, "master_addr": dopts.master_addr,
                  "usage": usage, "clock_note": clock_note, "poll_ms": dopts.poll_ms,
                  "mesh_collectives": mesh_collectives_text(opts.kernels, dopts.mesh_size)
                  if any(g.sharded for g in layout.groups) else None,
-                 "ranks": layout.rank_names(), "layout": layout.as_meta()},
-    }
-    where = f"{device}; {layout.world} ranks over {backend}"
-    return run_metadata(sc, source="exec", backend="dist", device=where, extra=extra)
+                 "ranks": layout.rank_names(), "layout": layout.as_meta()}
+    return exec_meta(sc, opts, backend="dist", device=f"{device}; {layout.world} ranks over "
+                     f"{backend}", error=error,
+                     fault=None if fault is None else fault.describe(), kernels=family,
+                     parallelism=trust, transport_mode="dist", dist=dist_meta)

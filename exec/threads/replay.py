@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pipefill.exec.errors import ExecConfigError, ExecError
 from pipefill.exec.kernels.registry import Fault, FaultyKernels, Kernels, KernelSetup, make_family
+from pipefill.exec.lifecycle import exec_meta, stall_line, warm_up
 from pipefill.exec.threads.backend import Progress, RunContext, drive
 from pipefill.exec.threads.comm_lane import CommLane, feed_inputs, source_stages
 from pipefill.exec.threads.placement import cpu_pins
@@ -24,7 +25,6 @@ from pipefill.exec.threads.state import SharedState
 from pipefill.exec.threads.trust import free_cores, kernel_work_ms, parallelism
 from pipefill.sim.scenario.costs import CostTable
 from pipefill.sim.scenario.model import Scenario
-from pipefill.traces.meta import run_metadata, versions
 from pipefill.traces.recorder import Recorder
 from pipefill.traces.schema import Trace
 
@@ -174,15 +174,7 @@ class _Replay:
     def _start_clock(self) -> None:
         """Time zero once every worker has warmed up in its own thread (or failed)."""
         ctx = self.ctx
-        assert ctx.ready is not None
-        try:
-            ctx.ready.wait(self.opts.timeout_s)
-        except threading.BrokenBarrierError:
-            # a worker whose warm-up raised records its own failure right after breaking
-            # the barrier; if none does, the warm-up outlasted the timeout
-            if not ctx.state.aborted.wait(1.0):
-                ctx.fail(f"a worker did not finish its warm-up within "
-                         f"{self.opts.timeout_s:g} s")
+        warm_up(ctx, self.opts.timeout_s, ctx.state.aborted)
         self.runtime.start()
         self.ctx.state.progress_at = time.monotonic()
         ctx.go.set()
@@ -202,9 +194,7 @@ class _Replay:
                 return
             idle = time.monotonic() - state.progress_at
             if idle > timeout:
-                doing = ", ".join(f"{w} at '{a}'" for w, a in sorted(state.doing.items()))
-                self.ctx.fail(f"no progress for {idle:.1f} s (timeout {timeout:g} s): {doing}; "
-                              f"{state.describe_queues()}")
+                self.ctx.fail(stall_line(state, idle, timeout))
 
     def _groups(self) -> dict[str, tuple[str, ...]]:
         return self.sc.placement.groups(self.runtime.stages)
@@ -224,16 +214,10 @@ class _Replay:
 
     def _meta(self) -> dict[str, Any]:
         ctx, opts = self.ctx, self.opts
-        extra = {
-            "parallelism": parallelism(self.runtime.kind, self._groups(), ctx.usage,
-                                       (self.free_before, self.free_after), self._work_ms()),
-            "kernels": self.family.info,
-            "threads": opts.threads,
-            "transport_mode": "modelled" if opts.modelled_transport else "handoff",
-            "status": "failed" if ctx.failure else "ok",
-            "error": ctx.failure,
-            "fault": None if opts.fault is None else vars(opts.fault),
-            "versions": versions("torch"),
-        }
-        return run_metadata(self.sc, source="exec", backend="threads",
-                            device=self.runtime.describe(), extra=extra)
+        trust = parallelism(self.runtime.kind, self._groups(), ctx.usage,
+                            (self.free_before, self.free_after), self._work_ms())
+        return exec_meta(self.sc, opts, backend="threads", device=self.runtime.describe(),
+                         error=ctx.failure,
+                         fault=None if opts.fault is None else vars(opts.fault),
+                         kernels=self.family.info, parallelism=trust,
+                         transport_mode="modelled" if opts.modelled_transport else "handoff")
