@@ -139,7 +139,7 @@ def test_bound_and_help_load_no_trace_tables():
 #: a lower one. Only typing may look up (``if TYPE_CHECKING:``): the policies name the
 #: scenario they compile, which itself holds a policy.
 SIM_LAYERS = ("errors", "program", "graph", "policies", "scenario", "schedule", "fast",
-              "engine", "bound", "fit", "sweep")
+              "engine", "bound", "fit", "sweep", "study")
 
 
 def runtime_imports_of(path: Path) -> list[tuple[int, str]]:

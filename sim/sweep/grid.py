@@ -93,6 +93,7 @@ def flatten(metrics: dict[str, Any]) -> dict[str, Any]:
         row[f"bubble_{stage}"] = value
     for q, stats in sorted(metrics.get("queues", {}).items()):
         row[f"{q}_mean"] = stats.get("mean")
+        row.setdefault(f"{q}_max", stats.get("max"))  # q_in_max/q_out_max: the summary's
     row["chunks"] = metrics.get("chunks")
     row["warmup"] = metrics.get("warmup")
     row["bursty"] = metrics.get("bursty")
