@@ -10,7 +10,8 @@ use (PEP 562), so ``import pipefill`` itself loads none of pandas, numba, simpy 
 
 Scenarios: :func:`load_scenario` (a TOML file or the built-in default, with ``--set``
 style overrides), :func:`build_scenario` (from tables), :func:`policies`.
-Model: :func:`simulate`, :func:`sweep`, :func:`bound`. Measure: :func:`replay`,
+Model: :func:`simulate`, :func:`sweep`, :func:`bound`, :func:`study` (the brief's
+experiments). Measure: :func:`replay`,
 :func:`calibrate`, :func:`diff`, :func:`read_trace`. Results are typed objects with a
 ``to_json()`` form: the very objects the ``pipefill`` command renders.
 """
@@ -35,6 +36,9 @@ _SOURCES: dict[str, str] = {
     "SweepResult": "pipefill.results",
     "bound": "pipefill.predict",
     "Bound": "pipefill.sim.bound.analysis",
+    "study": "pipefill.predict",
+    "StudyResult": "pipefill.sim.study.result",
+    "StudySpec": "pipefill.sim.study.spec",
     # measuring
     "replay": "pipefill.measure",
     "ReplayOptions": "pipefill.exec.threads.replay",
@@ -62,9 +66,9 @@ _SOURCES: dict[str, str] = {
 __all__ = [
     "Bound", "Calibrated", "CheckReport", "Diff", "DistOptions", "Explanation", "PolicyDoc",
     "Replay", "ReplayError", "ReplayOptions", "Scenario", "ScenarioError", "Simulation",
-    "StallError", "SweepResult", "Trace", "TraceError", "bound", "build_scenario",
-    "calibrate", "check", "diff", "explain", "load_scenario", "policies", "read_trace",
-    "replay", "simulate", "sweep", "write_trace",
+    "StallError", "StudyResult", "StudySpec", "SweepResult", "Trace", "TraceError", "bound",
+    "build_scenario", "calibrate", "check", "diff", "explain", "load_scenario", "policies",
+    "read_trace", "replay", "simulate", "study", "sweep", "write_trace",
 ]
 
 
@@ -91,6 +95,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         load_scenario,
         policies,
         simulate,
+        study,
         sweep,
     )
     from pipefill.results import Diff, Replay, ReplayError, Simulation, SweepResult
@@ -99,6 +104,8 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from pipefill.sim.fit.calibrate import Calibrated
     from pipefill.sim.policies.catalog import PolicyDoc
     from pipefill.sim.scenario.model import Scenario
+    from pipefill.sim.study.result import StudyResult
+    from pipefill.sim.study.spec import StudySpec
     from pipefill.traces.check import CheckReport
     from pipefill.traces.explain import Explanation
     from pipefill.traces.io import read_trace, write_trace

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from pipefill.exec.dist.config import DistOptions
     from pipefill.exec.threads.replay import ReplayOptions
     from pipefill.sim.fit.calibrate import Calibrated
+    from pipefill.sim.study.result import StudyResult
     from pipefill.traces.check import CheckReport
     from pipefill.traces.explain import Explanation
     from pipefill.traces.schema import Trace
@@ -118,3 +119,29 @@ def explain(trace: Trace | str | os.PathLike[str], *, warmup: int | None = None,
     from pipefill.sim.fit.facts import explain as explain_trace
 
     return explain_trace(as_trace(trace), warmup, _label(trace, label))
+
+
+def measure_study(result: StudyResult, options: ReplayOptions | None = None) -> StudyResult:
+    """``result`` with its key points (:meth:`StudyResult.key_points`) each run short
+    (the study's ``replay.chunks``) on the model and on the threads executor, their
+    metrics side by side in ``.measured``. A failed replay raises :class:`ReplayError`."""
+    import dataclasses
+    import tempfile
+
+    from pipefill.predict import simulate
+    from pipefill.sim.study.result import COMPARED, Measured
+
+    short = result.spec.replay
+    sets = (f"run.chunks={short.chunks}", f"run.warmup={short.warmup}")
+    done = []
+    with tempfile.TemporaryDirectory(prefix="pipefill-study-") as tmp:
+        for i in result.key_points():
+            sc = result.scenario_of(i, sets)
+            pred = simulate(sc, keep_trace=False).metrics
+            meas = replay(sc, out=Path(tmp) / f"point{i}.parquet", options=options)
+            assert meas is not None  # threads: this process reports
+            done.append(Measured(i, result.points.label(i), short.chunks,
+                                 {k: pred.get(k) for k in COMPARED},
+                                 {k: meas.metrics.get(k) for k in COMPARED},
+                                 tuple(meas.warnings)))
+    return dataclasses.replace(result, measured=tuple(done))

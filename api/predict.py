@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Any
 from pipefill.results import Simulation, SweepResult
 
 if TYPE_CHECKING:
+    from pipefill.exec.threads.replay import ReplayOptions
     from pipefill.sim.bound.analysis import Bound
     from pipefill.sim.policies.catalog import PolicyDoc
     from pipefill.sim.scenario.model import Scenario
+    from pipefill.sim.study.result import StudyResult
+    from pipefill.sim.study.spec import StudySpec
 
 
 
@@ -164,3 +167,30 @@ def bound(scenario: Any = None, *, sets: Sequence[str] = (),
     from pipefill.sim.bound.analysis import compute_bound
 
     return compute_bound(resolve(scenario, sets, policy))
+
+
+def study(name_or_path: str | os.PathLike[str] | StudySpec, scenario: Any = None, *,
+          sets: Sequence[str] = (), engine: str = "auto", workers: int = 1,
+          explain: bool = True, replay: bool = False, options: ReplayOptions | None = None,
+          progress: Callable[[int, int], None] | None = None) -> StudyResult:
+    """One of the brief's experiments on the scenario: ``fill``, ``coupling``,
+    ``sessions``, ``stream-batch``, a study file (.toml) or a :class:`StudySpec`. Runs
+    its points through the sweep runner and returns every point, the verdict
+    (``.verdict``) and ``.to_json()``. ``sets`` apply to the scenario before the study's
+    own overrides. ``explain``: run ``explain`` on the key points' simulated traces
+    (``.explained``). ``replay``: also run the key points short on the threads executor
+    (``options``: device, kernels) beside their prediction (``.measured``)."""
+    from pipefill.sim.study.load import load_study
+    from pipefill.sim.study.run import StudyRun, run_study
+    from pipefill.sim.study.spec import StudySpec
+
+    spec = (name_or_path if isinstance(name_or_path, StudySpec)
+            else load_study(os.fspath(name_or_path)))
+    raw, name = _raw(scenario, (), None)
+    result = run_study(spec, StudyRun(raw, name, list(sets), engine, workers, explain),
+                       progress)
+    if not replay:
+        return result
+    from pipefill.measure import measure_study
+
+    return measure_study(result, options)

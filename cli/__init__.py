@@ -11,6 +11,7 @@ from pipefill.cli import (  # noqa: F401  (registers commands)
     measure,
     replay,
     simulate,
+    study,
 )
 from pipefill.cli.app import app
 

@@ -34,7 +34,7 @@ class Command(TyperCommand):
 
 #: the order ``pipefill --help`` lists commands in: predict, measure, compare, then the
 #: tools for one's own traces; a command not named here comes after these
-COMMAND_ORDER = ("simulate", "sweep", "bound", "replay", "diff", "explain", "check",
+COMMAND_ORDER = ("simulate", "sweep", "bound", "study", "replay", "diff", "explain", "check",
                  "calibrate", "report", "export", "merge", "import", "policies")
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 import sys
+import textwrap
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -337,3 +339,55 @@ def print_policies(docs: list[PolicyDoc], detailed: bool) -> None:
             table.add_row(f.name, f.type, "unset" if f.default is None else str(f.default),
                           f.range, Text(f.description))
         out_console.print(table)
+
+
+def print_study(res: Any) -> None:
+    """The study's question, one row per point (its shown columns), the verdict, and the
+    measured key points beside their prediction."""
+    from pipefill.sim.study.show import fmt, heading
+
+    spec = res.spec
+    out_console.print(f"{spec.name}: {spec.title} (scenario {res.scenario})", markup=False)
+    out_console.print(textwrap.fill(spec.question, width=max(60, out_console.width)),
+                      markup=False)
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("point", no_wrap=True)
+    for col in spec.show:
+        head = heading(col).replace(" (", "\n(")
+        table.add_column(head, justify="right", min_width=max(map(len, head.split())))
+    for row in res.points.rows:
+        cells = ["error" if row.get("error") else "-" if row.get(c) is None
+                 else fmt(c, row.get(c), unit=False) for c in spec.show]
+        table.add_row(row["label"] or row["variant"] or "-", *cells)
+    out_console.print(table)
+    out_console.print("verdict:", markup=False)
+    for line in (c for f in res.findings for c in f.lines):
+        out_console.print(textwrap.fill(f"- {line}", width=max(60, out_console.width),
+                                        subsequent_indent="  ", break_on_hyphens=False,
+                                        break_long_words=False), markup=False)
+    if res.explained:
+        out_console.print("why, from explain on each key point's simulated trace:",
+                          markup=False)
+        for e in res.explained:
+            out_console.print(textwrap.fill(f"- {e.line()}", width=max(60, out_console.width),
+                                            subsequent_indent="  ", break_on_hyphens=False,
+                                            break_long_words=False), markup=False)
+    if res.measured:
+        _print_measured_points(res.measured)
+
+
+def _print_measured_points(measured: Any) -> None:
+    from pipefill.sim.study.show import fmt, show
+
+    first = measured[0]
+    out_console.print(f"key points, {first.chunks} chunks, predicted | measured:",
+                      markup=False)
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("point", no_wrap=True)
+    keys = list(first.predicted)
+    for k in keys:
+        table.add_column(show(k).label, justify="right", no_wrap=True)
+    for m in measured:
+        table.add_row(m.label, *(f"{fmt(k, m.predicted.get(k), unit=False)} | "
+                                 f"{fmt(k, m.measured.get(k), unit=False)}" for k in keys))
+    out_console.print(table)

@@ -197,7 +197,8 @@ def render_page(ri: ReportInput, figures: list[h.RenderedFigure], command: str) 
     return h.page(_title(ri), blocks)
 
 
-def _check_out(out: Path) -> None:
+def check_out_dir(out: Path) -> None:
+    """Fail (naming --out) unless ``out`` is new, empty or an earlier pipefill report."""
     if out.exists() and not out.is_dir():
         raise ReportError("--out", f"{out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
@@ -221,11 +222,21 @@ def build_report(paths: list[Path], out: Path, opts: ReportOptions | None = None
     opts = opts or ReportOptions()
     ri = load_inputs([Path(p) for p in paths])
     out = Path(out)
-    _check_out(out)
+    check_out_dir(out)
     check_not_input(out, paths, directory=True)
     figures = render_figures(ri, opts)
     command = report_command(ri.paths, out, opts.bound_ms, opts.window)
     page = render_page(ri, figures, command)
+    write_report_dir(out, {**{f.filename: f.png for f in figures},
+                           "index.html": page.encode("utf-8")}, command)
+    notes = [n for n in (content.cut_notice(r) for r in ri.runs) if n]
+    return ReportResult(out, ri.kind, [f.filename for f in figures], notes)
+
+
+def write_report_dir(out: Path, files: dict[str, bytes], command: str) -> None:
+    """Write ``files`` (name -> bytes) and the report marker into a new directory beside
+    ``out`` and publish it as ``out`` at once (an earlier report there is replaced)."""
+    check_out_dir(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         # mkdir, not mkdtemp: the published directory gets the usual (umask) permissions
@@ -234,14 +245,11 @@ def build_report(paths: list[Path], out: Path, opts: ReportOptions | None = None
     except OSError as exc:
         raise ReportError("--out", f"{out}: cannot write ({exc.strerror or exc})") from None
     try:
-        for fig in figures:
-            (tmp / fig.filename).write_bytes(fig.png)
-        (tmp / "index.html").write_text(page, encoding="utf-8")
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
         (tmp / MARKER).write_text(command + "\n", encoding="utf-8")
         _publish(tmp, out)
     except OSError as exc:
         raise ReportError("--out", f"{out}: cannot write ({exc.strerror or exc})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    notes = [n for n in (content.cut_notice(r) for r in ri.runs) if n]
-    return ReportResult(out, ri.kind, [f.filename for f in figures], notes)

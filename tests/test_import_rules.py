@@ -160,7 +160,7 @@ def test_simulate_of_the_default_scenario_loads_no_heavy_library():
 #: a lower one. Only typing may look up (``if TYPE_CHECKING:``): the policies name the
 #: scenario they compile, which itself holds a policy.
 SIM_LAYERS = ("errors", "program", "graph", "policies", "scenario", "schedule", "precision",
-              "fast", "engine", "bound", "fit", "sweep")
+              "fast", "engine", "bound", "fit", "sweep", "study")
 
 
 def runtime_imports_of(path: Path) -> list[tuple[int, str]]:

@@ -31,7 +31,7 @@ FENCE = re.compile(r"^```(\w*)\s*$")
 SHELL_BLOCKS = ("", "bash", "sh", "shell", "console")
 #: appended to commands that take a scenario: a short run keeps the test fast
 SMALL = {cmd: ["--set", "run.chunks=12", "--set", "run.warmup=2"]
-         for cmd in ("simulate", "sweep", "bound", "replay")}
+         for cmd in ("simulate", "sweep", "bound", "replay", "study")}
 
 
 def shell_lines(text: str) -> list[str]:
@@ -136,4 +136,4 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch):
         ran.append(cmd[0])
     # the README shows every command a new user needs
     assert {"simulate", "sweep", "bound", "replay", "diff", "calibrate", "report",
-            "export", "merge", "explain", "check"} <= set(ran)
+            "export", "merge", "explain", "check", "study"} <= set(ran)
