@@ -45,7 +45,7 @@ def _short(p: SweepPoint, chunks: int) -> Any:
                                                                   "warmup": warmup})})
 
 
-def _marginal(run: Callable[[int], None]) -> float:
+def _marginal(run: Callable[[int], object]) -> float:
     """Seconds per chunk of ``run(chunks)``, from the difference of two lengths (what a
     run costs beyond its set-up), after one warm-up run."""
     run(20)
@@ -63,7 +63,7 @@ def _simpy_rate(points: Sequence[SweepPoint]) -> float:
 
     p = max(points, key=lambda q: q.weight)
     sessions = p.scenario().run.sessions
-    return _marginal(lambda n: simulate_summary(_short(p, n)) and None) / sessions
+    return _marginal(lambda n: simulate_summary(_short(p, n))) / sessions
 
 
 def _fast_rate(points: Sequence[SweepPoint]) -> float:
@@ -72,7 +72,7 @@ def _fast_rate(points: Sequence[SweepPoint]) -> float:
 
     group = points[0].group
     batch = [p for p in points if p.group == group][:PILOT_BATCH]
-    return _marginal(lambda n: run_batch([_short(p, n) for p in batch]) and None) / len(batch)
+    return _marginal(lambda n: run_batch([_short(p, n) for p in batch])) / len(batch)
 
 
 def estimate(points: Sequence[SweepPoint], workers: int) -> SweepEstimate:

@@ -24,6 +24,7 @@ from pipefill.sim.sweep.points import (
     Axis,
     SweepPoint,
     check_axes,
+    grid_points,
     parse_axis,
     plan_points,
     plan_tasks,
@@ -34,8 +35,8 @@ from pipefill.sim.sweep.store import KEY, ResultStore, engine_version
 from pipefill.traces.metrics import SUMMARY_KEYS
 from pipefill.traces.pareto import pareto_mask
 
-__all__ = ["FAST_TASK_MAX", "Axis", "SweepPoint", "check_axes", "execute_sweep", "parse_axis",
-           "plan_points", "plan_tasks", "run_sweep", "split_values"]
+__all__ = ["FAST_TASK_MAX", "Axis", "SweepPoint", "check_axes", "execute_sweep", "grid_points",
+           "parse_axis", "plan_points", "plan_tasks", "run_sweep", "split_values"]
 #: the precision fields every row carries (see ``steady_fields``)
 STEADY_KEYS = ("period_ci_ms", "chunks_run", "warmup_used", "converged")
 

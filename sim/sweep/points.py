@@ -17,6 +17,7 @@ section only.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,12 @@ def check_axes(axes: list[Axis]) -> None:
             raise ScenarioError("--grid", f"{axis.field} is given twice: put all its values "
                                 f"in one --grid ({axis.field}=v1,v2,...)")
         seen.add(axis.field)
+
+
+def grid_points(axes: list[Axis]) -> list[dict[str, Any]]:
+    """Every combination of the axes' values, grid order (as dicts field -> value)."""
+    return [dict(zip([a.field for a in axes], combo, strict=True))
+            for combo in itertools.product(*(a.values for a in axes))]
 
 
 @dataclass(frozen=True)

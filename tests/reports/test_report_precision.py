@@ -28,6 +28,7 @@ def sweep() -> Sweep:
 def test_period_cells_carry_their_half_width_and_mark_the_cap(sweep):
     data = heatmap_data(sweep, "period")
     (panel,) = data.panels
+    assert panel.ci is not None and panel.unconverged is not None
     t = sweep.table
     for _, row in t.iterrows():
         i, j = panel.y_values.index(row["policy.d_in"]), panel.x_values.index(row["policy.d_out"])
@@ -54,5 +55,6 @@ def test_a_fixed_length_sweep_shows_its_intervals_and_marks_nothing():
                                                 Axis("policy.d_out", (1, 2))], name)
     s = Sweep(Path("f.parquet"), table, {"kind": "sweep"}, ["policy.d_in", "policy.d_out"])
     (panel,) = heatmap_data(s, "period").panels
+    assert panel.ci is not None and panel.unconverged is not None
     assert np.isfinite(panel.ci).all() and not panel.unconverged.any()
     assert "not converged" not in draw_heatmaps(heatmap_data(s, "period"))._suptitle.get_text()

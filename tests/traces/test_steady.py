@@ -50,13 +50,14 @@ def test_batch_means_fed_in_any_pieces_are_the_same(cuts, seed):
 
 def test_batch_means_of_independent_values_is_the_textbook_interval():
     rng = np.random.default_rng(0)
-    halfwidths = []
+    halfwidths: list[float] = []
     covered = 0
     for _ in range(200):
         x = rng.normal(5.0, 2.0, 4096)
         bm = BatchMeans()
         bm.add(x)
         hw = bm.halfwidth()
+        assert hw is not None
         halfwidths.append(hw)
         covered += abs(x.mean() - 5.0) <= hw
     # independent values: t * sigma / sqrt(n) on average, 95% coverage

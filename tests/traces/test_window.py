@@ -28,8 +28,11 @@ def test_blocks_and_single_emits_give_the_same_window(warmup, n):
         one.chunk(*vals[i])
     for lo in range(0, n, 777):
         hi = min(n, lo + 777)
-        block.emit_block(t[lo:hi], np.arange(lo, hi), cool[lo:hi],
-                         lambda idx, lo=lo: [_anchor(float(t[lo + i])) for i in idx])
+
+        def anchors(idx: np.ndarray, lo: int = lo) -> list[Anchor]:
+            return [_anchor(float(t[lo + i])) for i in idx]
+
+        block.emit_block(t[lo:hi], np.arange(lo, hi), cool[lo:hi], anchors)
         block.chunk_block(vals[lo:hi])
     for w in (one.finish(), block.finish()):
         assert w.end == n - 4 and w.emits == n
