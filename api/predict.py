@@ -78,12 +78,14 @@ def resolve(scenario: Any = None, sets: Sequence[str] = (), policy: str | None =
 
 def simulate(scenario: Any = None, *, sets: Sequence[str] = (), policy: str | None = None,
              engine: str = "auto", out: str | os.PathLike[str] | None = None,
-             keep_trace: bool = True) -> Simulation:
+             keep_trace: bool = True, precision: float | None = None) -> Simulation:
     """Run the scenario on the model: ``engine`` auto (the fast path for fixed-order
     schedules, SimPy otherwise; SimPy when a trace is written, so files keep its event
     order), simpy or fast. ``out`` writes the trace (.parquet or .csv). With
     ``keep_trace=False`` nothing is held in memory: SimPy streams the trace to ``out``
-    and computes the metrics online (any run length in flat memory)."""
+    and computes the metrics online (any run length in flat memory). ``precision``
+    (e.g. 0.005) runs until the 95% interval of the period is within that share of it,
+    ``run.chunks`` being the cap (streamed: no trace is kept)."""
     from pipefill.sim.engine.choice import choose, run
     from pipefill.traces.io import check_writable
 
@@ -91,8 +93,8 @@ def simulate(scenario: Any = None, *, sets: Sequence[str] = (), policy: str | No
     path = Path(out) if out is not None else None
     if path is not None:
         check_writable(path, "out", (".parquet", ".pq", ".csv"))
-    if not keep_trace:
-        metrics = run(sc, engine, path)
+    if not keep_trace or precision is not None:
+        metrics = run(sc, engine, path, _precision(precision))
         return Simulation(sc, metrics["engine"], metrics, None, path)
     used = choose(sc, engine, writes_trace=path is not None)
     trace = _trace(sc, used)
@@ -103,6 +105,17 @@ def simulate(scenario: Any = None, *, sets: Sequence[str] = (), policy: str | No
     from pipefill.traces.metrics import compute_metrics
 
     return Simulation(sc, used, {**compute_metrics(trace), "engine": used}, trace, path)
+
+
+def _precision(rel: float | None) -> Any:
+    if rel is None:
+        return None
+    from pipefill.sim.errors import ScenarioError
+    from pipefill.sim.precision import Precision
+
+    if not 0.0 < rel < 1.0:
+        raise ScenarioError("precision", f"must be > 0 and < 1 (got {rel:g})")
+    return Precision(rel)
 
 
 def _trace(sc: Scenario, engine: str) -> Any:
@@ -119,13 +132,15 @@ def sweep(grid: Mapping[str, Sequence[Any]] | Sequence[str], scenario: Any = Non
           sets: Sequence[str] = (), policy: str | None = None, workers: int = 1,
           scheduler: str | None = None, out: str | os.PathLike[str] | None = None,
           resume: bool = False, per_task: int | None = None, engine: str = "auto",
-          task_timeout_s: float = 3600.0,
+          task_timeout_s: float = 3600.0, precision: float | None = None,
           progress: Callable[[int, int], None] | None = None) -> SweepResult:
     """A what-if grid: ``grid`` maps dotted fields to their values
     (``{"policy.d_in": [1, 2], "policy.d_out": [1, 2]}``) or is a list of ``--grid``
     strings (``"policy.d_in=1,2"``); the cartesian product runs on ``workers`` processes
     (``scheduler="local"``: a Dask LocalCluster; ``"tcp://HOST:PORT"``: an existing
-    one). ``out`` streams finished tasks to ``OUT.parts/`` and writes the table."""
+    one). ``out`` streams finished tasks to ``OUT.parts/`` and writes the table.
+    ``precision``: each point runs until its period's 95% interval is within that share
+    of it (``run.chunks`` the cap; ``period_ci_ms``, ``converged`` columns say how)."""
     from pipefill.sim.sweep.executors import ExecSpec
     from pipefill.sim.sweep.grid import Axis, parse_axis
     from pipefill.sim.sweep.run import SweepRequest, run_sweep
@@ -138,7 +153,8 @@ def sweep(grid: Mapping[str, Sequence[Any]] | Sequence[str], scenario: Any = Non
     path = Path(out) if out is not None else None
     req = SweepRequest(raw, name, axes, with_policy(policy, sets),
                        ExecSpec(scheduler, workers, task_timeout_s), path, resume, per_task,
-                       engine)
+                       engine, precision)
+    _precision(precision)
     done = run_sweep(req, progress)
     return SweepResult(name, [a.field for a in axes], done.table, done.ran, done.reused,
                        done.where, path)

@@ -5,8 +5,9 @@ with means 10 ms, D_in = 2 slots circulating, no transport. Prints, each measure
 this run: chunks/s of the SimPy engine (full trace, in-process; and of its event loop
 alone, without freezing the trace into a DataFrame); of Ciw on the same
 closed tandem (2 customers circulating between two single-server stations); the fast
-path's chunk-configs/s with metrics only (many seeds re-timed at once, then
-``fast_metrics`` per seed); the ratios; and the peak resident memory of the process.
+path's chunk-configs/s with metrics only (many seeds re-timed at once, block by block,
+their metrics fed online: ``run_batch``); the ratios; and the peak resident memory of
+the process.
 
     python bench/bench_fastpath.py [--chunks 20000] [--configs 256]
 """
@@ -21,8 +22,8 @@ import ciw
 import numpy as np
 
 from pipefill.sim.engine.core import SimEngine
-from pipefill.sim.fast.metrics import fast_metrics, metric_index
 from pipefill.sim.fast.path import compile_plan, time_batch
+from pipefill.sim.fast.run import run_batch
 from pipefill.sim.scenario.load import build_scenario
 
 
@@ -70,14 +71,13 @@ def main() -> None:
     ciw_cps = ciw_rate(a.chunks)
     plan = compile_plan(tandem(2_000))
     seeds = [tandem(2_000, seed) for seed in range(a.configs)]
-    warm = time_batch(plan, seeds[:2])  # compile (or load) the numba kernels once
-    fast_metrics(warm, 0, seeds[0])
+    time_batch(plan, seeds[:2])  # compile (or load) the numba kernels once
+    run_batch(seeds[:2])
     t = time.perf_counter()
-    timed = time_batch(plan, seeds)
+    time_batch(plan, seeds)
     recurrence = 2_000 * a.configs / (time.perf_counter() - t)
-    index = metric_index(timed)
-    for col, sc in enumerate(seeds):
-        fast_metrics(timed, col, sc, index)
+    t = time.perf_counter()
+    run_batch(seeds)
     fast_rate = 2_000 * a.configs / (time.perf_counter() - t)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"simpy engine : {simpy_rate:12,.0f} chunks/s (full trace, {a.chunks} chunks); the "

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipefill.cli.app import err_console, out_console
+from pipefill.cli.render_steady import interval_note, period_cell, window_text
 
 if TYPE_CHECKING:  # rendering never needs pandas or the simulator loaded
     from pipefill.sim.bound.analysis import Bound
@@ -66,6 +67,8 @@ def print_summary(title: str, metrics: dict[str, Any]) -> None:
     for key in SUMMARY_KEYS:
         table.add_row(key, _fmt(metrics.get(key)),
                       missing.get(key) or notes.get(key) or METRIC_NOTES.get(key, ""))
+        if key == "period_ms" and "period_ci_ms" in metrics:
+            table.add_row("period_ci_ms", _fmt(metrics["period_ci_ms"]), interval_note(metrics))
     for stage, value in sorted(metrics.get("bubble", {}).items()):
         table.add_row(f"bubble {stage}", f"{value:.1%}", "idle share in the window")
     add_fill_and_memory_rows(table, metrics)
@@ -83,8 +86,7 @@ def window_note(metrics: dict[str, Any]) -> str:
         return str(win["reason"])
     if win.get("first_chunk") is None or win.get("last_chunk") is None:
         return f"no steady-state window ({metrics.get('chunks')} chunks, warm-up {warmup})"
-    return (f"chunks {win['first_chunk']}..{win['last_chunk']}, "
-            f"{win.get('periods', 0)} periods after warm-up {warmup}")
+    return window_text(win, warmup)
 
 
 def print_trust(meta: dict[str, Any]) -> None:
@@ -240,13 +242,16 @@ def print_sweep(name: str, table: Any, axes: list[str]) -> None:
         view.add_column(header, justify="left" if header == "error" else "right",
                         overflow="fold" if header == "error" else "ellipsis")
     for rec in table.to_dict(orient="records"):
-        view.add_row(*("n/a" if c in axes and rec.get(c) is None else _fmt(_scaled(rec.get(c), k))
-                       for c, _, k in cols))
+        view.add_row(*(_sweep_cell(rec, c, k, axes) for c, _, k in cols))
     out_console.print(view)
     ignored = [a for a in axes if table[a].isna().any()]
     if ignored:
         out_console.print(f"n/a: {', '.join(ignored)} is not a field of that point's policy "
                           "(the axis is ignored there)", markup=False)
+    if "converged" in table.columns and (table["converged"] == False).any():  # noqa: E712
+        n = int((table["converged"] == False).sum())  # noqa: E712
+        out_console.print(f"* {n} point{'s' * (n != 1)} did not converge: stopped at the "
+                          "cap (run.chunks), the interval is wider than asked", markup=False)
     if "engine" in table.columns:  # which engine ran the points (the column has each's)
         counts = table["engine"].value_counts()
         out_console.print("engine: " + ", ".join(f"{e} for {n} point{'s' * (n != 1)}"
@@ -257,6 +262,16 @@ def print_sweep(name: str, table: Any, axes: list[str]) -> None:
     if fixed:
         out_console.print("same in every point: " + ", ".join(
             f"{a}={table[a].iloc[0]}" for a in fixed), markup=False)
+
+
+def _sweep_cell(rec: dict[str, Any], col: str, scale: float, axes: list[str]) -> str:
+    """One sweep table cell: ``n/a`` for an axis the point's policy lacks, the period with
+    its half-width (``*``: not converged), else the value."""
+    if col in axes and rec.get(col) is None:
+        return "n/a"
+    if col == "period_ms" and "period_ci_ms" in rec:
+        return period_cell(rec) or "missing"
+    return _fmt(_scaled(rec.get(col), scale))
 
 
 def _scaled(value: Any, scale: float) -> Any:

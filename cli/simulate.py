@@ -36,6 +36,21 @@ TABLE_SUFFIXES = (".parquet", ".pq", ".csv")
 EngineOpt = Annotated[str, typer.Option(
     help="auto|simpy|fast: auto takes the fast path for fixed-order schedules (SimPy when "
     "the order depends on timing, or for a written trace); fast refuses the former.")]
+PrecisionOpt = Annotated[float | None, typer.Option(
+    metavar="REL", help="Run until the 95% interval of the steady-state period is within "
+    "REL x period (e.g. 0.005), run.chunks being the cap; with run.warmup = \"auto\" "
+    "the warm-up is MSER-5's.")]
+
+
+def precision_of(rel: float | None) -> Any:
+    """``--precision`` as a target (exit 2 unless 0 < REL < 1)."""
+    if rel is None:
+        return None
+    if not 0.0 < rel < 1.0:
+        fail(f"--precision: the relative half-width must be > 0 and < 1 (got {rel:g})")
+    from pipefill.sim.precision import Precision
+
+    return Precision(rel)
 
 
 @app.command("simulate", cls=Command)
@@ -48,39 +63,49 @@ def simulate_cmd(
         min=1, help="Also run seeds seed..seed+R-1; report means and 95% intervals.")] = 1,
     workers: Annotated[int, typer.Option(min=1, help="Processes for --replicas.")] = 1,
     engine: EngineOpt = "auto",
+    precision: PrecisionOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Predict period, FPS, OverlapScore, bubbles and TTFF of one scenario."""
+    from pipefill.cli.longrun import LongRun
     from pipefill.cli.render import describe, print_json, print_replicas, print_summary
     from pipefill.sim.engine.choice import run
     from pipefill.sim.scenario.load import load_scenario
 
     check_out(out, TABLE_SUFFIXES, [scenario])
+    target = precision_of(precision)
     reps: ReplicaSummary | None = None
     with handled():
         sc = load_scenario(scenario, with_policy(policy, set_))
         note_switch(scenario, sc)
-        # SimPy streams the trace to --out as it is recorded and computes metrics online
-        metrics = run(sc, engine, out)
-        if replicas > 1:
-            reps = _replicas(sc, replicas, workers, json_, engine)
+        # SimPy streams the trace to --out as it is recorded and computes metrics online;
+        # a long run says how long it will take, shows progress and stops on Ctrl-C
+        with LongRun("simulate", sys.stderr.isatty(), out, cap=target is not None) as long:
+            metrics = run(sc, engine, out, target, long)
+        if replicas > 1 and not metrics.get("interrupted"):
+            reps = _replicas(sc, replicas, workers, json_, engine, target)
     if json_:
         extra = {"replicas": reps.to_json()} if reps is not None else {}
         print_json({"scenario": sc.name, "policy": sc.policy.params(), **metrics, **extra})
-        return
-    print_summary(f"{describe(sc)} [engine: {metrics['engine']}]", metrics)
-    if reps is not None:
-        print_replicas(reps)
-    if out is not None:
-        out_console.print(f"trace: {out}")
+    else:
+        print_summary(f"{describe(sc)} [engine: {metrics['engine']}]", metrics)
+        if reps is not None:
+            print_replicas(reps)
+        if out is not None:
+            out_console.print(f"trace: {out}")
+    if metrics.get("interrupted"):
+        kept = f"; its trace is in {out}" if out is not None else ""
+        err_console.print(f"interrupted: the summary covers the {metrics['chunks']:,} chunks "
+                          f"emitted before Ctrl-C{kept}", markup=False)
+        raise typer.Exit(130)
 
 
 def _replicas(sc: Any, replicas: int, workers: int, json_: bool,
-              engine: str) -> ReplicaSummary:
+              engine: str, target: Any) -> ReplicaSummary:
     from pipefill.sim.sweep.replicas import run_replicas
 
     with progress_bar("replicas", enabled=not json_ and sys.stderr.isatty()) as update:
-        return run_replicas(sc.raw, sc.name, replicas, workers, update, engine)
+        return run_replicas(sc.raw, sc.name, replicas, workers, update, engine, target)
 
 
 @app.command("sweep", cls=Command)
@@ -117,6 +142,7 @@ def sweep_cmd(
     min_fps: Annotated[float | None, typer.Option(min=0, help="--best: smallest allowed FPS.")
                        ] = None,
     engine: EngineOpt = "auto",
+    precision: PrecisionOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Run a what-if grid over any fields; one row of metrics per point."""
@@ -128,12 +154,13 @@ def sweep_cmd(
     if not grid:
         fail("--grid: give at least one axis, e.g. --grid policy.d_in=1,2,3,4")
     check_out(out, TABLE_SUFFIXES, [scenario])
+    precision_of(precision)
     sets = with_policy(policy, set_)
     with handled():
         raw, name = load_raw(scenario)
         axes = [parse_axis(g) for g in grid]
         run = SweepRun(ExecSpec(scheduler, workers, task_timeout), out, resume,
-                       points_per_task, json_, engine)
+                       points_per_task, json_, engine, precision)
         table = _run_sweep(raw, name, sets, axes, run)
     pick = best_point(table, max_latency_ms, min_fps) \
         if best or max_latency_ms is not None or min_fps is not None else None
@@ -158,7 +185,7 @@ def sweep_cmd(
 class SweepRun:
     """How a sweep runs: ``spec`` (where tasks run), ``out`` (table; parts stream beside
     it), ``resume``, ``per_task`` (points per task, None: automatic), ``json_``,
-    ``engine`` (auto, simpy or fast)."""
+    ``engine`` (auto, simpy or fast), ``precision`` (relative half-width, or None)."""
 
     spec: Any
     out: Path | None
@@ -166,23 +193,26 @@ class SweepRun:
     per_task: int | None
     json_: bool
     engine: str = "auto"
+    precision: float | None = None
 
 
 def _run_sweep(raw: dict[str, Any], name: str, sets: list[str], axes: list[Any],
                run: SweepRun) -> Any:
     """Run the grid (streaming finished tasks to ``--out``.parts) and write ``--out``; on
     Ctrl-C write the finished points to ``--out`` too, say how many, exit 130."""
+    from pipefill.cli.longrun import SweepBar, sweep_notice
     from pipefill.cli.render import print_sweep_summary
     from pipefill.sim.sweep.executors import SweepTimeout
     from pipefill.sim.sweep.grid import SweepInterrupted
     from pipefill.sim.sweep.run import SweepRequest, run_sweep
 
     req = SweepRequest(raw, name, axes, sets, run.spec, run.out, run.resume, run.per_task,
-                       run.engine)
+                       run.engine, run.precision)
     tty = not run.json_ and sys.stderr.isatty()
     try:
-        with progress_bar("sweep", enabled=tty) as update:
-            outcome = run_sweep(req, update)
+        with SweepBar(tty) as bar:
+            outcome = run_sweep(req, bar.progress, bar.work,
+                                None if run.json_ else sweep_notice(run.out, run.spec.workers))
     except SweepInterrupted as stop:
         kept = f"{len(stop.table)} of {stop.total} points finished"
         if stop.kept_in is not None:

@@ -33,18 +33,12 @@ from pipefill.reports.distributions import (
 from pipefill.reports.gantt import DEFAULT_WINDOW, draw_gantt, gantt_panels
 from pipefill.reports.idle import Facts, draw_idle, idle_data
 from pipefill.reports.inputs import ReportError, ReportInput, load_inputs
+from pipefill.reports.pareto import draw_pareto, pareto_data
 from pipefill.reports.period import draw_period, period_data
 from pipefill.reports.provenance import report_command
 from pipefill.reports.queues import draw_queues, queue_data
 from pipefill.reports.style import png_bytes
-from pipefill.reports.sweep import (
-    curve_data,
-    draw_curves,
-    draw_heatmaps,
-    draw_pareto,
-    heatmap_data,
-    pareto_data,
-)
+from pipefill.reports.sweep import curve_data, draw_curves, draw_heatmaps, heatmap_data
 from pipefill.traces.io import check_not_input
 
 MARKER = ".pipefill-report"

@@ -18,8 +18,17 @@ from pipefill.traces.schema import Trace
 OVERLAP_STAGES = ("stage0", "stage1")
 
 
+def window_of(trace: Trace) -> dict:  # type: ignore[type-arg]
+    """The metrics' steady-state window of the trace (warm-up, periods, cool-down)."""
+    from pipefill.traces.metrics import compute_metrics
+
+    return dict(compute_metrics(trace).get("window", {}))
+
+
 def warmup_of(trace: Trace) -> int:
-    return int(trace.meta.get("run", {}).get("warmup", 10))
+    """The warm-up the metrics use (MSER-5's when the run's is ``"auto"``)."""
+    wu = trace.meta.get("run", {}).get("warmup", 10)
+    return int(window_of(trace).get("warmup", 0)) if wu == "auto" else int(wu)
 
 
 def first_session(trace: Trace) -> int:
@@ -38,7 +47,8 @@ def chunk_series(trace: Trace) -> pd.DataFrame:
 
     Columns: ``chunk``, ``epoch``, ``t_emit_ms``, ``period_ms`` (NaN for the first emit),
     ``stage0_ms``, ``stage1_ms``, ``hidden_ms``, ``overlap`` (NaN where undefined),
-    ``latency_ms`` (NaN without an input mark) and ``in_window`` (after the warm-up).
+    ``latency_ms`` (NaN without an input mark) and ``in_window`` (after the warm-up and
+    before the cool-down: the metrics' window).
     """
     session = first_session(trace)
     em = trace.marks("emit")
@@ -57,7 +67,11 @@ def chunk_series(trace: Trace) -> pd.DataFrame:
     inputs = trace.marks("input")
     t_in = inputs[inputs["session"] == session].groupby("chunk")["start_ms"].min()
     out["latency_ms"] = t_emit - t_in.reindex(chunks).to_numpy()
-    out["in_window"] = np.arange(len(out)) >= max(warmup_of(trace), 1)
+    win = window_of(trace)
+    end = len(out) - int(win.get("cooldown", 0))
+    first = end - int(win.get("periods", 0)) if win.get("periods") else len(out)
+    pos = np.arange(len(out))
+    out["in_window"] = (pos >= first) & (pos < end)
     return out
 
 

@@ -22,8 +22,8 @@ from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
 
 from pipefill.reports.inputs import Sweep
+from pipefill.reports.intervals import cell_text, precision_cells, precision_note
 from pipefill.reports.style import new_figure, no_data
-from pipefill.traces.pareto import pareto_mask
 
 #: preferred heatmap axes (rows, columns) when the sweep has them
 DEPTH_AXES = ("policy.d_in", "policy.d_out")
@@ -111,6 +111,10 @@ class HeatPanel:
     x_values: list[Any]
     cells: np.ndarray
     stalled: np.ndarray
+    #: the period's 95% half-width per cell (NaN: none) and whether a point ran to its
+    #: cap without meeting its precision (period panels of a sweep run to a precision)
+    ci: np.ndarray | None = None
+    unconverged: np.ndarray | None = None
 
 
 def metric_columns(sweep: Sweep, spec: HeatmapSpec) -> list[str]:
@@ -145,13 +149,19 @@ def heatmap_data(sweep: Sweep, name: str) -> HeatmapData:
             sel = _select(t, combo)
             cells = np.full((len(ys), len(xs)), np.nan)
             stalled = np.zeros_like(cells, dtype=bool)
+            ci, late = precision_cells(column, t)
+            ci_cells, late_cells = np.full_like(cells, np.nan), np.zeros_like(stalled)
             for idx, row in sel.iterrows():
                 i, j = ys.index(row[lay.y]), xs.index(row[lay.x])
                 value = pd.to_numeric(row.get(column), errors="coerce")
                 cells[i, j] = np.nan if pd.isna(value) else float(value)
                 stalled[i, j] = bool(stalled_all[idx])
+                ci_cells[i, j], late_cells[i, j] = ci[idx], late[idx]
             title = " | ".join(p for p in (column, _combo_title(combo)) if p)
-            panels.append(HeatPanel(title, column, ys, xs, cells, stalled))
+            with_ci = column == "period_ms" and bool(np.isfinite(ci_cells).any())
+            panels.append(HeatPanel(title, column, ys, xs, cells, stalled,
+                                    ci_cells if with_ci else None,
+                                    late_cells if with_ci else None))
     return HeatmapData(name, lay.y, lay.x, panels, _panel_note(lay), len(lay.panels))
 
 
@@ -177,8 +187,8 @@ def _heat_panel(ax: Axes, p: HeatPanel, spec: HeatmapSpec, norm: Normalize,
         else:
             r, g, b, _ = colormaps[spec.cmap](norm(v))
             dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
-            ax.text(j, i, spec.fmt.format(v), ha="center", va="center", fontsize=8,
-                    color="white" if dark else "black")
+            ax.text(j, i, cell_text(spec.fmt.format(v), p, i, j), ha="center", va="center",
+                    fontsize=8 if p.ci is None else 7, color="white" if dark else "black")
     ax.set_xticks(range(len(p.x_values)), [str(v) for v in p.x_values])
     ax.set_yticks(range(len(p.y_values)), [str(v) for v in p.y_values])
     ax.set_xlabel(axis_label(axes_names[1]))
@@ -218,7 +228,7 @@ def draw_heatmaps(data: HeatmapData) -> Figure:
             ax.set_axis_off()
     fig.colorbar(images[0], ax=[axes[k] for k in slots], shrink=0.9, label=spec.title)
     fig.suptitle(f"Sweep: {spec.title} over {axis_label(data.y)} x {axis_label(data.x)}"
-                 + data.note, fontsize=11, x=0.01, ha="left")
+                 + data.note + precision_note(data.panels), fontsize=11, x=0.01, ha="left")
     return fig
 
 
@@ -318,94 +328,3 @@ def draw_curves(data: CurveData) -> Figure:
     fig.suptitle(f"Sweep: bubble fraction vs {axis_label(data.x)}" + data.note,
                  fontsize=11, x=0.01, ha="left")
     return fig
-
-
-@dataclass(frozen=True)
-class ParetoData:
-    """Grid points with both values; ``frontier`` marks those no other point dominates.
-
-    ``points``: one row per grid point (``label`` = its axis values as a tuple in the
-    order of ``axes``), ``mem_mib``, ``period_ms``, ``frontier``.
-    """
-
-    axes: list[str]
-    points: pd.DataFrame
-
-
-def _numeric(t: pd.DataFrame, column: str) -> pd.Series:
-    """``column`` as numbers; all missing (NaN) when the table has no such column
-    (an older or hand-made table)."""
-    if column not in t.columns:
-        return pd.Series(np.nan, index=t.index, dtype=float)
-    return pd.to_numeric(t[column], errors="coerce")
-
-
-def pareto_data(sweep: Sweep) -> ParetoData:
-    t = sweep.table[~_stalled(sweep.table)]
-    mem = _numeric(t, "peak_bytes_in_flight") / MIB
-    period = _numeric(t, "period_ms")
-    labels = ["(" + ", ".join(str(r[a]) for a in sweep.axes) + ")" for _, r in t.iterrows()]
-    pts = pd.DataFrame({"label": labels, "mem_mib": mem.to_numpy(),
-                        "period_ms": period.to_numpy()}).dropna().reset_index(drop=True)
-    pts["frontier"] = pareto_mask(pts["mem_mib"], pts["period_ms"])
-    return ParetoData(list(sweep.axes), pts)
-
-
-def _group_label(labels: list[str], limit: int = 4) -> str:
-    """Grid points that land on the same spot share one label."""
-    more = f" +{len(labels) - limit} more" if len(labels) > limit else ""
-    return " ".join(labels[:limit]) + more
-
-
-def draw_pareto(data: ParetoData) -> Figure:
-    fig = new_figure(9, 5.5)
-    ax = fig.subplots()
-    pts = data.points
-    if pts.empty:
-        no_data(ax, "no grid point has both peak_bytes_in_flight and period_ms")
-        return fig
-    ax.scatter(pts["mem_mib"], pts["period_ms"], color="#9A9A9A", s=22, label="grid point")
-    front = pts[pts["frontier"]].sort_values("mem_mib")
-    ax.step(front["mem_mib"], front["period_ms"], where="post", color="#1F4E9A",
-            linewidth=1.2, label="Pareto frontier (no point is smaller and faster)")
-    ax.scatter(front["mem_mib"], front["period_ms"], color="#1F4E9A", s=40, zorder=3)
-    ax.margins(x=0.15, y=0.08)  # room for the labels of the outermost points
-    ax.set_xlabel("peak bytes in flight (MiB)")
-    ax.set_ylabel("period (ms)")
-    ax.grid(color="#E6E6E6", linewidth=0.6)
-    ax.legend(fontsize=8)
-    names = ", ".join(axis_label(a) for a in data.axes)
-    title = f"Sweep: memory in flight vs period ({len(pts)} points; front labels are ({names})"
-    ax.set_title(title + ")", loc="left", fontsize=10)
-    left_out = _label_front(fig, ax, front)
-    if left_out:
-        ax.set_title(f"{title}; {left_out} crowded front labels left out)", loc="left",
-                     fontsize=10)
-    return fig
-
-
-#: label offsets (points) tried in turn, so front labels never overlap one another
-LABEL_OFFSETS = ((6, 6), (6, -14), (6, 20), (6, -28), (6, 34), (6, -42))
-
-
-def _label_front(fig: Figure, ax: Axes, front: pd.DataFrame) -> int:
-    """Label each front position at the first offset whose text overlaps no earlier
-    label; returns how many positions found no free offset (left unlabelled)."""
-    fig.canvas.draw()  # settle the constrained layout, then keep it: extents are final
-    fig.set_layout_engine("none")
-    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
-    placed: list[Any] = []
-    left_out = 0
-    for (mem, per), grp in front.groupby(["mem_mib", "period_ms"], sort=True):
-        for offset in LABEL_OFFSETS:
-            ann = ax.annotate(_group_label(list(grp["label"]), limit=3), (mem, per),
-                              textcoords="offset points", xytext=offset, fontsize=7.5)
-            ann.set_in_layout(False)
-            box = ann.get_window_extent(renderer)
-            if not any(box.overlaps(b) for b in placed):
-                placed.append(box)
-                break
-            ann.remove()
-        else:
-            left_out += 1
-    return left_out

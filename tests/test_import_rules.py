@@ -135,11 +135,32 @@ def test_bound_and_help_load_no_trace_tables():
         assert [m for m in loaded if any(_matches(m, h) for h in heavy)] == [], args
 
 
+def test_simulate_of_the_default_scenario_loads_no_heavy_library():
+    """Start-up (issue 25): the default scenario runs on the fast path without numba (a
+    small run's recurrence is plain Python), pandas or pyarrow (metrics are online, no
+    table is built) and without SimPy; a written trace loads pyarrow, a long run numba."""
+    code = ("import json, sys; from pipefill.cli import app\n"
+            "try:\n    app(sys.argv[1:], standalone_mode=False)\n"
+            "except SystemExit:\n    pass\n"
+            "print(json.dumps(sorted(sys.modules)), file=sys.stderr)")
+    heavy = ("numba", "llvmlite", "pandas", "pyarrow", "simpy", "matplotlib", "torch")
+
+    def loaded(*args: str) -> list[str]:
+        out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                             text=True, timeout=120, check=True)
+        mods = json.loads(out.stderr.strip().splitlines()[-1])
+        return sorted({h for h in heavy for m in mods if _matches(m, h)})
+
+    assert loaded("simulate") == []
+    assert loaded("simulate", "--engine", "simpy") == ["simpy"]
+    assert "numba" in loaded("simulate", "--set", "run.chunks=50000", "--json")
+
+
 #: sim/'s layers, lowest first: a module imports (at run time) only from its own layer or
 #: a lower one. Only typing may look up (``if TYPE_CHECKING:``): the policies name the
 #: scenario they compile, which itself holds a policy.
-SIM_LAYERS = ("errors", "program", "graph", "policies", "scenario", "schedule", "fast",
-              "engine", "bound", "fit", "sweep", "study")
+SIM_LAYERS = ("errors", "program", "graph", "policies", "scenario", "schedule", "precision",
+              "fast", "engine", "bound", "fit", "sweep", "study")
 
 
 def runtime_imports_of(path: Path) -> list[tuple[int, str]]:

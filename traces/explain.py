@@ -19,7 +19,7 @@ import numpy as np
 from pipefill.traces.chain import Chain, follow, late_wakeups, upstream_of
 from pipefill.traces.facts import PolicyFacts
 from pipefill.traces.idle import Evidence, Piece, busy_intervals, stage_pieces, wait_rows
-from pipefill.traces.metrics import steady_window
+from pipefill.traces.metrics import compute_metrics, warmup_of
 from pipefill.traces.schema import Trace, TraceError
 from pipefill.traces.verdict import Verdict, decide
 from pipefill.traces.waits import CAUSES, Cause
@@ -113,13 +113,15 @@ def _window(trace: Trace, warmup: int | None) -> tuple[float, float, dict[str, A
                          "window between emits")
     s0 = int(em["session"].min())
     em = em[em["session"] == s0]
-    wu = int(warmup if warmup is not None else trace.meta.get("run", {}).get("warmup", 10))
-    wu = min(wu, max(len(em) - 2, 0))  # a short trace: as much of it as has two emits
-    win = steady_window(em["start_ms"].to_numpy(float), em["chunk"].to_numpy(), wu)
-    if isinstance(win, str) or win.t1 <= win.t0:
+    wu = warmup_of(trace.meta, warmup)
+    if wu is not None:
+        wu = min(wu, max(len(em) - 2, 0))  # a short trace: as much of it as has two emits
+    # the metrics' own window: after the warm-up, before the cool-down (the drain)
+    win = dict(compute_metrics(trace, "auto" if wu is None else wu)["window"])
+    if not win.get("periods") or win["t_end_ms"] <= win["t_start_ms"]:
         raise TraceError("emit", f"no steady window: {len(em)} emit(s) of session {s0}, "
                          "explain needs two at different times")
-    return win.t0, win.t1, win.describe()
+    return float(win["t_start_ms"]), float(win["t_end_ms"]), win
 
 
 def _stages(trace: Trace) -> list[str]:

@@ -1,7 +1,11 @@
 """Metrics of DESIGN.md computed from a trace alone (shared by sim, exec, diff, sweeps, reports).
 
 Steady state: the emits of one session in emission order, skipping the first
-``warmup``; ``period_k`` is the gap to the previous emit. ``period_ms`` is the *mean*
+``warmup`` (``"auto"``: MSER-5) and the cool-down (the emits after the session's last
+input entered: a finite run's drain); ``period_k`` is the gap to the previous emit. The
+window is kept online (:mod:`pipefill.traces.window`): a run of any length is summarised
+in bounded memory, medians and percentiles from a quantile sketch beyond 65,536 chunks
+(within 0.5%, said under ``notes``). ``period_ms`` is the *mean*
 gap over the window, (t_emit[last] - t_emit[first]) / (n - 1): the throughput, and
 ``fps`` derives from it; ``period_p50_ms`` (the median gap) is reported beside it and the
 summary says when emits are bursty (the two differ by more than
@@ -12,15 +16,19 @@ its reason under ``notes``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from pipefill.traces.memory import memory_of
-from pipefill.traces.reduce import TOTAL, SessionState, TraceReducer, record_order
-from pipefill.traces.schema import Trace
+from pipefill.traces.reduce import TOTAL, SessionState, TraceReducer, last_inputs, record_order
+from pipefill.traces.sketch import EXACT_MAX, RELATIVE_ERROR, QuantileSketch
+from pipefill.traces.window import Anchor, WindowStats
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipefill.traces.schema import Trace
 
 #: keys every summary carries (None when missing), in display order
 SUMMARY_KEYS = (
@@ -36,70 +44,54 @@ UNIT_TOLERANCE = 1e-9
 #: OverlapScore above 1 with a period at least this share of the busier stage's work per
 #: chunk is cost noise around a full overlap, not several chunks worked on at a time
 NOISE_PERIOD_SHARE = 0.95
-#: keys that need a steady-state window (at least two emits after the warm-up)
+#: keys that need a steady-state window (at least two emits after the warm-up, before
+#: the cool-down)
 WINDOW_KEYS = ("period_ms", "fps", "period_p50_ms", "stage0_ms", "stage1_ms",
                "overlap_score", "overlap_window", "latency_p50_ms", "latency_p95_ms",
                "latency_p99_ms", "mesh_idle_ms")
 
 
-@dataclass(frozen=True)
-class Window:
-    """The steady-state window of one session: emits ``first - 1`` (the warm-up's last
-    emit, where the first counted gap starts) to the last; ``chunks`` are the chunks whose
-    gap is counted (emit positions first .. last)."""
-
-    warmup: int
-    first: int
-    chunks: np.ndarray
-    periods: np.ndarray
-    t0: float
-    t1: float
-
-    def describe(self) -> dict[str, Any]:
-        return {"warmup": self.warmup, "first_chunk": int(self.chunks[0]),
-                "last_chunk": int(self.chunks[-1]), "periods": len(self.periods),
-                "t_start_ms": self.t0, "t_end_ms": self.t1}
-
-
-def _median(values: np.ndarray) -> float:
-    return float(np.median(values))
+def warmup_of(meta: dict[str, Any], warmup: int | str | None = None) -> int | None:
+    """The warm-up to use: ``warmup`` if given, else the run's (trace metadata), else 10;
+    ``"auto"`` is None (MSER-5)."""
+    wu = warmup if warmup is not None else meta.get("run", {}).get("warmup", 10)
+    return None if wu == "auto" else int(wu)
 
 
 def per_chunk_busy(spans: pd.DataFrame, stage: str) -> pd.Series:
     """Compute-lane busy time of ``stage`` (or its ``stage.<s>`` copies) per chunk (ms),
     ``stage_k`` of DESIGN.md; the items of a batched call share its time."""
-    red = TraceReducer(1).feed(record_order(spans)).finish()
-    out: dict[int, float] = {}
-    for sess in red.sessions.values():
-        arr = sess.busy0 if stage == "stage0" else sess.busy1 if stage == "stage1" else None
-        if arr is None:
-            raise ValueError(f"per-chunk busy time is defined for stage0 and stage1, not {stage}")
-        for k in np.flatnonzero(arr.a[: arr.n]):
-            out[int(k)] = out.get(int(k), 0.0) + float(arr.a[k])
-    return pd.Series(out, dtype=float).sort_index()
+    import pandas as pd
 
-
-def steady_window(t_emit: np.ndarray, chunk_ids: np.ndarray, warmup: int) -> Window | str:
-    """The window after ``warmup`` emits, or the reason there is none."""
-    first = max(warmup, 1)
-    if len(t_emit) < first + 1:
-        return (f"no steady-state window: {len(t_emit)} chunks emitted, need more than "
-                f"{first} (warm-up {warmup})")
-    return Window(warmup, first, chunk_ids[first:], np.diff(t_emit)[first - 1:],
-                  float(t_emit[first - 1]), float(t_emit[-1]))
+    if stage not in ("stage0", "stage1"):
+        raise ValueError(f"per-chunk busy time is defined for stage0 and stage1, not {stage}")
+    sp = spans[(spans["kind"] == "span") & (spans["lane"] == "compute")]
+    sp = sp.iloc[np.argsort(sp["end_ms"].to_numpy(), kind="stable")]
+    st, name = sp["stage"].to_numpy(dtype=object), sp["name"].to_numpy(dtype=object)
+    s, e = sp["start_ms"].to_numpy(dtype=float), sp["end_ms"].to_numpy(dtype=float)
+    chunk = sp["chunk"].to_numpy(dtype=np.int64)
+    # a batched call's items are consecutive rows with the same stage, phase and interval
+    new = np.ones(len(sp), dtype=bool)
+    new[1:] = (st[1:] != st[:-1]) | (name[1:] != name[:-1]) | (s[1:] != s[:-1]) | \
+        (e[1:] != e[:-1])
+    call = np.cumsum(new) - 1
+    items = np.bincount(call)[call] if len(call) else np.zeros(0, dtype=np.int64)
+    mine = np.array([str(x).split(".", 1)[0] == stage for x in st], dtype=bool) & (chunk >= 0)
+    share = pd.Series((e - s)[mine] / items[mine])
+    return share.groupby(chunk[mine]).sum().astype(float).sort_index()
 
 
 def _rate(res: dict[str, Any], missing: dict[str, str], notes: dict[str, str],
-          win: Window, fpc: int) -> None:
+          w: WindowStats, fpc: int) -> None:
     """period (mean gap), fps, the median gap, and whether emits are bursty."""
-    res["period_p50_ms"] = _median(win.periods)
-    span = win.t1 - win.t0
+    res["period_p50_ms"] = w.sk.gap.quantile(50)
+    span = w.t1 - w.t0
     if span <= 0:
-        reason = (f"all {len(win.periods) + 1} emits of the window fall at one instant "
-                  f"(t = {win.t1:.3f} ms): a zero period is not a rate")
+        reason = (f"all {w.end - w.first_pos + 1} emits of the window fall at one instant "
+                  f"(t = {w.t1:.3f} ms): a zero period is not a rate")
         missing["period_ms"] = missing["fps"] = reason
         return
-    res["period_ms"] = span / len(win.periods)
+    res["period_ms"] = span / (w.end - w.first_pos)
     res["fps"] = fpc * 1000.0 / res["period_ms"]
     gap = abs(res["period_p50_ms"] - res["period_ms"]) / res["period_ms"]
     res["bursty"] = bool(gap > BURSTY_TOLERANCE)
@@ -110,18 +102,15 @@ def _rate(res: dict[str, Any], missing: dict[str, str], notes: dict[str, str],
 
 
 def _overlap(res: dict[str, Any], missing: dict[str, str], notes: dict[str, str],
-             sess: SessionState, win: Window) -> None:
+             w: WindowStats) -> None:
     """OverlapScore (per chunk, DESIGN.md) with the reason when it leaves [0, 1]."""
-    s0, s1 = sess.busy0.take(win.chunks), sess.busy1.take(win.chunks)
-    res["stage0_ms"], res["stage1_ms"] = _median(s0), _median(s1)
-    low = np.minimum(s0, s1)
-    ok = low > 0
-    if not ok.any():
+    res["stage0_ms"], res["stage1_ms"] = w.sk.busy0.quantile(50), w.sk.busy1.quantile(50)
+    if not w.sk.ratio.n:
         missing["overlap_score"] = "a stage does no work per chunk in the window"
         return
-    hidden = np.maximum(0.0, s0 + s1 - win.periods)
-    res["overlap_score"] = score = clamp_unit(_median(hidden[ok] / low[ok]))
-    if score > 1.0:
+    score = w.sk.ratio.quantile(50)
+    res["overlap_score"] = score = clamp_unit(score) if score is not None else None
+    if score is not None and score > 1.0:
         notes["overlap_score"] = _above_one(score, res)
 
 
@@ -161,16 +150,13 @@ def overlap_window(busy: dict[str, float], span: float) -> tuple[float | None, s
 
 
 def _window_fill(res: dict[str, Any], missing: dict[str, str], notes: dict[str, str],
-                 red: TraceReducer, session: int, win: Window) -> None:
+                 w: WindowStats, stages: set[str]) -> None:
     """Per-stage bubbles and overlap_window over the window's wall time."""
-    span = win.t1 - win.t0
-    if span <= 0:
+    span = w.t1 - w.t0
+    if span <= 0 or w.anchor0 is None or w.anchor1 is None:
         missing["overlap_window"] = "the window holds no time"
         return
-    # a stage's idle time does not depend on whose work it ran (shared stages)
-    stages = sorted(red.session(session).stages)
-    busy = {s: red.stages[s].between(("t0", session), ("last", session)) if s in red.stages
-            else 0.0 for s in stages}
+    busy = {s: _busy_between(w.anchor0, w.anchor1, s) for s in sorted(stages)}
     res["bubble"] = {s: 1.0 - b / span for s, b in busy.items()}
     value, text = overlap_window(busy, span)
     res["overlap_window"] = value
@@ -180,73 +166,100 @@ def _window_fill(res: dict[str, Any], missing: dict[str, str], notes: dict[str, 
         notes["overlap_window"] = text
 
 
-def _latency(res: dict[str, Any], missing: dict[str, str], sess: SessionState,
-             first: int) -> None:
-    t_emit, chunks = sess.emits()
-    lat = t_emit[first:] - sess.t_input.take(chunks[first:])
-    lat = lat[~np.isnan(lat)]
-    if not len(lat):
+def _busy_between(a0: Anchor, a1: Anchor, stage: str) -> float:
+    # a stage's idle time does not depend on whose work it ran (shared stages)
+    b1 = a1.busy.get(stage)
+    b0 = a0.busy.get(stage)
+    return (b1.value if b1 is not None else 0.0) - (b0.value if b0 is not None else 0.0)
+
+
+def _latency(res: dict[str, Any], missing: dict[str, str], w: WindowStats) -> None:
+    if not w.sk.latency.n:
         for q in (50, 95, 99):
             missing[f"latency_p{q}_ms"] = "no input marks for the window's chunks"
         return
     for q in (50, 95, 99):
-        res[f"latency_p{q}_ms"] = float(np.percentile(lat, q))
+        res[f"latency_p{q}_ms"] = w.sk.latency.quantile(q)
 
 
-def _mesh_idle(res: dict[str, Any], missing: dict[str, str], sess: SessionState,
-               first: int) -> None:
-    if sess.mesh_start.n == 0:
+def _mesh_idle(res: dict[str, Any], missing: dict[str, str], w: WindowStats,
+               stages: set[str]) -> None:
+    if "stage1" not in stages:
         missing["mesh_idle_ms"] = "no stage1 spans"
         return
-    _, chunks = sess.emits()
-    gaps = np.maximum(0.0, sess.mesh_start.take(chunks[first:])
-                      - sess.mesh_end.take(chunks[first - 1:-1]))
-    gaps = gaps[~np.isnan(gaps)]
-    if len(gaps):
-        res["mesh_idle_ms"] = _median(gaps)
+    if w.sk.mesh.n:
+        res["mesh_idle_ms"] = w.sk.mesh.quantile(50)
     else:
         missing["mesh_idle_ms"] = "stage1 spans do not cover the window"
 
 
-def _session_metrics(red: TraceReducer, session: int, warmup: int, fpc: int,
-                     target_fps: float | None) -> dict[str, Any]:
+def window_of(w: WindowStats, warmup: int | None) -> dict[str, Any]:
+    """What the window covers, how it was chosen and the cool-down it left out."""
+    out: dict[str, Any] = {"warmup": warmup if warmup is not None else w.first_pos,
+                           "warmup_method": "mser5" if w.auto else "fixed",
+                           "cooldown": w.emits - w.end}
+    if w.mser_at_limit:
+        out["warmup_note"] = ("MSER-5 put the warm-up at half the run: the transient may "
+                              "be longer than the run shows")
+    return out
+
+
+def window_part(res: dict[str, Any], missing: dict[str, str], notes: dict[str, str],
+                w: WindowStats, stages: set[str], fpc: int, warmup: int | None) -> None:
+    """The window's metrics of one session: ``res["window"]``, the rate, per-chunk
+    medians, latency, mesh idle, bubbles and overlap_window (or why each is missing)."""
+    res["window"] = window = window_of(w, warmup)
+    if w.end - w.first_pos < 1:
+        reason = (f"no steady-state window: {w.end} chunks emitted before the cool-down, "
+                  f"need more than {w.first_pos} (warm-up {res['warmup']})")
+        missing.update(dict.fromkeys(WINDOW_KEYS, reason))
+        window.update(periods=0, reason=reason)
+    else:
+        window.update(first_chunk=w.chunk_first, last_chunk=w.chunk_last,
+                      periods=w.end - w.first_pos, t_start_ms=w.t0, t_end_ms=w.t1)
+        _rate(res, missing, notes, w, fpc)
+        _overlap(res, missing, notes, w)
+        _latency(res, missing, w)
+        _mesh_idle(res, missing, w, stages)
+        _window_fill(res, missing, notes, w, stages)
+    _sketch_note(notes, w)
+
+
+def _session_metrics(red: TraceReducer, session: int, fpc: int) -> dict[str, Any]:
     res: dict[str, Any] = dict.fromkeys(SUMMARY_KEYS)
     missing: dict[str, str] = {}
     notes: dict[str, str] = {}
     sess = red.session(session)
-    t_emit, chunks = sess.emits()
-    res.update(chunks=len(t_emit), warmup=warmup, bursty=None, bubble={},
-               hard_cuts=red.hard_cuts, drops=sess.drops)
-    if len(t_emit) and np.isfinite(sess.first_input):
-        res["ttff_ms"] = float(t_emit[0] - sess.first_input)
+    w = sess.stats
+    res.update(chunks=w.emits, warmup=red.warmup if red.warmup is not None else w.first_pos,
+               bursty=None, bubble={}, hard_cuts=red.hard_cuts, drops=sess.drops)
+    if w.emits and np.isfinite(sess.first_input):
+        res["ttff_ms"] = float(w.t_first - sess.first_input)
     else:
-        missing["ttff_ms"] = "no emit" if not len(t_emit) else "no input marks in the trace"
-    win = steady_window(t_emit, chunks, warmup)
-    if isinstance(win, str):
-        missing.update(dict.fromkeys(WINDOW_KEYS, win))
-        res["window"] = {"warmup": warmup, "periods": 0, "reason": win}
-    else:
-        res["window"] = win.describe()
-        _rate(res, missing, notes, win, fpc)
-        _overlap(res, missing, notes, sess, win)
-        _latency(res, missing, sess, win.first)
-        _mesh_idle(res, missing, sess, win.first)
-        _window_fill(res, missing, notes, red, session, win)
+        missing["ttff_ms"] = "no emit" if not w.emits else "no input marks in the trace"
+    window_part(res, missing, notes, w, sess.stages, fpc, red.warmup)
     _queues(res, missing, red, session)
-    _deadlines(res, missing, t_emit, target_fps, fpc)
+    _deadlines(res, missing, red, sess)
     res["missing"], res["notes"] = missing, notes
     return res
 
 
+def _sketch_note(notes: dict[str, str], w: WindowStats) -> None:
+    if not w.sk.gap.is_exact:
+        notes["quantiles"] = (f"medians and percentiles over more than {EXACT_MAX:,} chunks "
+                              f"come from a quantile sketch: within {RELATIVE_ERROR:.1%} "
+                              "(relative) of the exact ones")
+
+
 def _queues(res: dict[str, Any], missing: dict[str, str], red: TraceReducer,
             session: int) -> None:
-    window = (("t0", session), ("last", session))
+    w = red.session(session).stats
     res["queues"] = {}
     for name, c in sorted(red.counters.items()):
         if name == TOTAL:
             continue
-        stats = {"max": c.peak}
-        mean = c.mean(*window)
+        stats: dict[str, float] = {"max": c.peak}
+        mean = counter_mean(w, name, c.first)
         if mean is not None:
             stats["mean"] = mean
         res["queues"][name] = stats
@@ -262,52 +275,84 @@ def _queues(res: dict[str, Any], missing: dict[str, str], red: TraceReducer,
         missing["peak_bytes_in_flight"] = "no bytes_in_flight counter in the trace"
 
 
-def _deadlines(res: dict[str, Any], missing: dict[str, str], t_emit: np.ndarray,
-               target_fps: float | None, fpc: int) -> None:
-    if target_fps is None:
+def counter_mean(w: WindowStats, name: str, first: float) -> float | None:
+    """Time-weighted mean of a counter over the window (from its first sample on)."""
+    a0, a1 = w.anchor0, w.anchor1
+    if a0 is None or a1 is None or w.end - (w.first or 1) < 1:
+        return None
+    width = a1.x - max(a0.x, first)
+    if width <= 0 or name not in a1.counters:
+        return None
+    i0 = a0.counters.get(name, 0.0) if a0.x >= first else 0.0
+    return (a1.counters[name] - i0) / width
+
+
+def _deadlines(res: dict[str, Any], missing: dict[str, str], red: TraceReducer,
+               sess: SessionState) -> None:
+    if red.deadline_ms is None:
         missing["deadline_misses"] = "no run.target_fps given"
-    elif len(t_emit):
-        # playback starts at the first emit; chunk n is due n chunk-periods later
-        due = t_emit[0] + np.arange(len(t_emit)) * fpc * 1000.0 / target_fps
-        res["deadline_misses"] = int((t_emit > due + 1e-9).sum())
+    elif sess.stats.emits:
+        res["deadline_misses"] = sess.misses
     else:
         missing["deadline_misses"] = "no emit"
 
 
-def compute_metrics(trace: Trace, warmup: int | None = None) -> dict[str, Any]:
+def reducer_for(meta: dict[str, Any], warmup: int | str | None = None,
+                last_chunk: int | dict[int, int] | None = None) -> TraceReducer:
+    """A reducer set up from a run's metadata (warm-up, deadlines) and its cool-down."""
+    run = meta.get("run", {})
+    target = run.get("target_fps")
+    fpc = int(run.get("frames_per_chunk", 12))
+    return TraceReducer(warmup_of(meta, warmup), last_chunk,
+                        fpc * 1000.0 / target if target else None)
+
+
+def compute_metrics(trace: Trace, warmup: int | str | None = None) -> dict[str, Any]:
     """Summary of a trace: the first session's metrics, plus per-session ones when several.
 
-    ``warmup`` defaults to the run's (trace metadata), else 10.
+    ``warmup`` defaults to the run's (trace metadata), else 10; ``"auto"``: MSER-5. The
+    window ends at each session's last input (the cool-down: the chunks still in flight
+    then); a trace without input marks has no cool-down.
     """
-    wu = _warmup(trace.meta, warmup)
-    red = TraceReducer(wu).feed(record_order(trace.events)).finish()
-    return summarize(red, trace.meta, wu)
+    red = reducer_for(trace.meta, warmup, last_inputs(trace.events))
+    red.feed(record_order(trace.events)).finish()
+    return summarize(red, trace.meta)
 
 
-def _warmup(meta: dict[str, Any], warmup: int | None) -> int:
-    return int(warmup if warmup is not None else meta.get("run", {}).get("warmup", 10))
-
-
-def summarize(red: TraceReducer, meta: dict[str, Any], warmup: int | None = None) -> dict[str, Any]:
-    """The summary of what ``red`` consumed (a whole trace, or rows as they were recorded)."""
+def summarize(red: TraceReducer, meta: dict[str, Any], rel: float | None = None
+              ) -> dict[str, Any]:
+    """The summary of what ``red`` consumed (a whole trace, or rows as they were
+    recorded) once it has finished; ``rel``: the precision target, if any."""
     run = meta.get("run", {})
-    wu = _warmup(meta, warmup)
     fpc = int(run.get("frames_per_chunk", 12))
-    target = run.get("target_fps")
-    sessions = sorted(s for s, st in red.sessions.items() if len(st.t_emit)) or [0]
-    per = {s: _session_metrics(red, s, wu, fpc, target) for s in sessions}
+    sessions = sorted(s for s, st in red.sessions.items() if st.stats.emits) or [0]
+    per = {s: _session_metrics(red, s, fpc) for s in sessions}
     out = dict(per[sessions[0]])
+    out.update(steady_fields(red.session(sessions[0]).stats, rel))
     if len(sessions) > 1:
         out["sessions"] = {str(s): m for s, m in per.items()}
         fps = [m["fps"] for m in per.values() if m["fps"] is not None]
         out["aggregate_fps"] = float(sum(fps)) if fps else None
-        out.update(_pooled_latency(red, sessions, wu))
+        out.update(_pooled_latency(red, sessions))
     out["bubble_run"] = _run_bubbles(red)
     out["memory"] = mem = memory_of(red)
     if not mem:
         out["missing"] = {**out["missing"], "memory": "no bytes_in_flight counter in the trace"}
     out["source"] = str(meta.get("source", "unknown"))
     return out
+
+
+def steady_fields(w: WindowStats, rel: float | None = None) -> dict[str, Any]:
+    """The precision fields every result carries: the period's 95% half-width
+    (``period_ci_ms``, None with fewer than 16 batches of gaps), the chunks run, the
+    warm-up used and, with a target ``rel``, whether the half-width is within it."""
+    iv = w.interval()
+    converged = None
+    if rel is not None:
+        converged = bool(iv.halfwidth is not None and iv.period is not None
+                         and iv.halfwidth <= rel * iv.period)
+    return {"period_ci_ms": iv.halfwidth, "chunks_run": w.emits, "warmup_used": iv.first,
+            "converged": converged}
 
 
 def _run_bubbles(red: TraceReducer) -> dict[str, float]:
@@ -320,13 +365,9 @@ def _run_bubbles(red: TraceReducer) -> dict[str, float]:
     return {s: 1.0 - b.between("run0", "run1") / span for s, b in sorted(red.stages.items())}
 
 
-def _pooled_latency(red: TraceReducer, sessions: list[int], warmup: int) -> dict[str, Any]:
+def _pooled_latency(red: TraceReducer, sessions: list[int]) -> dict[str, Any]:
     """p50/p95/p99 of every session's steady-state latencies pooled together."""
-    lats = []
+    pooled = QuantileSketch()
     for s in sessions:
-        t_emit, chunks = red.session(s).emits()
-        lat = t_emit[warmup:] - red.session(s).t_input.take(chunks[warmup:])
-        lats.append(lat[~np.isnan(lat)])
-    pooled = np.concatenate(lats) if lats else np.array([])
-    return {f"aggregate_latency_p{q}_ms": float(np.percentile(pooled, q)) if len(pooled)
-            else None for q in (50, 95, 99)}
+        pooled.merge(red.session(s).stats.sk.latency)
+    return {f"aggregate_latency_p{q}_ms": pooled.quantile(q) for q in (50, 95, 99)}

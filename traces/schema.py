@@ -15,10 +15,12 @@ annotation: :attr:`Trace.spans` leaves it out, so no metric counts it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas loads where a table is built (not to summarise a run online)
+    import pandas as pd
 
 #: column name -> pandas dtype. Order is the on-disk order.
 COLUMNS: dict[str, str] = {
@@ -95,11 +97,15 @@ class Trace:
 
 
 def empty_events() -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in COLUMNS.items()})
 
 
 def from_rows(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
     """Build the event table from row tuples in :data:`COLUMNS` order, sorted stably by time."""
+    import pandas as pd
+
     if not rows:
         return empty_events()
     df = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
@@ -119,6 +125,8 @@ def _check_times(df: pd.DataFrame) -> None:
 
 def validate(df: pd.DataFrame) -> pd.DataFrame:
     """Check and coerce a table read from outside; raise :class:`TraceError` naming the field."""
+    import pandas as pd
+
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise TraceError(missing[0], f"missing column (a trace needs {', '.join(COLUMNS)})")

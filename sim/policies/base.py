@@ -141,6 +141,12 @@ class Policy(BaseModel):
         """Why this scenario cannot run one rank group per stage, or None if it can."""
         return None
 
+    def structure_reads_costs(self) -> bool:
+        """Whether :meth:`structure` reads cost values (a split balanced on them): a
+        sweep's planner then keys structures by the cost values, else only by which
+        phases there are and the denoise steps."""
+        return False
+
     def structure(self, sc: Scenario) -> Any:
         """What the programs' actions depend on besides :meth:`params`, the run, the
         phases present and the transport sizes: a value derived from cost values (a

@@ -74,6 +74,9 @@ class StreamBatch(BlockSplitPolicy):
     def n_steps(self, sc: Scenario) -> int:
         return self.steps if self.steps is not None else sc.steps
 
+    def structure_reads_costs(self) -> bool:
+        return self.balance and self.split is None
+
     def block_counts(self, sc: Scenario) -> list[int]:
         """Blocks per stage; ``balance`` prices a block at the steady batch of n latents."""
         if self.split is not None or not self.balance:

@@ -1,13 +1,15 @@
 """Cost models: how long each phase takes, per session, chunk and denoise step.
 
-Costs are sampled up front into a :class:`CostTable` from one generator per phase
-derived from the run seed, so a chunk's cost does not depend on the order in which a
-schedule asks for it: two policies compared on the same seed see the same costs
-(common random numbers), and the same seed always gives the same table.
+Costs are sampled in blocks of chunks into a :class:`CostTable` from one generator per
+phase (and session) derived from the run seed, so a chunk's cost depends neither on the
+order in which a schedule asks for it nor on the run's length: two policies compared on
+the same seed see the same costs (common random numbers), the same seed always gives the
+same table, and the first n chunks of a longer run are the n-chunk run's draws.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Literal
 
 import numpy as np
@@ -27,9 +29,10 @@ class CostSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    dist: Literal["constant", "normal", "lognormal", "uniform", "empirical"] = Field(
-        "constant", description="distribution family")
-    mean: float | None = Field(None, ge=0, description="mean ms (constant, normal, lognormal)")
+    dist: Literal["constant", "normal", "lognormal", "uniform", "empirical", "exponential"] = \
+        Field("constant", description="distribution family")
+    mean: float | None = Field(None, ge=0, description="mean ms (constant, normal, lognormal, "
+                               "exponential)")
     cv: float = Field(0.0, ge=0, description="coefficient of variation (normal, lognormal)")
     low: float | None = Field(None, ge=0, description="lower bound ms (uniform)")
     high: float | None = Field(None, ge=0, description="upper bound ms (uniform)")
@@ -56,7 +59,7 @@ class CostSpec(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> CostSpec:
-        needs_mean = self.dist in ("constant", "normal", "lognormal")
+        needs_mean = self.dist in ("constant", "normal", "lognormal", "exponential")
         if needs_mean and self.mean is None:
             raise ValueError(f"mean is required for dist = {self.dist!r}")
         bad_range = self.low is None or self.high is None or self.low > self.high
@@ -76,6 +79,7 @@ class CostSpec(BaseModel):
         spread = self.dist in ("normal", "lognormal") and self.cv > 0
         spread |= self.dist == "uniform" and self.low != self.high
         spread |= self.dist == "empirical" and len(set(self.samples or [])) > 1
+        spread |= self.dist == "exponential" and bool(self.mean)
         return not spread
 
     def base_mean(self) -> float:
@@ -122,34 +126,99 @@ class CostSpec(BaseModel):
             return rng.uniform(float(self.low or 0.0), float(self.high or 0.0), shape)
         if self.dist == "empirical":
             return rng.choice(np.asarray(self.samples, dtype=float), shape)
+        if self.dist == "exponential" and m > 0:
+            return rng.exponential(m, shape)
         return np.full(shape, m)
 
 
-class CostTable:
-    """Pre-sampled durations: ``table.get(phase, session, chunk, step)`` in ms.
+#: chunks of one phase's draws sampled at a time (a run never holds its whole table)
+BLOCK_CHUNKS = 4096
+#: blocks of a session kept after newer ones are drawn (a schedule asks for chunks a few
+#: blocks back at most; an older one is drawn again from the start of its stream)
+KEEP_BLOCKS = 2
 
-    Invariant: values are a pure function of (spec, seed, phase, session, chunk, step).
+
+class _PhaseDraws:
+    """One phase's durations, drawn block by block from one generator per session.
+
+    Invariant: chunk k of session s gets the same values whatever the block size and
+    in whatever order blocks are asked for: session s's stream is drawn in chunk order,
+    ``steps`` values per chunk, exactly as one ``draw(rng, (chunks, steps))`` call would
+    (numpy's samplers consume their bit generator value by value, checked by
+    ``tests/sim/scenario/test_cost_blocks.py``). Session 0's stream is the run's one
+    stream of the phase (``SeedSequence([seed, phase])``); session s > 0 has its own
+    (``[seed, phase, s]``), so no session's draws depend on the run's length.
     """
 
-    def __init__(self, costs: dict[str, CostSpec], sessions: int, chunks: int, seed: int):
-        self._tables: dict[str, np.ndarray] = {}
+    __slots__ = ("block", "blocks", "chunks", "idx", "keep", "lock", "next", "rngs", "seed",
+                 "spec")
+
+    def __init__(self, spec: CostSpec, idx: int, seed: int, chunks: int, block: int,
+                 keep: int = KEEP_BLOCKS) -> None:
+        self.spec, self.idx, self.seed = spec, idx, seed
+        self.chunks, self.block, self.keep = chunks, max(1, block), keep
+        self.rngs: dict[int, np.random.Generator] = {}
+        self.next: dict[int, int] = {}
+        self.blocks: dict[tuple[int, int], np.ndarray] = {}
+        self.lock = threading.Lock()  # executors price work from several stage threads
+
+    def _restart(self, session: int) -> None:
+        key = [self.seed, self.idx] if session == 0 else [self.seed, self.idx, session]
+        self.rngs[session] = np.random.default_rng(np.random.SeedSequence(key))
+        self.next[session] = 0
+        for b in [k for k in self.blocks if k[0] == session]:
+            del self.blocks[b]
+
+    def get_block(self, session: int, b: int) -> np.ndarray:
+        """Block ``b`` of ``session``: (chunks in it, steps) durations, pattern and
+        drift applied, clipped at 0."""
+        got = self.blocks.get((session, b))
+        if got is not None:
+            return got
+        with self.lock:
+            if session not in self.rngs or b < self.next[session] - self.keep:
+                self._restart(session)
+            while (session, b) not in self.blocks:
+                self._draw_next(session)
+            return self.blocks[(session, b)]
+
+    def _draw_next(self, session: int) -> None:
+        n = self.next[session]
+        lo = n * self.block
+        hi = max(lo + 1, min(lo + self.block, self.chunks))
+        spec = self.spec
+        vals = spec.draw(self.rngs[session], (hi - lo, spec.steps))
+        k = np.arange(lo, hi)
+        if spec.pattern:
+            vals *= np.asarray(spec.pattern, dtype=float)[k % len(spec.pattern)][:, None]
+        if spec.drift_ms:
+            vals += spec.drift_ms * k.astype(float)[:, None]
+        self.blocks[(session, n)] = np.clip(vals, 0.0, None, out=vals)
+        self.next[session] = n + 1
+        self.blocks.pop((session, n - self.keep - 1), None)
+
+
+class CostTable:
+    """Sampled durations: ``table.get(phase, session, chunk, step)`` in ms.
+
+    Invariant: values are a pure function of (spec, seed, phase, session, chunk, step),
+    whatever the run's length or the block size. They are drawn in blocks of ``block``
+    chunks as the run asks for them (:class:`_PhaseDraws`), so a run of any length holds
+    a few blocks per phase and session, never its whole table.
+    """
+
+    def __init__(self, costs: dict[str, CostSpec], sessions: int, chunks: int, seed: int,
+                 block: int = BLOCK_CHUNKS, keep: int = KEEP_BLOCKS) -> None:
         self._specs = dict(costs)
+        self.sessions, self.chunks = sessions, chunks
+        self._draws: dict[str, _PhaseDraws] = {}
         for idx, phase in enumerate(PHASES):
             spec = costs.get(phase)
-            if spec is None:
-                continue
-            rng = np.random.default_rng(np.random.SeedSequence([seed, idx]))
-            vals = spec.draw(rng, (sessions, chunks, spec.steps))
-            # in place: a million-chunk run holds one table per phase, not three
-            if spec.pattern:
-                pattern = np.asarray(spec.pattern, dtype=float)
-                vals *= pattern[np.arange(chunks) % len(pattern)][None, :, None]
-            if spec.drift_ms:
-                vals += spec.drift_ms * np.arange(chunks, dtype=float)[None, :, None]
-            self._tables[phase] = np.clip(vals, 0.0, None, out=vals)
+            if spec is not None:
+                self._draws[phase] = _PhaseDraws(spec, idx, seed, chunks, block, keep)
 
     def has(self, phase: str) -> bool:
-        return phase in self._tables
+        return phase in self._draws
 
     def duration(self, action: Any) -> float:
         """Duration of a ``Compute`` action: the single place both backends price work.
@@ -166,5 +235,19 @@ class CostTable:
         return share * scale * (sum(one) / len(one))
 
     def get(self, phase: str, session: int, chunk: int, step: int = 0) -> float:
-        table = self._tables[phase]
-        return float(table[session, chunk, max(step, 0) % table.shape[2]])
+        if not 0 <= session < self.sessions or not 0 <= chunk < self.chunks:
+            raise IndexError(f"{phase}: no draw for session {session}, chunk {chunk} "
+                             f"({self.sessions} sessions x {self.chunks} chunks)")
+        d = self._draws[phase]
+        block = d.get_block(session, chunk // d.block)
+        return float(block[chunk % d.block, max(step, 0) % block.shape[1]])
+
+    def values(self, phase: str, session: int, lo: int, hi: int) -> np.ndarray:
+        """Durations of chunks ``lo..hi-1`` of ``session``: an array (hi - lo, steps)."""
+        d = self._draws[phase]
+        parts = []
+        for b in range(lo // d.block, (hi - 1) // d.block + 1):
+            arr = d.get_block(session, b)
+            base = b * d.block
+            parts.append(arr[max(lo - base, 0):min(hi - base, len(arr))])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -225,7 +225,7 @@ def check_window(run: RunConfig) -> None:
     """Refuse a warm-up that leaves no steady-state window (every metric would be
     missing). Checked where a user's scenario comes in (files, ``--set``, sweep points),
     not by :func:`build_scenario`, so tests may still build runs of a chunk or two."""
-    if run.warmup >= run.chunks:
+    if run.warmup != "auto" and run.warmup >= run.chunks:
         raise ScenarioError("run.warmup", f"{run.warmup} leaves no steady-state window in a "
                             f"run of {run.chunks} chunks (it must be below run.chunks: "
                             "--set run.warmup=N)")

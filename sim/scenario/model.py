@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
 from pipefill.sim.policies.base import Policy
 from pipefill.sim.scenario.costs import CostSpec
@@ -25,7 +25,9 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     chunks: int = Field(120, ge=1, description="chunks generated per session")
-    warmup: int = Field(10, ge=0, description="chunks excluded from steady-state metrics")
+    warmup: int | Literal["auto"] = Field(
+        10, description="chunks excluded from steady-state metrics (>= 0), or \"auto\": "
+        "where the transient ends, by MSER-5 on the emit gaps")
     seed: int = Field(0, description="seed of every random draw in the run")
     frames_per_chunk: int = Field(12, ge=1, description="pixel frames per chunk")
     source: Literal["saturated", "realtime"] = Field(
@@ -33,6 +35,13 @@ class RunConfig(BaseModel):
     fps_in: float | None = Field(None, gt=0, description="input frame rate for source = realtime")
     sessions: int = Field(1, ge=1, description="independent streams")
     target_fps: float | None = Field(None, gt=0, description="deadline rate for miss counting")
+
+    @field_validator("warmup")
+    @classmethod
+    def _warmup(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be >= 0 or \"auto\"")
+        return v
 
     @model_validator(mode="after")
     def _realtime(self) -> RunConfig:

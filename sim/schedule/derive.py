@@ -97,6 +97,10 @@ class Schedule:
     queues: list[QueueSpec]
     choices: int = 0
     counts: list[CountAt] = field(default_factory=list)
+    #: how many nodes existed when each mark (count) was recorded: where it sits in the
+    #: recording, for the fast path's search of a repeating period
+    mark_born: list[int] = field(default_factory=list)
+    count_born: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -116,6 +120,12 @@ class _Builder:
     counts: list[CountAt] = field(default_factory=list)
     unreleased: dict[str, list[int]] = field(default_factory=dict)
     pending: dict[str, list[MarkAt]] = field(default_factory=dict)
+    mark_born: list[int] = field(default_factory=list)
+    count_born: list[int] = field(default_factory=list)
+
+    def put(self, mark: MarkAt) -> None:
+        self.marks.append(mark)
+        self.mark_born.append(len(self.nodes))
 
     def add(self, node: Node) -> int:
         self.nodes.append(node)
@@ -126,11 +136,12 @@ class _Builder:
 
     def count(self, stage: str, queue: str, held: int, nbytes: int) -> None:
         self.counts.append(CountAt(queue, self.clock.get(stage, ORIGIN), held, nbytes))
+        self.count_born.append(len(self.nodes))
 
     def settle(self, stage: str, at: int) -> None:
         """Input marks a polling stage deferred are taken at ``at``."""
         for m in self.pending.pop(stage, []):
-            self.marks.append(MarkAt(m.name, m.stage, m.tag, at))
+            self.put(MarkAt(m.name, m.stage, m.tag, at))
 
     def wait(self, stage: str, dep: int, label: str, chunk: int = -1) -> None:
         """The stage waits for ``dep`` (nothing to add when it cannot wait on it)."""
@@ -227,7 +238,7 @@ def _wait_input(b: _Builder, r: Recorded) -> None:
             # asked for when the Reserve that follows is satisfied (it never blocks)
             b.pending.setdefault(r.stage, []).append(mark)
         else:
-            b.marks.append(mark)
+            b.put(mark)
         return
     k = a.tag.chunk
     if k not in b.input_nodes:
@@ -235,7 +246,7 @@ def _wait_input(b: _Builder, r: Recorded) -> None:
                                       at_ms=run.input_time_ms(k)))
         for s in range(run.sessions):
             stage = b.sc.policy.source_stage(b.sc, s)
-            b.marks.append(MarkAt("input", stage, Tag(s, k), b.input_nodes[k]))
+            b.put(MarkAt("input", stage, Tag(s, k), b.input_nodes[k]))
     b.wait(r.stage, b.input_nodes[k], "input", k)
 
 
@@ -246,7 +257,7 @@ def _poll(b: _Builder, r: Recorded) -> None:
 def _mark(b: _Builder, r: Recorded) -> None:
     a = r.action
     assert isinstance(a, Mark)
-    b.marks.append(MarkAt(a.name, r.stage, a.tag, b.clock.get(r.stage, ORIGIN)))
+    b.put(MarkAt(a.name, r.stage, a.tag, b.clock.get(r.stage, ORIGIN)))
 
 
 _HANDLERS = {Compute: _compute, Reserve: _reserve, Release: _release, Put: _put, Get: _get,
@@ -277,10 +288,11 @@ def _derive(sc: Scenario) -> Schedule:
     for r in rec.steps:
         b.step(r)
     for stage in list(b.pending):
-        b.marks.extend(b.pending.pop(stage))
+        for m in b.pending.pop(stage):
+            b.put(m)
     nodes = _fill_chunks(b.nodes)
     return Schedule(nodes, b.marks, tuple(sc.policy.stages(sc)), specs, rec.choices,
-                    b.counts)
+                    b.counts, b.mark_born, b.count_born)
 
 
 def _fill_chunks(nodes: list[Node]) -> list[Node]:

@@ -8,7 +8,6 @@ with ``--out``), so an interrupted sweep resumes with only the missing points.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,74 +15,30 @@ from typing import Any
 
 import pandas as pd
 
-from pipefill.sim.engine.choice import choose, metrics_batch
-from pipefill.sim.errors import ScenarioError, StallError
-from pipefill.sim.fast.path import structure_key
-from pipefill.sim.policies import policy_fields
-from pipefill.sim.scenario.load import (
-    apply_overrides,
-    build_scenario,
-    check_window,
-    parse_value,
+from pipefill.sim.engine.choice import metrics_batch
+from pipefill.sim.errors import StallError
+from pipefill.sim.precision import Precision
+from pipefill.sim.sweep.executors import ExecSpec, SweepExecutor, make_executor
+from pipefill.sim.sweep.points import (
+    FAST_TASK_MAX,
+    Axis,
+    SweepPoint,
+    check_axes,
+    grid_points,
+    parse_axis,
+    plan_points,
+    plan_tasks,
+    point_cost,
+    split_values,
 )
-from pipefill.sim.sweep.executors import ExecSpec, SweepExecutor, chunked, make_executor, task_size
-from pipefill.sim.sweep.store import KEY, ResultStore, engine_version, point_key
+from pipefill.sim.sweep.store import KEY, ResultStore, engine_version
 from pipefill.traces.metrics import SUMMARY_KEYS
 from pipefill.traces.pareto import pareto_mask
-from pipefill.traces.toml_writer import toml_value
 
-
-@dataclass(frozen=True)
-class Axis:
-    """One grid axis: a dotted field and the values it takes."""
-
-    field: str
-    values: tuple[Any, ...]
-
-
-def split_values(text: str) -> list[str]:
-    """Split ``1,2,[3,4],"a,b"`` on top-level commas."""
-    parts: list[str] = []
-    cur: list[str] = []
-    depth, quote = 0, ""
-    for ch in text:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append("".join(cur).strip())
-            cur = []
-            continue
-        cur.append(ch)
-    parts.append("".join(cur).strip())
-    return [p for p in parts if p]
-
-
-def parse_axis(spec: str) -> Axis:
-    key, sep, values = spec.partition("=")
-    if not sep or not key.strip() or not values.strip():
-        raise ScenarioError("--grid", f"{spec!r} is not of the form table.field=v1,v2,...")
-    return Axis(key.strip(), tuple(parse_value(v) for v in split_values(values)))
-
-
-def check_axes(axes: list[Axis]) -> None:
-    """Refuse an axis given twice (the last would silently win in every point)."""
-    seen: set[str] = set()
-    for axis in axes:
-        if axis.field in seen:
-            raise ScenarioError("--grid", f"{axis.field} is given twice: put all its values "
-                                f"in one --grid ({axis.field}=v1,v2,...)")
-        seen.add(axis.field)
-
-
-def grid_points(axes: list[Axis]) -> list[dict[str, Any]]:
-    return [dict(zip([a.field for a in axes], combo, strict=True))
-            for combo in itertools.product(*(a.values for a in axes))]
+__all__ = ["FAST_TASK_MAX", "Axis", "SweepPoint", "check_axes", "execute_sweep", "grid_points",
+           "parse_axis", "plan_points", "plan_tasks", "run_sweep", "split_values"]
+#: the precision fields every row carries (see ``steady_fields``)
+STEADY_KEYS = ("period_ci_ms", "chunks_run", "warmup_used", "converged")
 
 
 def flatten(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +51,8 @@ def flatten(metrics: dict[str, Any]) -> dict[str, Any]:
         row.setdefault(f"{q}_max", stats.get("max"))  # q_in_max/q_out_max: the summary's
     row["chunks"] = metrics.get("chunks")
     row["warmup"] = metrics.get("warmup")
+    for key in STEADY_KEYS:
+        row[key] = metrics.get(key)
     row["bursty"] = metrics.get("bursty")
     row["aggregate_fps"] = metrics.get("aggregate_fps")
     # memory in flight per stage: the memory side of the memory-period trade-off
@@ -140,92 +97,6 @@ def best_point(table: pd.DataFrame, max_latency_ms: float | None = None,
                     " and ".join(parts) or "no constraint")
 
 
-@dataclass(frozen=True)
-class SweepPoint:
-    """One grid point: its axis values, its overridden raw tables (a scenario the point
-    builds on any worker) and ``key``, the hash of its resolved scenario and engine."""
-
-    axes: dict[str, Any]
-    raw: dict[str, Any]
-    name: str
-    key: str
-    engine: str = "auto"
-    #: the fast path's structure the point is re-timed with (None: it runs on SimPy)
-    group: str | None = None
-    #: relative cost on SimPy (chunks x sessions), to start the heaviest first
-    weight: int = 0
-
-
-def plan_points(raw: dict[str, Any], base_sets: list[str], axes: list[Axis],
-                name: str = "sweep", engine: str = "auto") -> list[SweepPoint]:
-    """Every grid point in grid order, each validated (bad input, or ``engine = "fast"``
-    on a choice-dependent point, fails before any work)."""
-    check_axes(axes)
-    points, seen = [], set()
-    for values in grid_points(axes):
-        values = applicable(values, axes)
-        cells = {k: None if v is NOT_APPLICABLE else _cell(v) for k, v in values.items()}
-        if repr(cells) in seen:  # the same point once an axis is ignored for its policy
-            continue
-        seen.add(repr(cells))
-        sets = [*base_sets, *(f"{k}={toml_value(v)}" for k, v in values.items()
-                              if v is not NOT_APPLICABLE)]
-        point_raw = apply_overrides(raw, sets)
-        sc = build_scenario(point_raw, name=name)
-        check_window(sc.run)
-        group = structure_key(sc) if choose(sc, engine) == "fast" else None
-        points.append(SweepPoint(cells, point_raw, name, point_key(sc), engine, group,
-                                 sc.run.chunks * sc.run.sessions))
-    return points
-
-
-#: an axis value left out of a point: its policy has no such field (the cell is empty)
-NOT_APPLICABLE = object()
-
-
-def applicable(values: dict[str, Any], axes: list[Axis]) -> dict[str, Any]:
-    """``values`` with NOT_APPLICABLE for each ``policy.*`` axis that the point's policy
-    (from a ``policy.name`` axis) lacks but another policy of that axis has, so a grid
-    can compare policies whose fields differ. A field no policy of the axis has stays
-    (and fails, naming it)."""
-    names = next((a.values for a in axes if a.field == "policy.name"), None)
-    if names is None:
-        return values
-    mine = policy_fields(values["policy.name"]) or set()
-    anyone = set().union(*(policy_fields(n) or set() for n in names))
-    return {k: NOT_APPLICABLE if _policy_key(k) in anyone - mine else v
-            for k, v in values.items()}
-
-
-def _policy_key(field: str) -> str | None:
-    table, _, key = field.partition(".")
-    return key if table == "policy" and "." not in key and key != "name" else None
-
-
-#: most points in one fast-path task (they are re-timed side by side)
-FAST_TASK_MAX = 256
-
-
-def plan_tasks(todo: list[SweepPoint], workers: int,
-               per_task: int | None = None) -> list[list[SweepPoint]]:
-    """Tasks in the order they are handed out. With ``per_task``: consecutive points,
-    as given. Otherwise the SimPy points first, heaviest first, in tasks sized to spread
-    them over the workers (:func:`task_size`), then one task per fast-path structure
-    (its plan compiled once, its points re-timed together; at most FAST_TASK_MAX), so
-    the long tasks start early and the short ones fill the gaps."""
-    if per_task is not None:
-        return chunked(todo, task_size(len(todo), workers, per_task))
-    slow = sorted((p for p in todo if p.group is None), key=lambda p: -p.weight)
-    groups: dict[str, list[SweepPoint]] = {}
-    for p in todo:
-        if p.group is not None:
-            groups.setdefault(p.group, []).append(p)
-    tasks = chunked(slow, task_size(len(slow), workers)) if slow else []
-    for members in groups.values():
-        tasks += chunked(members, FAST_TASK_MAX)
-    return tasks
-
-
 def evaluate_points(points: Sequence[SweepPoint]) -> list[dict[str, Any]]:
     """Rows for a batch of points, in order, each with the ``engine`` that ran it: the
     fast path re-times the fixed-order points of one structure together
@@ -233,9 +104,11 @@ def evaluate_points(points: Sequence[SweepPoint]) -> list[dict[str, Any]]:
     (a stall, ...) is a row with its ``error``."""
     if not points:
         return []
+    rel = points[0].precision
     try:
-        scs = [build_scenario(p.raw, name=p.name) for p in points]
-        results = metrics_batch(scs, points[0].engine)
+        scs = [p.scenario() for p in points]
+        results = metrics_batch(scs, points[0].engine,
+                                Precision(rel) if rel is not None else None)
     except Exception:  # one point failed the batch: run them one by one to say which
         return [_evaluate_one(p) for p in points] if len(points) > 1 \
             else [_error_row(points[0])]
@@ -249,7 +122,9 @@ def _evaluate_one(point: SweepPoint) -> dict[str, Any]:
 
 def _error_row(point: SweepPoint) -> dict[str, Any]:
     try:
-        metrics_batch([build_scenario(point.raw, name=point.name)], point.engine)
+        rel = point.precision
+        metrics_batch([point.scenario()], point.engine,
+                      Precision(rel) if rel is not None else None)
     except StallError as exc:
         return {"error": str(exc)}
     except Exception as exc:
@@ -288,11 +163,15 @@ class SweepInterrupted(KeyboardInterrupt):
 def execute_sweep(points: list[SweepPoint], axes: list[str], executor: SweepExecutor,
                   store: ResultStore | None = None, per_task: int | None = None,
                   workers: int = 1,
-                  progress: Callable[[int, int], None] | None = None) -> SweepOutcome:
+                  progress: Callable[[int, int], None] | None = None,
+                  cost_progress: Callable[[float, float], None] | None = None
+                  ) -> SweepOutcome:
     """Run the points the store does not hold yet, streaming each finished task into it.
 
     Points sharing a key run once. A task that failed as a whole (e.g. Dask gave up after
-    it killed workers) gives each of its points an error row.
+    it killed workers) gives each of its points an error row. ``progress`` hears points
+    done of all; ``cost_progress`` the estimated work done of all (:func:`point_cost`),
+    from which a remaining time is a real estimate.
     """
     store = store if store is not None else ResultStore()
     wanted = {p.key for p in points}
@@ -300,6 +179,8 @@ def execute_sweep(points: list[SweepPoint], axes: list[str], executor: SweepExec
     todo = list({p.key: p for p in points if p.key not in store.rows}.values())
     tasks = plan_tasks(todo, workers, per_task)
     total, done = len(wanted), reused
+    costs = [sum(point_cost(p) for p in t) for t in tasks]
+    work, worked = sum(costs), 0.0
     try:
         if progress:
             progress(done, total)
@@ -307,8 +188,11 @@ def execute_sweep(points: list[SweepPoint], axes: list[str], executor: SweepExec
             rows = result if isinstance(result, list) else _failed(tasks[i], result)
             store.add(rows, axes)
             done += len(rows)
+            worked += costs[i]
             if progress:
                 progress(done, total)
+            if cost_progress:
+                cost_progress(worked, work)
     except KeyboardInterrupt:
         store.sync()
         finished = _table([p for p in points if p.key in store.rows], store)
@@ -336,14 +220,14 @@ def _failed(task: list[SweepPoint], exc: BaseException) -> list[dict[str, Any]]:
 def run_sweep(raw: dict[str, Any], base_sets: list[str], axes: list[Axis], name: str = "sweep",
               workers: int = 1,
               progress: Callable[[int, int], None] | None = None,
-              engine: str = "auto") -> pd.DataFrame:
+              engine: str = "auto", precision: float | None = None) -> pd.DataFrame:
     """The whole sweep in memory on this machine (``workers`` processes): the table.
 
     A point whose schedule stalls is kept as a row with its ``error``; the table has
     one row per point in grid order, axis columns first, then metrics, ``error`` and
     ``point_key``.
     """
-    points = plan_points(raw, base_sets, axes, name, engine)
+    points = plan_points(raw, base_sets, axes, name, engine, precision)
     executor = make_executor(ExecSpec(workers=workers))
     try:
         return execute_sweep(points, [a.field for a in axes], executor, workers=workers,
@@ -361,5 +245,3 @@ def sweep_meta(raw: dict[str, Any], name: str, sets: list[str],
             "grid": {a.field: list(a.values) for a in axes}, "engine_version": engine_version()}
 
 
-def _cell(value: Any) -> Any:
-    return value if isinstance(value, int | float | str | bool) else str(value)

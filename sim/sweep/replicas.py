@@ -19,30 +19,16 @@ import numpy as np
 
 from pipefill.sim.engine.choice import choose, metrics_batch
 from pipefill.sim.errors import ScenarioError
+from pipefill.sim.precision import Precision
 from pipefill.sim.scenario.load import apply_overrides, build_scenario
+from pipefill.traces.steady import t975
+
+__all__ = ["ReplicaSummary", "run_replicas", "t975"]
 
 #: metrics summarised across replicas
 REPLICA_KEYS = ("period_ms", "period_p50_ms", "fps", "overlap_score", "overlap_window", "ttff_ms",
                 "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "deadline_misses",
                 "peak_bytes_in_flight")
-
-# t(0.975, df) for df = 1..30; beyond, the Cornish-Fisher expansion is within 1e-4
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201,
-         2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074,
-         2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-_Z975 = 1.959963984540054
-
-
-def t975(df: int) -> float:
-    """Two-sided 95% quantile of Student's t with ``df`` degrees of freedom."""
-    if df < 1:
-        raise ValueError("needs at least 1 degree of freedom")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = _Z975
-    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
-
 
 @dataclass(frozen=True)
 class Estimate:
@@ -81,25 +67,26 @@ class ReplicaSummary:
                 "metrics": {k: e.to_json() for k, e in self.estimates.items()}}
 
 
-def _run_some(job: tuple[dict[str, Any], str, list[int], str]) -> list[dict[str, Any]]:
+def _run_some(job: tuple[dict[str, Any], str, list[int], str, Precision | None]
+              ) -> list[dict[str, Any]]:
     """Seeds of one scenario; on the fast path they are re-timed together in one pass."""
-    raw, name, seeds, engine = job
+    raw, name, seeds, engine, precision = job
     scs = [build_scenario(apply_overrides(raw, [f"run.seed={s}"]), name=name) for s in seeds]
     return [{"seed": s, "engine": m["engine"], **{k: m.get(k) for k in REPLICA_KEYS}}
-            for s, m in zip(seeds, metrics_batch(scs, engine), strict=True)]
+            for s, m in zip(seeds, metrics_batch(scs, engine, precision), strict=True)]
 
 
 def run_replicas(raw: dict[str, Any], name: str, replicas: int, workers: int = 1,
                  progress: Callable[[int, int], None] | None = None,
-                 engine: str = "auto") -> ReplicaSummary:
+                 engine: str = "auto", precision: Precision | None = None) -> ReplicaSummary:
     """Run ``replicas`` seeds of the scenario ``raw`` (already overridden); validate first."""
     if replicas < 1:
         raise ScenarioError("--replicas", f"must be >= 1 (got {replicas})")
     sc = build_scenario(raw, name=name)
-    choose(sc, engine)
+    choose(sc, engine, precision=precision)
     seeds = [sc.run.seed + i for i in range(replicas)]
     parts = max(1, min(workers, replicas))
-    jobs = [(raw, name, seeds[i::parts], engine) for i in range(parts)]
+    jobs = [(raw, name, seeds[i::parts], engine, precision) for i in range(parts)]
     runs: list[dict[str, Any]] = []
     if parts > 1:
         with ProcessPoolExecutor(max_workers=parts) as pool:

@@ -13,11 +13,12 @@ from pipefill.sim.sweep.grid import (
     Axis,
     SweepInterrupted,
     SweepOutcome,
+    SweepPoint,
     execute_sweep,
     plan_points,
     sweep_meta,
 )
-from pipefill.sim.sweep.store import open_store
+from pipefill.sim.sweep.store import ResultStore, open_store
 from pipefill.traces.io import write_table
 
 
@@ -26,7 +27,8 @@ class SweepRequest:
     """A whole sweep: the base scenario's ``raw`` tables and ``name``, the ``sets`` every
     point gets, the grid ``axes``, where tasks run (``spec``), the table file ``out``
     (finished tasks stream to ``OUT.parts/``), ``resume`` (keep the points already
-    there), ``per_task`` (points per task; None: automatic) and the ``engine``."""
+    there), ``per_task`` (points per task; None: automatic), the ``engine`` and the
+    ``precision`` each point runs to (relative half-width; None: ``run.chunks``)."""
 
     raw: dict[str, Any]
     name: str
@@ -37,24 +39,32 @@ class SweepRequest:
     resume: bool = False
     per_task: int | None = None
     engine: str = "auto"
+    precision: float | None = None
 
 
 def run_sweep(req: SweepRequest,
-              progress: Callable[[int, int], None] | None = None) -> SweepOutcome:
+              progress: Callable[[int, int], None] | None = None,
+              cost_progress: Callable[[float, float], None] | None = None,
+              planned: Callable[[list[SweepPoint], ResultStore], None] | None = None
+              ) -> SweepOutcome:
     """Run ``req`` and write its table to ``req.out``. Ctrl-C raises
     :class:`SweepInterrupted` after writing the finished points to ``req.out`` (its
     ``kept_in``); no task finishing in time raises :class:`SweepTimeout` saying how many
-    points were kept and where. Bad input fails before any point runs."""
+    points were kept and where. Bad input fails before any point runs. ``planned`` hears
+    the points and the store before the first task starts (to say how long it will take);
+    ``progress`` and ``cost_progress`` as in :func:`execute_sweep`."""
     meta = sweep_meta(req.raw, req.name, req.sets, req.axes)
-    points = plan_points(req.raw, req.sets, req.axes, req.name, req.engine)
+    points = plan_points(req.raw, req.sets, req.axes, req.name, req.engine, req.precision)
     scheduler_kind(req.spec.scheduler)  # a bad scheduler fails before anything starts
     store = open_store(req.out, req.resume)
+    if planned is not None:
+        planned(points, store)
     fields = [a.field for a in req.axes]
     executor = None
     try:
         executor = make_executor(req.spec)
         outcome = execute_sweep(points, fields, executor, store, req.per_task,
-                                req.spec.workers, progress)
+                                req.spec.workers, progress, cost_progress)
     except SweepInterrupted as stop:
         if req.out is not None and len(stop.table):
             write_table(stop.table, req.out, {**meta, "interrupted": True})

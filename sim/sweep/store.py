@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from pipefill.sim.errors import ScenarioError
 from pipefill.sim.scenario.model import Scenario
+from pipefill.sim.sweep.sections import SECTIONS, dumps_of
 from pipefill.traces.io import META_KEY, atomic_path, read_table
 from pipefill.traces.schema import TraceError
 
@@ -33,8 +34,8 @@ from pipefill.traces.schema import TraceError
 KEY = "point_key"
 PART_GLOB = "part-*.parquet"
 _SIM_DIR = Path(__file__).resolve().parent
-#: files whose content cannot change a point's numbers (the sweep machinery itself)
-_NOT_ENGINE = ("sweep.py", "sweep_exec.py", "sweep_store.py")
+#: where the sources that cannot change a point's numbers live (the sweep machinery)
+_NOT_ENGINE = "sweep"
 
 
 @cache
@@ -44,7 +45,7 @@ def engine_version() -> str:
     digest = hashlib.sha256()
     sources = [*sorted(_SIM_DIR.rglob("*.py")), *sorted((_SIM_DIR.parent / "traces").glob("*.py"))]
     for path in sources:
-        if path.name in _NOT_ENGINE or "__pycache__" in path.parts:
+        if path.parent.name == _NOT_ENGINE or "__pycache__" in path.parts:
             continue
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
@@ -55,14 +56,38 @@ def engine_version() -> str:
     return f"{version}+{digest.hexdigest()[:12]}"
 
 
-def point_key(sc: Scenario) -> str:
-    """Hash of the resolved scenario (every default filled in, the policy by its params;
-    the scenario's name does not count) and of :func:`engine_version`."""
-    resolved = sc.model_dump(mode="json", exclude={"raw", "name", "policy"})
-    resolved["policy"] = sc.policy.params()
-    text = json.dumps({"scenario": resolved, "engine": engine_version()}, sort_keys=True,
-                      default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+def section_hash(resolved: Any) -> str:
+    """A section's resolved form (:func:`pipefill.sim.sweep.sections.dump`), hashed."""
+    text = json.dumps(resolved, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def section_hashes(sc: Scenario) -> dict[str, str]:
+    """Each section of the resolved scenario (every default filled in, the policy by its
+    params; the name does not count), hashed."""
+    return {s: section_hash(v) for s, v in dumps_of(sc).items()}
+
+
+def combine_key(hashes: Sequence[str], precision: float | None = None) -> str:
+    """A point's key from its section hashes (in :data:`SECTIONS` order), the engine
+    version and the precision it runs to."""
+    return combine_hashed(combine_prefix(precision), "|".join(hashes))
+
+
+def combine_prefix(precision: float | None) -> str:
+    return f"{engine_version()}|{precision!r}|"
+
+
+def combine_hashed(prefix: str, joined: str) -> str:
+    """:func:`combine_key` from its prefix and the joined section hashes."""
+    return hashlib.sha256((prefix + joined).encode()).hexdigest()[:24]
+
+
+def point_key(sc: Scenario, precision: float | None = None) -> str:
+    """Hash of the resolved scenario (by section), of :func:`engine_version` and of the
+    precision the point runs to."""
+    h = section_hashes(sc)
+    return combine_key([h[s] for s in SECTIONS], precision)
 
 
 def parts_dir_of(out: Path) -> Path:

@@ -28,8 +28,13 @@ def test_simulate_prints_a_summary():
     assert _row(res.stdout, "period_ms")[1] == f"{data['period_ms']:,.1f}"
     assert _row(res.stdout, "overlap_score")[1] == f"{data['overlap_score']:,.3f}"
     periods = data["window"]["periods"]
-    assert _row(res.stdout, "window")[1:] == [
-        "30", f"chunks 10..29, {periods} periods after warm-up 10"]
+    # the window ends before the cool-down: the 2 chunks in flight at the last input
+    assert data["window"]["cooldown"] == 2 and data["window"]["last_chunk"] == 27
+    window = _row(res.stdout, "window")
+    assert window[1] == "30"
+    assert window[2].startswith(f"chunks 10..27, {periods} periods after warm-up 10")
+    assert _row(res.stdout, "period_ci_ms")[1] == f"{data['period_ci_ms']:,.3f}"
+    assert data["chunks_run"] == 30 and data["warmup_used"] == 10 and data["converged"] is None
 
 
 def test_simulate_json_has_the_documented_keys(tmp_path):

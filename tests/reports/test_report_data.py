@@ -12,10 +12,11 @@ import pytest
 from pipefill.reports.distributions import latency_data, phase_durations
 from pipefill.reports.gantt import choose_window, gantt_panels
 from pipefill.reports.inputs import ReportError, Run, Sweep, load_inputs
+from pipefill.reports.pareto import pareto_data
 from pipefill.reports.period import draw_period, period_data
 from pipefill.reports.queues import queue_data
 from pipefill.reports.series import chunk_series
-from pipefill.reports.sweep import curve_data, heatmap_data, pareto_data
+from pipefill.reports.sweep import curve_data, heatmap_data
 from pipefill.sim.engine.core import simulate
 from pipefill.sim.scenario.load import load_raw
 from pipefill.sim.sweep.grid import Axis, run_sweep
@@ -138,7 +139,9 @@ def test_latency_cdf_is_emit_minus_input_over_the_window(run):
     (d,) = latency_data([run])
     tr = run.trace
     t_in = tr.marks("input").groupby("chunk")["start_ms"].min()
-    emits = tr.marks("emit").sort_values("start_ms").iloc[3:]  # warm-up 3
+    cool = run.metrics["window"]["cooldown"]
+    assert cool == 2
+    emits = tr.marks("emit").sort_values("start_ms").iloc[3:-cool]  # warm-up 3, cool-down
     expected = np.sort(emits["start_ms"].to_numpy() - t_in.reindex(emits["chunk"]).to_numpy())
     np.testing.assert_allclose(d.latencies_ms, expected)
     assert d.percentiles[50] == run.metrics["latency_p50_ms"]

@@ -126,7 +126,7 @@ def test_sweep_table_names_stalled_points():
 
 
 def test_pareto_front_labels_never_overlap():
-    from pipefill.reports.sweep import ParetoData, draw_pareto
+    from pipefill.reports.pareto import ParetoData, draw_pareto
 
     # 40 front points packed close together (what a 100+ point sweep gives)
     n = 40

@@ -8,8 +8,10 @@ from pipefill.traces.metrics import compute_metrics
 from pipefill.traces.recorder import Recorder, Tag
 
 
-def _trace(periods=(10.0, 10.0, 14.0), target_fps=None):
-    """stage0: build 2 + decode 4 per chunk, stage1: denoise 8; emits at given gaps."""
+def _trace(periods=(10.0, 10.0, 14.0), target_fps=None, last_input=60.0):
+    """stage0: build 2 + decode 4 per chunk, stage1: denoise 8; emits at given gaps; one
+    more input, never emitted, at ``last_input`` (None: none): the window ends at the last
+    emit before it (the cool-down)."""
     rec = Recorder()
     t_emit = 20.0
     for k in range(len(periods) + 1):
@@ -20,6 +22,8 @@ def _trace(periods=(10.0, 10.0, 14.0), target_fps=None):
         rec.span("denoise", "stage1", "compute", tag, t_emit - 16, t_emit - 8)
         rec.span("decode", "stage0", "compute", tag, t_emit - 4, t_emit)
         rec.mark("emit", "stage0", tag, t_emit)
+    if last_input is not None:
+        rec.mark("input", "stage0", Tag(0, len(periods) + 1, 99, 0), last_input)
     rec.counter("q_in", "stage1", 0.0, 1)
     rec.counter("q_in", "stage1", 25.0, 2)
     meta = {"source": "sim", "run": {"warmup": 1, "frames_per_chunk": 12,
@@ -51,8 +55,20 @@ def test_hand_computed_metrics():
     # depth 1 until t=25, then 2: time-weighted over [20, 54] = (5*1 + 29*2) / 34
     assert m["queues"]["q_in"]["mean"] == pytest.approx(63 / 34)
     assert m["missing"]["deadline_misses"] == "no run.target_fps given"
-    assert m["window"] == {"warmup": 1, "first_chunk": 1, "last_chunk": 3, "periods": 3,
+    assert m["window"] == {"warmup": 1, "warmup_method": "fixed", "cooldown": 0,
+                           "first_chunk": 1, "last_chunk": 3, "periods": 3,
                            "t_start_ms": 20.0, "t_end_ms": 54.0}
+
+
+def test_the_window_ends_when_the_last_input_enters():
+    # inputs at 0, 10, 20, 30; the last chunk's input mark is at 30 and its first work
+    # (build) starts at 34: it entered at 34, so emits 40 and 54 are the drain (cool-down)
+    m = compute_metrics(_trace(last_input=None))
+    assert m["window"]["cooldown"] == 2 and m["window"]["last_chunk"] == 1
+    assert m["period_ms"] == 10.0 and m["chunks"] == 4
+    # a last input that never starts any work never entered: no cool-down
+    m = compute_metrics(_trace(last_input=40.0))
+    assert m["window"]["cooldown"] == 0 and m["period_ms"] == pytest.approx(34 / 3)
 
 
 def test_deadline_misses_against_target_fps():
@@ -65,7 +81,7 @@ def test_deadline_misses_against_target_fps():
 def test_too_few_chunks_is_missing_not_zero():
     m = compute_metrics(_trace(periods=()))
     assert m["period_ms"] is None and m["overlap_score"] is None
-    assert m["missing"]["period_ms"] == ("no steady-state window: 1 chunks emitted, need "
-                                         "more than 1 (warm-up 1)")
+    assert m["missing"]["period_ms"] == ("no steady-state window: 1 chunks emitted before the "
+                                         "cool-down, need more than 1 (warm-up 1)")
     assert m["window"]["reason"] == m["missing"]["period_ms"]
     assert m["ttff_ms"] == 20.0

@@ -28,12 +28,12 @@ from tests.helpers.scenarios import make_scenario
 
 
 def _emit_trace(gaps: list[float], warmup: int, fpc: int):
+    """Emits at the given gaps and no input marks (so no cool-down)."""
     rec = Recorder()
     t = 5.0
     for k in range(len(gaps) + 1):
         t += gaps[k - 1] if k else 0.0
         tag = Tag(0, k, k, 0)
-        rec.mark("input", "stage0", tag, 0.0)
         rec.span("denoise", "stage1", "compute", tag, t - 1.0, t)
         rec.mark("emit", "stage0", tag, t)
     return rec.trace({"source": "sim", "run": {"warmup": warmup, "frames_per_chunk": fpc}})
@@ -90,19 +90,21 @@ def test_bursty_pairs_every_30_ms_are_a_15_ms_period():
     assert m["period_ms"] == 15.0 and m["fps"] == 12 * 1000 / 15.0
     # 20 gaps alternating 30, 0: the median of an even count lands on 15 by chance
     assert m["period_p50_ms"] == 15.0 and not m["bursty"]
-    # the whole run: the drain is in the window, (360 - 40) / 22; gaps 0 x10, 10 x2,
-    # 30 x10 have median 10, 31% off the mean: bursty, and said so
+    # the whole run: the cool-down leaves out the 4 emits after the last input entered
+    # (build 23 at t = 300): emits 2..19, 40 to 310 = 270 ms over 18 gaps, 15 ms again
     m = compute_metrics(trace)
-    assert m["period_ms"] == pytest.approx(320.0 / 22, abs=1e-12)
-    assert m["period_p50_ms"] == 10.0
-    assert m["bursty"] and "bursty" in m["notes"]["period_ms"]
-    # gaps alternate 30, 0 (and the drain's 10): the median is no rate
-    assert m["period_p50_ms"] != m["period_ms"]
-    # hidden_k / 10 = (20 - gap) / 10: 2 (gap 0) x10, 1 (gap 10) x2, 0 (gap 30) x10
+    assert m["window"]["cooldown"] == 4 and m["window"]["last_chunk"] == 19
+    assert m["period_ms"] == 15.0 and m["period_p50_ms"] == 15.0 and not m["bursty"]
+    # hidden_k / 10 = (20 - gap) / 10: 2 (gap 0) x9, 0 (gap 30) x9: median 1
     assert m["overlap_score"] == 1.0
-    # window [40, 360]: stage0 builds 4..23 = 200 ms, stage1 denoises 2..23 = 220 ms:
-    # (420 - 320) / (420 - 220); half the lesser stage's work is hidden
+    # window [40, 310]: stage0 builds 4..21 and stage1 denoises 2..19, 180 ms each:
+    # (360 - 270) / (360 - 180); half the lesser stage's work is hidden
     assert m["overlap_window"] == 0.5
+    # a window of an odd number of gaps, one more 0 than 30, is bursty and scores above 1
+    m = compute_metrics(simulate(make_scenario(pol, BURSTY, chunks=24, warmup=3,
+                                               transport=ZERO_TRANSPORT)))
+    assert m["period_p50_ms"] == 0.0 and m["bursty"] and "bursty" in m["notes"]["period_ms"]
+    assert m["period_ms"] == pytest.approx(240.0 / 17, abs=1e-12)
 
 
 def _tandem(costs: dict, chunks: int, seed: int, d_in: int = 2):
@@ -192,10 +194,10 @@ def test_lognormal_tandem_throughput_matches_ciw():
 
 
 def test_overlap_above_one_carries_its_reason():
-    # the same case with D_out = 100: stage0 builds every envelope before it decodes any,
-    # so results pile up and 60 emits fall at one instant (gap 0: hidden = 20 = 2 x 10)
-    pol = {"name": "phase_pp", "d_in": 2, "d_out": 100, "recompute": "r1"}
-    m = compute_metrics(simulate(make_scenario(pol, BURSTY, chunks=120, warmup=10,
+    # the bursty pairs with warm-up 3: the window's 17 gaps are 9 of 0 ms (hidden = 20 =
+    # 2 x 10) and 8 of 30 ms (hidden 0), so the median share is 2
+    pol = {"name": "phase_pp", "d_in": 2, "d_out": 2, "recompute": "r1"}
+    m = compute_metrics(simulate(make_scenario(pol, BURSTY, chunks=24, warmup=3,
                                                transport=ZERO_TRANSPORT)))
     assert m["overlap_score"] == 2.0
     assert m["notes"]["overlap_score"].startswith("2.00 > 1: ")

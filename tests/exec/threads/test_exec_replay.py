@@ -161,10 +161,11 @@ def test_every_registered_policy_replays_with_the_simulated_events(name, opts):
     """The executor interprets every action type the registry's policies use: the same
     events (chunks, sessions, call_ids, epochs, steps) as the simulator, and `diff` runs."""
     sessions = 2 if REGISTRY[name].multi_session else 1
-    sc = make_scenario({"name": name}, COSTS, chunks=6, sessions=sessions)
+    # 8 chunks: stream_batch holds 5 in flight when its last input enters (the cool-down)
+    sc = make_scenario({"name": name}, COSTS, chunks=8, warmup=1, sessions=sessions)
     measured, predicted = replay(sc, opts), simulate(sc)
     assert _keys(measured) == _keys(predicted)
-    assert len(measured.marks("emit")) == 6 * sessions
+    assert len(measured.marks("emit")) == 8 * sessions
     res = diff_traces(predicted, measured)
     assert res["status"] in ("agree", "differ")  # both traces have a period to judge
     assert res["verdict"].startswith(res["status"] + ": measured period")

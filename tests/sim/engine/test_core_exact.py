@@ -39,18 +39,23 @@ def test_phase_pp_double_buffered_is_stage1_bound():
     trace = simulate(make_scenario(pol, BASE, chunks=5))
     assert emits(trace) == [(0, 17.0), (1, 27.0), (2, 37.0), (3, 46.0), (4, 56.0)]
     m = compute_metrics(trace, warmup=1)
-    # gaps 10, 10, 9 (the drain: nothing left to build), 10: the mean is the throughput
-    assert m["period_ms"] == (56.0 - 17.0) / 4 and m["period_p50_ms"] == 10.0
-    # window [17, 56]: stage1 busy 4 + 10 + 10 + 10 = 34, stage0 busy build 1 + decode 5
-    # for chunks 3 and 4's cycles plus decodes 3, 4 = 22: (34 + 22 - 39) / (34 + 22 - 34)
-    assert m["overlap_window"] == pytest.approx(17 / 22)
+    # the last input enters at build4 [31,32]: emits 37, 46, 56 are the drain (the
+    # cool-down, gaps 10, 9, 10); the window 17..27 is the steady 10 ms
+    assert m["period_ms"] == 10.0 and m["period_p50_ms"] == 10.0
+    assert m["window"]["cooldown"] == 3
+    # window [17, 27]: stage1 busy 4 (denoise1) + 6 (denoise2) = 10, stage0 build3 1 +
+    # decode1 5 = 6: (10 + 6 - 10) / (10 + 6 - 10) = 1, all of stage0's work hidden
+    assert m["overlap_window"] == pytest.approx(1.0)
     assert m["stage0_ms"] == 6.0 and m["stage1_ms"] == 10.0
     # hidden = 6 + 10 - 10 = 6 = min(6, 10): stage0 fully hidden under stage1
     assert m["overlap_score"] == 1.0
-    # window [17, 56] (39 ms). stage1 busy: [17,21] + 3 x 10 = 34 -> idles only in the
-    # drain after its last chunk; stage0 busy: 1+5+1+5+5+5 = 22.
-    assert m["bubble"]["stage1"] == pytest.approx(5 / 39)
-    assert m["bubble"]["stage0"] == pytest.approx(17 / 39)
+    # window [17, 27] (10 ms): stage1 never idles (the drain, where it does, is left
+    # out); stage0 idles 4 of 10 ms. Over the whole run [0, 56] the drain shows:
+    # stage1 busy 50 of 56, stage0 1+1+1+5+1+5+1+5+5+5 = 30
+    assert m["bubble"]["stage1"] == 0.0
+    assert m["bubble"]["stage0"] == pytest.approx(4 / 10)
+    assert m["bubble_run"]["stage1"] == pytest.approx(6 / 56)
+    assert m["bubble_run"]["stage0"] == pytest.approx(26 / 56)
     assert m["q_in_max"] == 2 and m["q_out_max"] == 2
 
 
@@ -97,7 +102,8 @@ def test_anchor_only_shortens_the_coupled_cycle():
     assert emits(trace)[18:] == [(18, 327.0), (19, 339.0)]
     m = compute_metrics(trace, warmup=5)
     assert m["period_p50_ms"] == 17.0
-    assert m["period_ms"] == pytest.approx((339.0 - 89.0) / 15, abs=1e-12)
+    # the window ends before the cool-down (the last chunk's 12 ms drain): 17 ms exactly
+    assert m["period_ms"] == pytest.approx(17.0, abs=1e-12)
 
 
 def test_hard_cut_drops_in_flight_chunks_and_refills():

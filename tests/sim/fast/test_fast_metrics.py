@@ -1,12 +1,13 @@
-"""Metrics from the fast path's arrays equal compute_metrics on the same run's trace."""
+"""Metrics of the fast path, fed block by block, equal compute_metrics on the same run's
+trace (the whole run re-timed and written as rows)."""
 
 from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
 
-from pipefill.sim.fast.metrics import fast_metrics
 from pipefill.sim.fast.path import compile_plan, time_batch, trace_of
+from pipefill.sim.fast.run import run_batch
 from pipefill.traces.metrics import SUMMARY_KEYS, compute_metrics
 from tests.helpers.bound import layer_pp, phase_pp_fixed, rolling_window, serial, stream_batch
 from tests.helpers.fastpath import scenarios
@@ -22,7 +23,7 @@ def test_fast_metrics_equal_compute_metrics(policy):
             return
         sc = sc.model_copy(update={"run": sc.run.model_copy(update={"target_fps": 50.0})})
         timed = time_batch(compile_plan(sc), [sc])
-        ref, fast = compute_metrics(trace_of(timed, 0, sc)), fast_metrics(timed, 0, sc)
+        ref, fast = compute_metrics(trace_of(timed, 0, sc)), run_batch([sc])[0]
         for key in SUMMARY_KEYS:
             if ref[key] is None:
                 assert fast[key] is None, key

@@ -18,13 +18,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-import pipefill.cli.simulate as sim_cli
+import pipefill.cli.longrun as longrun
 from pipefill.cli import app
 from pipefill.sim.errors import ScenarioError
 from pipefill.sim.scenario.load import load_raw
 from pipefill.sim.sweep.executors import DaskExecutor, ExecSpec
 from pipefill.sim.sweep.grid import Axis, execute_sweep, plan_points, run_sweep
 from pipefill.sim.sweep.store import KEY, ResultStore, parts_dir_of
+from tests.helpers.sweepbar import BarThatInterrupts
 
 distributed = pytest.importorskip("distributed")
 
@@ -109,22 +110,13 @@ def test_a_worker_killed_mid_sweep_loses_and_duplicates_no_point(cluster):
     pd.testing.assert_frame_equal(table, serial)
 
 
-@contextlib.contextmanager
-def bar_that_interrupts(label: str, enabled: bool) -> Iterator[Any]:
-    def update(done: int, total: int) -> None:
-        if done:
-            raise KeyboardInterrupt
-
-    yield update
-
-
 def test_cli_on_a_cluster_interrupted_then_resumed_equals_local_run(tmp_path, monkeypatch,
                                                                    cluster, reference):
     out = tmp_path / "sw.parquet"
     address = cluster.scheduler_address
     args = ["sweep", *GRID, "--out", str(out), "--scheduler", address, "--points-per-task", "2"]
     with monkeypatch.context() as m:
-        m.setattr(sim_cli, "progress_bar", bar_that_interrupts)
+        m.setattr(longrun, "SweepBar", BarThatInterrupts)
         res = runner.invoke(app, args)
     assert res.exit_code == 130
     assert res.stderr.strip() == (

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-import pipefill.cli.simulate as sim_cli
+import pipefill.cli.longrun as longrun
 from pipefill.cli import app
 from pipefill.sim.errors import ScenarioError, StallError
 from pipefill.sim.scenario.load import build_scenario, load_raw
@@ -38,6 +38,7 @@ from pipefill.sim.sweep.grid import (
 )
 from pipefill.sim.sweep.store import KEY, open_store, parts_dir_of, point_key, read_part
 from pipefill.traces.io import read_table
+from tests.helpers.sweepbar import BarThatInterrupts
 
 runner = CliRunner()
 RAW, NAME = load_raw(None)
@@ -117,10 +118,10 @@ def test_bad_scheduler_is_an_input_error():
 def test_a_point_that_raises_is_a_row_with_its_error(monkeypatch):
     real = sweep_mod.metrics_batch  # how a task evaluates its points (either engine)
 
-    def stall_at_d_in_3(scs, engine):
+    def stall_at_d_in_3(scs, engine, precision=None):
         if any(sc.policy.d_in == 3 for sc in scs):
             raise StallError("stage1 blocked at 'get q_in'")
-        return real(scs, engine)
+        return real(scs, engine, precision)
 
     monkeypatch.setattr(sweep_mod, "metrics_batch", stall_at_d_in_3)
     table = run_sweep(RAW, BASE, AXES, name=NAME)
@@ -224,17 +225,12 @@ def test_make_executor_picks_serial_or_pool():
     assert isinstance(pool, PoolExecutor)
 
 
-@contextlib.contextmanager
-def bar_that_interrupts(label, enabled):
-    yield interrupt_after(1)
-
-
 def test_cli_ctrl_c_exits_130_with_one_line_then_resume_completes(tmp_path, monkeypatch,
                                                                  reference):
     out = tmp_path / "sw.parquet"
     args = ["sweep", *GRID, "--out", str(out), "--points-per-task", "4"]
     with monkeypatch.context() as m:
-        m.setattr(sim_cli, "progress_bar", bar_that_interrupts)
+        m.setattr(longrun, "SweepBar", BarThatInterrupts)
         res = runner.invoke(app, args)
     assert res.exit_code == 130
     parts = parts_dir_of(out)
