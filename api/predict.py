@@ -78,14 +78,16 @@ def resolve(scenario: Any = None, sets: Sequence[str] = (), policy: str | None =
 
 def simulate(scenario: Any = None, *, sets: Sequence[str] = (), policy: str | None = None,
              engine: str = "auto", out: str | os.PathLike[str] | None = None,
-             keep_trace: bool = True, precision: float | None = None) -> Simulation:
+             keep_trace: bool = True, precision: float | None = None,
+             monitor: Any = None) -> Simulation:
     """Run the scenario on the model: ``engine`` auto (the fast path for fixed-order
     schedules, SimPy otherwise; SimPy when a trace is written, so files keep its event
     order), simpy or fast. ``out`` writes the trace (.parquet or .csv). With
     ``keep_trace=False`` nothing is held in memory: SimPy streams the trace to ``out``
     and computes the metrics online (any run length in flat memory). ``precision``
     (e.g. 0.005) runs until the 95% interval of the period is within that share of it,
-    ``run.chunks`` being the cap (streamed: no trace is kept)."""
+    ``run.chunks`` being the cap (streamed: no trace is kept). ``monitor``: a long
+    streamed run's estimate, progress and Ctrl-C handler (the CLI's ``LongRun``)."""
     from pipefill.sim.engine.choice import choose, run
     from pipefill.traces.io import check_writable
 
@@ -94,7 +96,7 @@ def simulate(scenario: Any = None, *, sets: Sequence[str] = (), policy: str | No
     if path is not None:
         check_writable(path, "out", (".parquet", ".pq", ".csv"))
     if not keep_trace or precision is not None:
-        metrics = run(sc, engine, path, _precision(precision))
+        metrics = run(sc, engine, path, _precision(precision), monitor)
         return Simulation(sc, metrics["engine"], metrics, None, path)
     used = choose(sc, engine, writes_trace=path is not None)
     trace = _trace(sc, used)
@@ -133,14 +135,19 @@ def sweep(grid: Mapping[str, Sequence[Any]] | Sequence[str], scenario: Any = Non
           scheduler: str | None = None, out: str | os.PathLike[str] | None = None,
           resume: bool = False, per_task: int | None = None, engine: str = "auto",
           task_timeout_s: float = 3600.0, precision: float | None = None,
-          progress: Callable[[int, int], None] | None = None) -> SweepResult:
+          progress: Callable[[int, int], None] | None = None,
+          cost_progress: Callable[[float, float], None] | None = None,
+          planned: Callable[..., None] | None = None) -> SweepResult:
     """A what-if grid: ``grid`` maps dotted fields to their values
     (``{"policy.d_in": [1, 2], "policy.d_out": [1, 2]}``) or is a list of ``--grid``
     strings (``"policy.d_in=1,2"``); the cartesian product runs on ``workers`` processes
     (``scheduler="local"``: a Dask LocalCluster; ``"tcp://HOST:PORT"``: an existing
     one). ``out`` streams finished tasks to ``OUT.parts/`` and writes the table.
     ``precision``: each point runs until its period's 95% interval is within that share
-    of it (``run.chunks`` the cap; ``period_ci_ms``, ``converged`` columns say how)."""
+    of it (``run.chunks`` the cap; ``period_ci_ms``, ``converged`` columns say how).
+    ``progress(done, total)`` counts points, ``cost_progress`` the estimated work, and
+    ``planned(points, store)`` is told the plan before any point runs (a long grid's
+    notice). Ctrl-C raises ``SweepInterrupted`` (finished points kept in ``out``)."""
     from pipefill.sim.sweep.executors import ExecSpec
     from pipefill.sim.sweep.grid import Axis, parse_axis
     from pipefill.sim.sweep.run import SweepRequest, run_sweep
@@ -155,7 +162,7 @@ def sweep(grid: Mapping[str, Sequence[Any]] | Sequence[str], scenario: Any = Non
                        ExecSpec(scheduler, workers, task_timeout_s), path, resume, per_task,
                        engine, precision)
     _precision(precision)
-    done = run_sweep(req, progress)
+    done = run_sweep(req, progress, cost_progress, planned)
     return SweepResult(name, [a.field for a in axes], done.table, done.ran, done.reused,
                        done.where, path)
 

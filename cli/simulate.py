@@ -23,7 +23,6 @@ from pipefill.cli.app import (
     note_switch,
     out_console,
     progress_bar,
-    with_policy,
 )
 
 if TYPE_CHECKING:
@@ -67,21 +66,21 @@ def simulate_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """Predict period, FPS, OverlapScore, bubbles and TTFF of one scenario."""
+    import pipefill
     from pipefill.cli.longrun import LongRun
     from pipefill.cli.render import describe, print_json, print_replicas, print_summary
-    from pipefill.sim.engine.choice import run
-    from pipefill.sim.scenario.load import load_scenario
 
     check_out(out, TABLE_SUFFIXES, [scenario])
     target = precision_of(precision)
     reps: ReplicaSummary | None = None
     with handled():
-        sc = load_scenario(scenario, with_policy(policy, set_))
+        sc = pipefill.load_scenario(scenario, set_ or (), policy=policy)
         note_switch(scenario, sc)
         # SimPy streams the trace to --out as it is recorded and computes metrics online;
         # a long run says how long it will take, shows progress and stops on Ctrl-C
         with LongRun("simulate", sys.stderr.isatty(), out, cap=target is not None) as long:
-            metrics = run(sc, engine, out, target, long)
+            metrics = pipefill.simulate(sc, engine=engine, out=out, keep_trace=False,
+                                        precision=precision, monitor=long).metrics
         if replicas > 1 and not metrics.get("interrupted"):
             reps = _replicas(sc, replicas, workers, json_, engine, target)
     if json_:
@@ -147,22 +146,16 @@ def sweep_cmd(
 ) -> None:
     """Run a what-if grid over any fields; one row of metrics per point."""
     from pipefill.cli.render import print_best, print_json, print_sweep
-    from pipefill.sim.scenario.load import load_raw
-    from pipefill.sim.sweep.executors import ExecSpec
-    from pipefill.sim.sweep.grid import best_point, parse_axis
-
     if not grid:
         fail("--grid: give at least one axis, e.g. --grid policy.d_in=1,2,3,4")
     check_out(out, TABLE_SUFFIXES, [scenario])
     precision_of(precision)
-    sets = with_policy(policy, set_)
     with handled():
-        raw, name = load_raw(scenario)
-        axes = [parse_axis(g) for g in grid]
-        run = SweepRun(ExecSpec(scheduler, workers, task_timeout), out, resume,
-                       points_per_task, json_, engine, precision)
-        table = _run_sweep(raw, name, sets, axes, run)
-    pick = best_point(table, max_latency_ms, min_fps) \
+        run = SweepRun(scheduler, workers, task_timeout, out, resume, points_per_task, json_,
+                       engine, precision)
+        res = _run_sweep(scenario, grid, set_ or [], policy, run)
+    name, table, axes = res.name, res.table, res.axes
+    pick = res.best(max_latency_ms, min_fps) \
         if best or max_latency_ms is not None or min_fps is not None else None
     if json_:
         records = table.to_dict(orient="records")
@@ -172,9 +165,9 @@ def sweep_cmd(
             print_json({"points": records, "best": pick.best, "pareto": pick.pareto,
                         "feasible": pick.feasible, "criteria": pick.criteria})
     else:
-        print_sweep(name, table, [a.field for a in axes])
+        print_sweep(name, table, axes)
         if pick is not None:
-            print_best(pick, [a.field for a in axes])
+            print_best(pick, axes)
         if out is not None:
             out_console.print(f"table: {out}")
     if pick is not None and pick.best is None:
@@ -183,11 +176,14 @@ def sweep_cmd(
 
 @dataclass(frozen=True)
 class SweepRun:
-    """How a sweep runs: ``spec`` (where tasks run), ``out`` (table; parts stream beside
-    it), ``resume``, ``per_task`` (points per task, None: automatic), ``json_``,
-    ``engine`` (auto, simpy or fast), ``precision`` (relative half-width, or None)."""
+    """How a sweep runs: where tasks run (``scheduler``, ``workers``, ``wait_s`` for the
+    next task), ``out`` (table; parts stream beside it), ``resume``, ``per_task`` (points
+    per task, None: automatic), ``json_``, ``engine`` (auto, simpy or fast),
+    ``precision`` (relative half-width, or None)."""
 
-    spec: Any
+    scheduler: str | None
+    workers: int
+    wait_s: float
     out: Path | None
     resume: bool
     per_task: int | None
@@ -196,23 +192,25 @@ class SweepRun:
     precision: float | None = None
 
 
-def _run_sweep(raw: dict[str, Any], name: str, sets: list[str], axes: list[Any],
+def _run_sweep(scenario: Path | None, grid: list[str], sets: list[str], policy: str | None,
                run: SweepRun) -> Any:
     """Run the grid (streaming finished tasks to ``--out``.parts) and write ``--out``; on
     Ctrl-C write the finished points to ``--out`` too, say how many, exit 130."""
+    import pipefill
     from pipefill.cli.longrun import SweepBar, sweep_notice
     from pipefill.cli.render import print_sweep_summary
     from pipefill.sim.sweep.executors import SweepTimeout
     from pipefill.sim.sweep.grid import SweepInterrupted
-    from pipefill.sim.sweep.run import SweepRequest, run_sweep
 
-    req = SweepRequest(raw, name, axes, sets, run.spec, run.out, run.resume, run.per_task,
-                       run.engine, run.precision)
     tty = not run.json_ and sys.stderr.isatty()
     try:
         with SweepBar(tty) as bar:
-            outcome = run_sweep(req, bar.progress, bar.work,
-                                None if run.json_ else sweep_notice(run.out, run.spec.workers))
+            outcome = pipefill.sweep(
+                grid, scenario, sets=sets, policy=policy, workers=run.workers,
+                scheduler=run.scheduler, out=run.out, resume=run.resume,
+                per_task=run.per_task, engine=run.engine, task_timeout_s=run.wait_s,
+                precision=run.precision, progress=bar.progress, cost_progress=bar.work,
+                planned=None if run.json_ else sweep_notice(run.out, run.workers))
     except SweepInterrupted as stop:
         kept = f"{len(stop.table)} of {stop.total} points finished"
         if stop.kept_in is not None:
@@ -225,7 +223,7 @@ def _run_sweep(raw: dict[str, Any], name: str, sets: list[str], axes: list[Any],
         fail(f"sweep: {exc}", 3)
     if not tty and not run.json_:
         print_sweep_summary(outcome)
-    return outcome.table
+    return outcome
 
 
 @app.command("bound", cls=Command)
