@@ -37,14 +37,16 @@ def test_period_cells_carry_their_half_width_and_mark_the_cap(sweep):
     fig = draw_heatmaps(data)
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert any("±" in s for s in texts) and any("*" in s for s in texts)
-    assert "± the 95% half-width" in fig._suptitle.get_text()  # type: ignore[union-attr]
+    assert "± the 95% half-width" in fig.get_suptitle()
 
 
 def test_pareto_points_have_error_bars_and_unconverged_ones_stand_out(sweep):
     pts = pareto_data(sweep).points
     np.testing.assert_allclose(pts["ci_ms"], sweep.table["period_ci_ms"])
     assert pts["unconverged"].tolist() == [c is False for c in sweep.table["converged"]]
-    labels = [t.get_text() for t in draw_pareto(pareto_data(sweep)).axes[0].get_legend().texts]
+    legend = draw_pareto(pareto_data(sweep)).axes[0].get_legend()
+    assert legend is not None
+    labels = [t.get_text() for t in legend.texts]
     assert "95% interval of the period" in labels
     assert any(s.startswith("not converged") for s in labels)
 
@@ -57,4 +59,4 @@ def test_a_fixed_length_sweep_shows_its_intervals_and_marks_nothing():
     (panel,) = heatmap_data(s, "period").panels
     assert panel.ci is not None and panel.unconverged is not None
     assert np.isfinite(panel.ci).all() and not panel.unconverged.any()
-    assert "not converged" not in draw_heatmaps(heatmap_data(s, "period"))._suptitle.get_text()
+    assert "not converged" not in draw_heatmaps(heatmap_data(s, "period")).get_suptitle()

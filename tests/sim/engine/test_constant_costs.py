@@ -43,6 +43,6 @@ def test_the_period_is_never_below_the_bottleneck_and_is_the_bound_when_fixed(po
         if not periods:  # too few emits before the cool-down for this warm-up
             return
         whole = compute_metrics(trace, warmup=30 + periods % b.cyclicity)
-        assert whole["period_ms"] == pytest.approx(b.period_ms, rel=1e-9), b.chain
+        assert whole["period_ms"] == pytest.approx(b.period_ms, rel=1e-9), b.critical.chain
 
     run()
