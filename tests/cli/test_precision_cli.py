@@ -87,3 +87,18 @@ def test_ctrl_c_stops_a_long_run_at_once_and_keeps_what_ran(tmp_path):
     # the summary of what ran, and its trace written (atomically) with every row
     assert "window" in stdout and os.path.getsize(out) > 0
     assert len(read_trace(out).marks("emit")) > 10
+
+
+def test_a_big_grid_says_how_long_it_will_take_before_it_starts(monkeypatch, tmp_path):
+    monkeypatch.setattr(longrun, "PILOT_POINTS", 0)
+    monkeypatch.setattr(longrun, "LONG_SWEEP_S", 0.0)
+    out = tmp_path / "s.parquet"
+    res = runner.invoke(app, ["sweep", "--grid", "policy.d_in=1,2", "--grid",
+                              "policy.recompute_lag=0,2", "--set", "run.chunks=60",
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    first = res.stderr.strip().splitlines()[0]
+    assert first.startswith("sweep: 4 points to run (2 on SimPy, the rest in 2 fast-path "
+                            "batch(es)): about ")  # lag 2 >= d_in: greedy, on SimPy
+    assert first.endswith(f"from a pilot; results to {out} (finished tasks stream to "
+                          f"{out}.parts/; --resume runs the rest)")

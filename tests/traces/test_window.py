@@ -38,9 +38,9 @@ def test_blocks_and_single_emits_give_the_same_window(warmup, n):
         assert w.end == n - 4 and w.emits == n
     assert (one.first, one.t0, one.t1, one.chunk_first, one.chunk_last) == \
         (block.first, block.t0, block.t1, block.chunk_first, block.chunk_last)
-    assert one.anchor0 is not None and block.anchor0 is not None
-    assert one.anchor1 is not None and block.anchor1 is not None
-    assert one.anchor0.x == block.anchor0.x == one.t0 and one.anchor1.x == block.anchor1.x
+    a0, b0, a1, b1 = one.anchor0, block.anchor0, one.anchor1, block.anchor1
+    assert a0 is not None and b0 is not None and a1 is not None and b1 is not None
+    assert a0.x == b0.x == one.t0 and a1.x == b1.x
     assert one.interval() == pytest.approx(block.interval())
     for name in ("gap", "busy0", "busy1", "ratio", "latency", "mesh"):
         a, b = getattr(one.sk, name), getattr(block.sk, name)
