@@ -99,7 +99,7 @@ def compile_plan(sc: Scenario) -> Plan:
     reason = fast_reason(sc)
     if reason is not None:
         raise NotFixedOrder(reason)
-    return _plan_cached(structure_key(sc), _Holder(sc))
+    return _plan_cached(structure_key(sc), CacheHolder(sc))
 
 
 def structure_key(sc: Scenario) -> str:
@@ -112,7 +112,7 @@ def structure_key(sc: Scenario) -> str:
     return repr((sc.policy.params(), sc.policy.structure(sc), run, phases, sc.steps, tr))
 
 
-class _Holder:
+class CacheHolder:
     """Carries the scenario into the cache without taking part in its key."""
 
     def __init__(self, sc: Scenario) -> None:
@@ -126,7 +126,7 @@ class _Holder:
 
 
 @lru_cache(maxsize=64)
-def _plan_cached(key: str, holder: _Holder) -> Plan:
+def _plan_cached(key: str, holder: CacheHolder) -> Plan:
     return _flatten(derive(holder.sc))
 
 

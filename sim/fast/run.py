@@ -22,7 +22,14 @@ import numpy as np
 from pipefill.sim.fast.blocks import FullSource, PeriodicSource
 from pipefill.sim.fast.feed import BatchFeed
 from pipefill.sim.fast.periodic import Periodic, find_period
-from pipefill.sim.fast.plan import NotFixedOrder, Plan, compile_plan, fast_reason, structure_key
+from pipefill.sim.fast.plan import (
+    CacheHolder,
+    NotFixedOrder,
+    Plan,
+    compile_plan,
+    fast_reason,
+    structure_key,
+)
 from pipefill.sim.fast.rounds import Timing
 from pipefill.sim.fast.summary import fast_summary
 from pipefill.sim.precision import Precision, next_check
@@ -54,21 +61,8 @@ class _Shape:
         return len(self.plan.kind) / max(chunks, 1)
 
 
-class _Holder:
-    """Carries the scenario into the cache without taking part in its key."""
-
-    def __init__(self, sc: Scenario) -> None:
-        self.sc = sc
-
-    def __hash__(self) -> int:
-        return 0
-
-    def __eq__(self, other: object) -> bool:
-        return True
-
-
 @lru_cache(maxsize=64)
-def _shape_cached(key: str, holder: _Holder) -> _Shape:
+def _shape_cached(key: str, holder: CacheHolder) -> _Shape:
     sc = holder.sc
     per = find_period(sc, sc.run.chunks) if sc.run.chunks > FULL_MAX else None
     return _Shape(per.plan if per is not None else compile_plan(sc), per)
@@ -78,7 +72,7 @@ def shape_of(sc: Scenario) -> _Shape:
     reason = fast_reason(sc)
     if reason is not None:
         raise NotFixedOrder(reason)
-    return _shape_cached(structure_key(sc), _Holder(sc))
+    return _shape_cached(structure_key(sc), CacheHolder(sc))
 
 
 def run_batch(scenarios: Sequence[Scenario], precision: Precision | None = None,
