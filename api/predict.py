@@ -89,11 +89,12 @@ def simulate(scenario: Any = None, *, sets: Sequence[str] = (), policy: str | No
     ``run.chunks`` being the cap (streamed: no trace is kept). ``monitor``: a long
     streamed run's estimate, progress and Ctrl-C handler (the CLI's ``LongRun``)."""
     from pipefill.sim.engine.choice import choose, run
-    from pipefill.traces.io import check_writable
 
     sc = resolve(scenario, sets, policy)
     path = Path(out) if out is not None else None
-    if path is not None:
+    if path is not None:  # the trace writer (pandas, pyarrow) loads only for a file
+        from pipefill.traces.io import check_writable
+
         check_writable(path, "out", (".parquet", ".pq", ".csv"))
     if not keep_trace or precision is not None:
         metrics = run(sc, engine, path, _precision(precision), monitor)
